@@ -1,0 +1,869 @@
+/* cpu_backend.c — the CPU backend: every op of lib/backend.h over OpenBLAS and OpenMP.
+ *
+ * This one source is compiled twice (see CMakeLists.txt): with RP_CPU_REAL=float it is the
+ * "cpu" backend users train on; with RP_CPU_REAL=double it is "cpu64", the float64
+ * reference that the finite-difference gradient tests run the whole model on. Reductions
+ * accumulate in double in both builds. Each op's forward and backward stand side by side.
+ */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "kernel_common.h"
+
+#ifndef RP_CPU_REAL
+#define RP_CPU_REAL float
+#define RP_CPU_IS_DOUBLE 0
+#endif
+typedef RP_CPU_REAL real;
+
+#define RP_IS_F64 (sizeof(real) == 8)
+#define REAL_DTYPE (RP_IS_F64 ? RP_F64 : RP_F32)
+
+
+/* Work below this many elements runs on one thread (thread start-up dominates). */
+#define PAR_MIN 16384
+
+typedef struct cpu_backend {
+    rp_backend base;
+    void *scratch;
+    size_t scratch_size;
+} cpu_backend;
+
+static int cpu_fail(rp_backend *be, int code, const char *msg) {
+    be->err.code = code;
+    strncpy(be->err.msg, msg, sizeof be->err.msg - 1);
+    be->err.msg[sizeof be->err.msg - 1] = 0;
+    return code;
+}
+
+/* Backend-owned scratch memory (grow only). */
+static void *cpu_scratch(rp_backend *be, size_t bytes) {
+    cpu_backend *cb = (cpu_backend *)be;
+    if (bytes > cb->scratch_size) {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+        free(cb->scratch);
+        cb->scratch = p;
+        cb->scratch_size = bytes;
+    }
+    return cb->scratch;
+}
+
+static int nthreads(rp_backend *be, int64_t work) {
+    if (work < PAR_MIN) return 1;
+    return be->n_threads > 0 ? be->n_threads : 1;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* discovery, lifetime, memory                                                          */
+/* ------------------------------------------------------------------------------------ */
+
+static int cpu_probe(char *desc, size_t n) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    snprintf(desc, n, "%s, %ld cores, OpenBLAS", RP_IS_F64 ? "float64 reference" : "float32", cores);
+    return 1;
+}
+
+static rp_backend *cpu_create(int device, int n_threads, rp_err *err);
+static void cpu_destroy(rp_backend *be) {
+    if (!be) return;
+    free(((cpu_backend *)be)->scratch);
+    free(be);
+}
+
+static int cpu_alloc(rp_backend *be, void **ptr, size_t bytes) {
+    void *p = NULL;
+    size_t sz = (bytes + 63) & ~(size_t)63;
+    if (sz < bytes || posix_memalign(&p, 64, sz ? sz : 64) != 0) {
+        *ptr = NULL;
+        char msg[128];
+        snprintf(msg, sizeof msg, "cannot allocate %zu bytes of host memory", bytes);
+        return cpu_fail(be, RWKVPEFT_E_OUT_OF_MEMORY, msg);
+    }
+    *ptr = p;
+    return 0;
+}
+static void cpu_free(rp_backend *be, void *p) {
+    (void)be;
+    free(p);
+}
+static int cpu_memcpy(rp_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    if (bytes) memmove(dst, src, bytes);
+    return 0;
+}
+static int cpu_memcpy_2d(rp_backend *be, void *dst, size_t dp, const void *src, size_t sp, size_t rb,
+                         size_t rows) {
+    (void)be;
+    for (size_t r = 0; r < rows; r++) memmove((char *)dst + r * dp, (const char *)src + r * sp, rb);
+    return 0;
+}
+static int cpu_memset_zero(rp_backend *be, void *dst, size_t bytes) {
+    (void)be;
+    if (bytes) memset(dst, 0, bytes);
+    return 0;
+}
+
+static int load_f64(double *out, const void *src, rp_dtype t, int64_t i) {
+    switch (t) {
+    case RP_F32: *out = ((const float *)src)[i]; return 0;
+    case RP_F64: *out = ((const double *)src)[i]; return 0;
+    case RP_BF16: *out = rp_bf16_to_f32(((const uint16_t *)src)[i]); return 0;
+    case RP_F16: *out = rp_f16_to_f32(((const uint16_t *)src)[i]); return 0;
+    default: return -1;
+    }
+}
+static int store_f64(void *dst, rp_dtype t, int64_t i, double v) {
+    switch (t) {
+    case RP_F32: ((float *)dst)[i] = (float)v; return 0;
+    case RP_F64: ((double *)dst)[i] = v; return 0;
+    case RP_BF16: ((uint16_t *)dst)[i] = rp_f32_to_bf16((float)v); return 0;
+    case RP_F16: ((uint16_t *)dst)[i] = rp_f32_to_f16((float)v); return 0;
+    default: return -1;
+    }
+}
+static int cpu_convert(rp_backend *be, void *dst, rp_dtype dt, const void *src, rp_dtype st, int64_t n) {
+    int ok_types = (dt == RP_F32 || dt == RP_F64 || dt == RP_BF16 || dt == RP_F16) &&
+                   (st == RP_F32 || st == RP_F64 || st == RP_BF16 || st == RP_F16);
+    if (!ok_types)
+        return cpu_fail(be, RWKVPEFT_E_UNSUPPORTED, "convert: unsupported element type");
+    if (dt == st) return cpu_memcpy(be, dst, src, (size_t)n * rp_dtype_size(dt));
+    for (int64_t i = 0; i < n; i++) {
+        double v = 0;
+        load_f64(&v, src, st, i);
+        store_f64(dst, dt, i, v);
+    }
+    return 0;
+}
+static int cpu_synchronize(rp_backend *be) {
+    (void)be;
+    return 0;
+}
+static int cpu_memory_info(rp_backend *be, uint64_t *free_b, uint64_t *total_b) {
+    (void)be;
+    long page = sysconf(_SC_PAGESIZE);
+    long avail = sysconf(_SC_AVPHYS_PAGES), total = sysconf(_SC_PHYS_PAGES);
+    if (free_b) *free_b = (uint64_t)avail * (uint64_t)page;
+    if (total_b) *total_b = (uint64_t)total * (uint64_t)page;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* gemm                                                                                 */
+/* ------------------------------------------------------------------------------------ */
+
+static int cpu_gemm(rp_backend *be, int ta, int tb, int m, int n, int k, float alpha, const void *a,
+                    rp_dtype tya, int64_t lda, int64_t sa, const void *b, rp_dtype tyb, int64_t ldb,
+                    int64_t sb, float beta, void *c, rp_dtype tyc, int64_t ldc, int64_t sc, int batch) {
+    if (tya != REAL_DTYPE || tyb != REAL_DTYPE || tyc != REAL_DTYPE)
+        return cpu_fail(be, RWKVPEFT_E_UNSUPPORTED, "gemm: operands must be the backend's element type");
+    if (m <= 0 || n <= 0) return 0;
+    for (int p = 0; p < batch; p++) {
+        const real *A = (const real *)a + p * sa;
+        const real *B = (const real *)b + p * sb;
+        real *C = (real *)c + p * sc;
+        if (k <= 0) { /* empty product: C = beta*C */
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++) C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
+            continue;
+        }
+        if (beta == 0) /* BLAS may propagate NaN from C even with beta 0 in some builds */
+            for (int i = 0; i < m; i++) memset(C + i * ldc, 0, sizeof(real) * (size_t)n);
+#if RP_CPU_IS_DOUBLE
+        cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k,
+                    alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+#else
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k,
+                    alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+#endif
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* embedding                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+static int cpu_embedding_fwd(rp_backend *be, void *out, const void *table, const int32_t *ids, int64_t n,
+                             int C) {
+    real *o = (real *)out;
+    const real *t = (const real *)table;
+#pragma omp parallel for num_threads(nthreads(be, n * C))
+    for (int64_t i = 0; i < n; i++) memcpy(o + i * C, t + (int64_t)ids[i] * C, sizeof(real) * (size_t)C);
+    return 0;
+}
+
+static int cpu_embedding_bwd(rp_backend *be, void *dtable, const void *dout, const int32_t *ids, int64_t n,
+                             int C) {
+    real *dt = (real *)dtable;
+    const real *d = (const real *)dout;
+    /* Parallel over channel blocks so repeated ids never race. */
+    int nt = nthreads(be, n * C);
+#pragma omp parallel num_threads(nt)
+    {
+        int tid = omp_get_thread_num(), T = omp_get_num_threads();
+        int c0 = (int)((int64_t)C * tid / T), c1 = (int)((int64_t)C * (tid + 1) / T);
+        for (int64_t i = 0; i < n; i++) {
+            real *row = dt + (int64_t)ids[i] * C;
+            const real *src = d + i * C;
+            for (int c = c0; c < c1; c++) row[c] += src[c];
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* normalisation                                                                        */
+/* ------------------------------------------------------------------------------------ */
+
+static int cpu_norm_fwd(rp_backend *be, void *y_, void *mean_, void *rstd_, const void *x_, const void *w_,
+                        const void *b_, int64_t n, int G, int S, float eps) {
+    real *y = (real *)y_, *mean = (real *)mean_, *rstd = (real *)rstd_;
+    const real *x = (const real *)x_, *w = (const real *)w_, *b = (const real *)b_;
+    int64_t rows = n * G;
+#pragma omp parallel for num_threads(nthreads(be, rows * S))
+    for (int64_t rg = 0; rg < rows; rg++) {
+        int g = (int)(rg % G);
+        const real *xr = x + rg * S;
+        real *yr = y + rg * S;
+        double s = 0;
+        for (int c = 0; c < S; c++) s += xr[c];
+        double mu = s / S, v = 0;
+        for (int c = 0; c < S; c++) {
+            double d = xr[c] - mu;
+            v += d * d;
+        }
+        double rs = 1.0 / sqrt(v / S + (double)eps);
+        mean[rg] = (real)mu;
+        rstd[rg] = (real)rs;
+        const real *wg = w + (int64_t)g * S, *bg = b ? b + (int64_t)g * S : NULL;
+        for (int c = 0; c < S; c++) yr[c] = (real)((xr[c] - mu) * rs * wg[c] + (bg ? bg[c] : 0));
+    }
+    return 0;
+}
+
+static int cpu_norm_bwd(rp_backend *be, void *dx_, void *dw_, void *db_, const void *dy_, const void *x_,
+                        const void *w_, const void *mean_, const void *rstd_, int64_t n, int G, int S) {
+    real *dx = (real *)dx_, *dw = (real *)dw_, *db = (real *)db_;
+    const real *dy = (const real *)dy_, *x = (const real *)x_, *w = (const real *)w_;
+    const real *mean = (const real *)mean_, *rstd = (const real *)rstd_;
+    int64_t rows = n * G, C = (int64_t)G * S;
+    int nt = nthreads(be, rows * S);
+    double *part = NULL;
+    if (dw || db) {
+        part = (double *)cpu_scratch(be, sizeof(double) * (size_t)(2 * C * nt));
+        if (!part) return cpu_fail(be, RWKVPEFT_E_OUT_OF_MEMORY, "norm_bwd: scratch");
+        memset(part, 0, sizeof(double) * (size_t)(2 * C * nt));
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        int tid = omp_get_thread_num();
+        double *pw = part ? part + 2 * C * tid : NULL, *pb = part ? pw + C : NULL;
+#pragma omp for
+        for (int64_t rg = 0; rg < rows; rg++) {
+            int g = (int)(rg % G);
+            const real *xr = x + rg * S, *dyr = dy + rg * S, *wg = w + (int64_t)g * S;
+            real *dxr = dx + rg * S;
+            double mu = mean[rg], rs = rstd[rg];
+            double s1 = 0, s2 = 0; /* Σ dxhat, Σ dxhat·xhat */
+            for (int c = 0; c < S; c++) {
+                double xh = (xr[c] - mu) * rs, dxh = (double)dyr[c] * wg[c];
+                s1 += dxh;
+                s2 += dxh * xh;
+                if (pw) {
+                    pw[(int64_t)g * S + c] += (double)dyr[c] * xh;
+                    pb[(int64_t)g * S + c] += dyr[c];
+                }
+            }
+            s1 /= S;
+            s2 /= S;
+            for (int c = 0; c < S; c++) {
+                double xh = (xr[c] - mu) * rs, dxh = (double)dyr[c] * wg[c];
+                dxr[c] += (real)(rs * (dxh - s1 - xh * s2));
+            }
+        }
+    }
+    if (part)
+        for (int t = 0; t < nt; t++)
+            for (int64_t c = 0; c < C; c++) {
+                if (dw) dw[c] += (real)part[2 * C * t + c];
+                if (db) db[c] += (real)part[2 * C * t + C + c];
+            }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* token shift + mix                                                                    */
+/* ------------------------------------------------------------------------------------ */
+
+static int cpu_shift_mix_fwd(rp_backend *be, void *out_, const void *x_, const void *xprev_, const void *coef_,
+                             const void *m_, int S, int B, int T, int C) {
+    real *out = (real *)out_;
+    const real *x = (const real *)x_, *xp = (const real *)xprev_, *coef = (const real *)coef_,
+               *m = (const real *)m_;
+    int64_t n = (int64_t)B * T, slot = n * C;
+#pragma omp parallel for num_threads(nthreads(be, slot * S))
+    for (int64_t row = 0; row < n; row++) {
+        int t = (int)(row % T);
+        const real *xr = x + row * C;
+        const real *pr = t > 0 ? xr - C : (xp ? xp + (row / T) * C : NULL);
+        for (int c = 0; c < C; c++) {
+            real d = (pr ? pr[c] : 0) - xr[c];
+            for (int s = 0; s < S; s++)
+                out[s * slot + row * C + c] = xr[c] + d * (coef[(int64_t)s * C + c] + (m ? m[s * slot + row * C + c] : 0));
+        }
+    }
+    return 0;
+}
+
+static int cpu_shift_mix_bwd(rp_backend *be, void *dx_, void *dxprev_, void *dcoef_, void *dm_, const void *dout_,
+                             const void *x_, const void *xprev_, const void *coef_, const void *m_, int S, int B,
+                             int T, int C) {
+    real *dx = (real *)dx_, *dxp = (real *)dxprev_, *dcoef = (real *)dcoef_, *dm = (real *)dm_;
+    const real *dout = (const real *)dout_, *x = (const real *)x_, *xp = (const real *)xprev_,
+               *coef = (const real *)coef_, *m = (const real *)m_;
+    int64_t n = (int64_t)B * T, slot = n * C;
+    int nt = nthreads(be, slot * S);
+    /* scratch: dδ [n,C], then per-thread dcoef partials [nt,S,C] */
+    size_t need = sizeof(real) * (size_t)slot + (dcoef ? sizeof(double) * (size_t)(nt * S * C) : 0);
+    char *scr = (char *)cpu_scratch(be, need);
+    if (!scr) return cpu_fail(be, RWKVPEFT_E_OUT_OF_MEMORY, "shift_mix_bwd: scratch");
+    real *dd = (real *)scr;
+    double *part = dcoef ? (double *)(scr + sizeof(real) * (size_t)slot) : NULL;
+    if (part) memset(part, 0, sizeof(double) * (size_t)(nt * S * C));
+#pragma omp parallel num_threads(nt)
+    {
+        double *pc = part ? part + (int64_t)omp_get_thread_num() * S * C : NULL;
+#pragma omp for
+        for (int64_t row = 0; row < n; row++) {
+            int t = (int)(row % T);
+            const real *xr = x + row * C;
+            const real *pr = t > 0 ? xr - C : (xp ? xp + (row / T) * C : NULL);
+            for (int c = 0; c < C; c++) {
+                real d = (pr ? pr[c] : 0) - xr[c];
+                double gd = 0;
+                for (int s = 0; s < S; s++) {
+                    int64_t idx = s * slot + row * C + c;
+                    real g = dout[idx];
+                    real cm = coef[(int64_t)s * C + c] + (m ? m[idx] : 0);
+                    gd += (double)g * cm;
+                    if (pc) pc[(int64_t)s * C + c] += (double)g * d;
+                    if (dm) dm[idx] = g * d;
+                }
+                dd[row * C + c] = (real)gd;
+            }
+        }
+        /* x_t gets Σ_s dout (direct term) − dδ_t, and + dδ_{t+1} through the shift. */
+#pragma omp for
+        for (int64_t row = 0; row < n; row++) {
+            int t = (int)(row % T);
+            for (int c = 0; c < C; c++) {
+                double g = -(double)dd[row * C + c];
+                for (int s = 0; s < S; s++) g += dout[s * slot + row * C + c];
+                if (t + 1 < T) g += dd[(row + 1) * C + c];
+                dx[row * C + c] += (real)g;
+            }
+        }
+    }
+    if (dxp)
+        for (int b = 0; b < B; b++)
+            for (int c = 0; c < C; c++) dxp[(int64_t)b * C + c] += dd[(int64_t)b * T * C + c];
+    if (dcoef)
+        for (int t = 0; t < nt; t++)
+            for (int64_t i = 0; i < (int64_t)S * C; i++) dcoef[i] += (real)part[(int64_t)t * S * C + i];
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* element-wise                                                                         */
+/* ------------------------------------------------------------------------------------ */
+
+static inline real sigm(real x) { return (real)(1.0 / (1.0 + exp(-(double)x))); }
+
+static int cpu_act_fwd(rp_backend *be, int kind, void *y_, const void *x_, int64_t n) {
+    real *y = (real *)y_;
+    const real *x = (const real *)x_;
+    if (kind < RP_ACT_TANH || kind > RP_ACT_RELU_SQ) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_fwd: kind");
+#pragma omp parallel for num_threads(nthreads(be, n))
+    for (int64_t i = 0; i < n; i++) {
+        real v = x[i];
+        switch (kind) {
+        case RP_ACT_TANH: y[i] = (real)tanh((double)v); break;
+        case RP_ACT_SIGMOID: y[i] = sigm(v); break;
+        case RP_ACT_SILU: y[i] = v * sigm(v); break;
+        default: y[i] = v > 0 ? v * v : 0; break;
+        }
+    }
+    return 0;
+}
+
+static int cpu_act_bwd(rp_backend *be, int kind, void *dx_, const void *dy_, const void *x_, const void *y_,
+                       int64_t n) {
+    real *dx = (real *)dx_;
+    const real *dy = (const real *)dy_, *x = (const real *)x_, *y = (const real *)y_;
+    if ((kind == RP_ACT_TANH || kind == RP_ACT_SIGMOID) ? !y : !x)
+        return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_bwd: missing x or y");
+#pragma omp parallel for num_threads(nthreads(be, n))
+    for (int64_t i = 0; i < n; i++) {
+        switch (kind) {
+        case RP_ACT_TANH: dx[i] = dy[i] * (1 - y[i] * y[i]); break;
+        case RP_ACT_SIGMOID: dx[i] = dy[i] * y[i] * (1 - y[i]); break;
+        case RP_ACT_SILU: {
+            real s = sigm(x[i]);
+            dx[i] = dy[i] * s * (1 + x[i] * (1 - s));
+            break;
+        }
+        default: dx[i] = x[i] > 0 ? dy[i] * 2 * x[i] : 0; break;
+        }
+    }
+    return 0;
+}
+
+static int cpu_mul_fwd(rp_backend *be, void *y_, const void *a_, const void *b_, int64_t n) {
+    real *y = (real *)y_;
+    const real *a = (const real *)a_, *b = (const real *)b_;
+#pragma omp parallel for num_threads(nthreads(be, n))
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] * b[i];
+    return 0;
+}
+
+static int cpu_mul_bwd(rp_backend *be, void *da_, void *db_, const void *dy_, const void *a_, const void *b_,
+                       int64_t n) {
+    real *da = (real *)da_, *db = (real *)db_;
+    const real *dy = (const real *)dy_, *a = (const real *)a_, *b = (const real *)b_;
+#pragma omp parallel for num_threads(nthreads(be, n))
+    for (int64_t i = 0; i < n; i++) {
+        if (da) da[i] += dy[i] * b[i];
+        if (db) db[i] += dy[i] * a[i];
+    }
+    return 0;
+}
+
+static int cpu_add(rp_backend *be, void *y_, const void *x_, float alpha, int64_t n) {
+    real *y = (real *)y_;
+    const real *x = (const real *)x_;
+#pragma omp parallel for num_threads(nthreads(be, n))
+    for (int64_t i = 0; i < n; i++) y[i] += (real)alpha * x[i];
+    return 0;
+}
+
+static int cpu_broadcast_rows(rp_backend *be, void *y_, const void *v_, int64_t n, int C, int accumulate) {
+    real *y = (real *)y_;
+    const real *v = (const real *)v_;
+#pragma omp parallel for num_threads(nthreads(be, n * C))
+    for (int64_t r = 0; r < n; r++)
+        for (int c = 0; c < C; c++) y[r * C + c] = (accumulate ? y[r * C + c] : 0) + v[c];
+    return 0;
+}
+
+static int cpu_sum_rows(rp_backend *be, void *dv_, const void *dy_, int64_t n, int C) {
+    real *dv = (real *)dv_;
+    const real *dy = (const real *)dy_;
+    int nt = nthreads(be, n * C);
+#pragma omp parallel num_threads(nt)
+    {
+        int tid = omp_get_thread_num(), TT = omp_get_num_threads();
+        int c0 = (int)((int64_t)C * tid / TT), c1 = (int)((int64_t)C * (tid + 1) / TT);
+        for (int c = c0; c < c1; c++) {
+            double s = 0;
+            for (int64_t r = 0; r < n; r++) s += dy[r * C + c];
+            dv[c] += (real)s;
+        }
+    }
+    return 0;
+}
+
+static int cpu_dropout(rp_backend *be, void *y_, const void *x_, int64_t n, float p, uint64_t seed) {
+    real *y = (real *)y_;
+    const real *x = (const real *)x_;
+    if (!(p >= 0 && p < 1)) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "dropout: p must be in [0,1)");
+    real scale = (real)(1.0 / (1.0 - (double)p));
+#pragma omp parallel for num_threads(nthreads(be, n))
+    for (int64_t i = 0; i < n; i++) y[i] = rp_dropout_keep(seed, (uint64_t)i, p) ? x[i] * scale : 0;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* WKV6                                                                                 */
+/* ------------------------------------------------------------------------------------ */
+
+static int cpu_wkv6_fwd(rp_backend *be, void *y_, void *sout_, const void *r_, const void *k_, const void *v_,
+                        const void *w_, const void *u_, const void *s0_, int s0_shared, int B, int T, int H,
+                        int N) {
+    real *y = (real *)y_, *sout = (real *)sout_;
+    const real *r = (const real *)r_, *k = (const real *)k_, *v = (const real *)v_, *w = (const real *)w_,
+               *u = (const real *)u_, *s0 = (const real *)s0_;
+    int64_t C = (int64_t)H * N, NN = (int64_t)N * N;
+    int nt = be->n_threads > 0 ? be->n_threads : 1;
+    real *scr = (real *)cpu_scratch(be, sizeof(real) * (size_t)(nt * (NN + N)));
+    if (!scr) return cpu_fail(be, RWKVPEFT_E_OUT_OF_MEMORY, "wkv6_fwd: scratch");
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        real *S = scr + (int64_t)omp_get_thread_num() * (NN + N), *d = S + NN;
+        if (s0)
+            memcpy(S, s0 + (s0_shared ? (int64_t)h * NN : (int64_t)bh * NN), sizeof(real) * (size_t)NN);
+        else
+            memset(S, 0, sizeof(real) * (size_t)NN);
+        const real *uh = u + (int64_t)h * N;
+        for (int t = 0; t < T; t++) {
+            int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N;
+            const real *rt = r + o, *kt = k + o, *vt = v + o, *wt = w + o;
+            double ruk = 0;
+            for (int i = 0; i < N; i++) {
+                ruk += (double)rt[i] * uh[i] * kt[i];
+                d[i] = (real)exp(-exp((double)wt[i]));
+            }
+            for (int j = 0; j < N; j++) {
+                real *Sj = S + (int64_t)j * N;
+                double acc = ruk * vt[j];
+                for (int i = 0; i < N; i++) acc += (double)rt[i] * Sj[i];
+                y[o + j] = (real)acc;
+                real vj = vt[j];
+                for (int i = 0; i < N; i++) Sj[i] = d[i] * Sj[i] + kt[i] * vj;
+            }
+        }
+        if (sout) memcpy(sout + (int64_t)bh * NN, S, sizeof(real) * (size_t)NN);
+    }
+    return 0;
+}
+
+/* Backward by reverse sweep over time with dS = ∂L/∂S (state after the current step):
+ *   gr_t[i] = Σ_j gy[j]·S_t[j][i] + u[i]·k[i]·(gy·v)
+ *   gk_t[i] = Σ_j dS[j][i]·v[j] + u[i]·r[i]·(gy·v)
+ *   gv_t[j] = Σ_i dS[j][i]·k[i] + (Σ_i r[i]u[i]k[i])·gy[j]
+ *   ∂L/∂d_t[i] = Σ_j dS[j][i]·S_t[j][i];   gw = that·d·(−exp(w))
+ *   dS ← dS·diag(d) + gy ⊗ r
+ * S_t (state before step t) is rebuilt per segment of WKV_SEG steps from checkpoints saved
+ * by a forward re-run, so memory is (T/WKV_SEG + WKV_SEG)·N² per thread. */
+#define WKV_SEG 16
+static int cpu_wkv6_bwd(rp_backend *be, void *gr_, void *gk_, void *gv_, void *gw_, void *gu_, void *gs0_,
+                        const void *gy_, const void *gsout_, const void *r_, const void *k_, const void *v_,
+                        const void *w_, const void *u_, const void *s0_, int s0_shared, int B, int T, int H,
+                        int N) {
+    real *gr = (real *)gr_, *gk = (real *)gk_, *gv = (real *)gv_, *gw = (real *)gw_, *gu = (real *)gu_,
+         *gs0 = (real *)gs0_;
+    const real *gy = (const real *)gy_, *gsout = (const real *)gsout_, *r = (const real *)r_,
+               *k = (const real *)k_, *v = (const real *)v_, *w = (const real *)w_, *u = (const real *)u_,
+               *s0 = (const real *)s0_;
+    int64_t C = (int64_t)H * N, NN = (int64_t)N * N;
+    int ncp = (T + WKV_SEG - 1) / WKV_SEG;
+    int nt = be->n_threads > 0 ? be->n_threads : 1;
+    /* per thread: checkpoints ncp·NN, segment states WKV_SEG·NN, dS NN, d N, gu partial N, gs0 partial NN */
+    int64_t per = (int64_t)(ncp + WKV_SEG + 1) * NN + 2 * N;
+    int64_t per_acc = (int64_t)N + NN; /* double accumulators: gu, gs0 per (b,h) work item */
+    size_t bytes = sizeof(real) * (size_t)(nt * per) + sizeof(double) * (size_t)(B * H * per_acc);
+    char *scr = (char *)cpu_scratch(be, bytes);
+    if (!scr) return cpu_fail(be, RWKVPEFT_E_OUT_OF_MEMORY, "wkv6_bwd: scratch");
+    double *acc_all = (double *)(scr + sizeof(real) * (size_t)(nt * per));
+    memset(acc_all, 0, sizeof(double) * (size_t)(B * H * per_acc));
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        real *base = (real *)scr + (int64_t)omp_get_thread_num() * per;
+        real *cps = base, *seg = cps + (int64_t)ncp * NN, *dS = seg + (int64_t)WKV_SEG * NN;
+        real *d = dS + NN, *tmp = d + N;
+        double *gu_acc = acc_all + (int64_t)bh * per_acc, *gs_acc = gu_acc + N;
+        (void)tmp;
+        const real *uh = u + (int64_t)h * N;
+        /* forward re-run saving the state at the start of each segment */
+        real *S = seg; /* use seg[0] as running state */
+        if (s0)
+            memcpy(S, s0 + (s0_shared ? (int64_t)h * NN : (int64_t)bh * NN), sizeof(real) * (size_t)NN);
+        else
+            memset(S, 0, sizeof(real) * (size_t)NN);
+        for (int t = 0; t < T; t++) {
+            if (t % WKV_SEG == 0) memcpy(cps + (int64_t)(t / WKV_SEG) * NN, S, sizeof(real) * (size_t)NN);
+            int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N;
+            for (int i = 0; i < N; i++) d[i] = (real)exp(-exp((double)w[o + i]));
+            for (int j = 0; j < N; j++) {
+                real *Sj = S + (int64_t)j * N, vj = v[o + j];
+                for (int i = 0; i < N; i++) Sj[i] = d[i] * Sj[i] + k[o + i] * vj;
+            }
+        }
+        if (gsout)
+            memcpy(dS, gsout + (int64_t)bh * NN, sizeof(real) * (size_t)NN);
+        else
+            memset(dS, 0, sizeof(real) * (size_t)NN);
+        for (int sg = ncp - 1; sg >= 0; sg--) {
+            int t0 = sg * WKV_SEG, t1 = t0 + WKV_SEG < T ? t0 + WKV_SEG : T;
+            memcpy(seg, cps + (int64_t)sg * NN, sizeof(real) * (size_t)NN);
+            for (int t = t0; t + 1 < t1; t++) { /* seg[t-t0] = S_t; build S_{t+1} */
+                int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N;
+                real *Sa = seg + (int64_t)(t - t0) * NN, *Sb = Sa + NN;
+                for (int i = 0; i < N; i++) d[i] = (real)exp(-exp((double)w[o + i]));
+                for (int j = 0; j < N; j++)
+                    for (int i = 0; i < N; i++)
+                        Sb[(int64_t)j * N + i] = d[i] * Sa[(int64_t)j * N + i] + k[o + i] * v[o + j];
+            }
+            for (int t = t1 - 1; t >= t0; t--) {
+                int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N;
+                const real *St = seg + (int64_t)(t - t0) * NN;
+                const real *rt = r + o, *kt = k + o, *vt = v + o, *gyt = gy + o;
+                double gyv = 0, ruk = 0;
+                for (int j = 0; j < N; j++) gyv += (double)gyt[j] * vt[j];
+                for (int i = 0; i < N; i++) {
+                    ruk += (double)rt[i] * uh[i] * kt[i];
+                    d[i] = (real)exp(-exp((double)w[o + i]));
+                }
+                /* gr, gk, gd over i (loop j inside, reading rows of S and dS) */
+                for (int i = 0; i < N; i++) {
+                    double a_r = 0, a_k = 0, a_d = 0;
+                    for (int j = 0; j < N; j++) {
+                        a_r += (double)gyt[j] * St[(int64_t)j * N + i];
+                        a_k += (double)dS[(int64_t)j * N + i] * vt[j];
+                        a_d += (double)dS[(int64_t)j * N + i] * St[(int64_t)j * N + i];
+                    }
+                    gr[o + i] = (real)(a_r + uh[i] * kt[i] * gyv);
+                    gk[o + i] = (real)(a_k + uh[i] * rt[i] * gyv);
+                    gw[o + i] = (real)(a_d * d[i] * -exp((double)w[o + i]));
+                    gu_acc[i] += (double)rt[i] * kt[i] * gyv;
+                }
+                for (int j = 0; j < N; j++) {
+                    const real *dSj = dS + (int64_t)j * N;
+                    double a_v = 0;
+                    for (int i = 0; i < N; i++) a_v += (double)dSj[i] * kt[i];
+                    gv[o + j] = (real)(a_v + ruk * gyt[j]);
+                }
+                for (int j = 0; j < N; j++) {
+                    real *dSj = dS + (int64_t)j * N, g = gyt[j];
+                    for (int i = 0; i < N; i++) dSj[i] = dSj[i] * d[i] + g * rt[i];
+                }
+            }
+        }
+        if (gs0)
+            for (int64_t q = 0; q < NN; q++) gs_acc[q] = dS[q];
+    }
+    /* reduce per-(b,h) accumulators in a fixed order (deterministic) */
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        double *gu_acc = acc_all + (int64_t)bh * per_acc, *gs_acc = gu_acc + N;
+        (void)b;
+        for (int i = 0; i < N; i++) gu[(int64_t)h * N + i] += (real)gu_acc[i];
+        if (gs0) {
+            real *dst = gs0 + (s0_shared ? (int64_t)h * NN : (int64_t)bh * NN);
+            for (int64_t q = 0; q < NN; q++) dst[q] += (real)gs_acc[q];
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* loss                                                                                 */
+/* ------------------------------------------------------------------------------------ */
+
+static int cpu_cross_entropy(rp_backend *be, void *loss_sum_, void *dlogits_, const void *logits_,
+                             const int32_t *targets, const void *weights_, int64_t n, int V, float grad_scale,
+                             float l2wrap) {
+    real *loss_sum = (real *)loss_sum_, *dl = (real *)dlogits_;
+    const real *lg = (const real *)logits_, *wt = (const real *)weights_;
+    int bad = 0;
+    double total = 0;
+#pragma omp parallel for num_threads(nthreads(be, n * V)) reduction(+ : total) reduction(| : bad)
+    for (int64_t i = 0; i < n; i++) {
+        const real *row = lg + i * V;
+        double mx = row[0];
+        int am = 0;
+        for (int j = 1; j < V; j++)
+            if (row[j] > mx) {
+                mx = row[j];
+                am = j;
+            }
+        double se = 0;
+        for (int j = 0; j < V; j++) se += exp((double)row[j] - mx);
+        double lse = mx + log(se);
+        double wi = wt[i];
+        int tg = targets[i];
+        if (wi != 0) {
+            if (tg < 0 || tg >= V) {
+                bad = 1;
+                continue;
+            }
+            total += wi * (lse - row[tg]);
+        }
+        if (dl) {
+            real *drow = dl + i * V;
+            double sc = (double)grad_scale * wi;
+            for (int j = 0; j < V; j++) {
+                double p = exp((double)row[j] - lse);
+                drow[j] = (real)(sc * p);
+            }
+            if (wi != 0) drow[tg] -= (real)sc;
+            drow[am] += (real)((double)l2wrap * mx);
+        }
+    }
+    if (bad) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "cross_entropy: target outside [0, vocab)");
+    loss_sum[0] += (real)total;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* optimizer                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+static int cpu_sumsq(rp_backend *be, void *acc_, const void *x_, const rp_adam_segment *segs, int n_segs) {
+    real *acc = (real *)acc_;
+    const real *x = (const real *)x_;
+    double total = 0;
+    for (int s = 0; s < n_segs; s++) {
+        const real *p = x + segs[s].offset;
+        int64_t cnt = segs[s].count;
+        double part = 0;
+#pragma omp parallel for num_threads(nthreads(be, cnt)) reduction(+ : part)
+        for (int64_t i = 0; i < cnt; i++) part += (double)p[i] * p[i];
+        total += part;
+    }
+    acc[0] += (real)total;
+    return 0;
+}
+
+static int cpu_adam_update(rp_backend *be, void *params_, const void *grads_, void *m_, void *v_,
+                           const rp_adam_segment *segs, int n_segs, const void *norm_sq_, float max_norm, float lr,
+                           float beta1, float beta2, float eps, int64_t step) {
+    real *p = (real *)params_, *m = (real *)m_, *v = (real *)v_;
+    const real *g = (const real *)grads_, *nsq = (const real *)norm_sq_;
+    if (step < 1) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "adam_update: step must be >= 1");
+    double clip = 1.0;
+    if (nsq) {
+        double ns = nsq[0];
+        if (!isfinite(ns)) return 0; /* skipped: the core reports the non-finite norm */
+        if (max_norm > 0) {
+            double c = (double)max_norm / (sqrt(ns) + 1e-6);
+            if (c < 1) clip = c;
+        }
+    }
+    double bc1 = 1.0 - pow((double)beta1, (double)step), bc2 = 1.0 - pow((double)beta2, (double)step);
+    for (int s = 0; s < n_segs; s++) {
+        int64_t off = segs[s].offset, cnt = segs[s].count;
+        double lr_s = (double)lr * segs[s].lr_scale, wd = segs[s].weight_decay;
+#pragma omp parallel for num_threads(nthreads(be, cnt))
+        for (int64_t i = off; i < off + cnt; i++) {
+            double gi = (double)g[i] * clip;
+            double mi = beta1 * (double)m[i] + (1.0 - beta1) * gi;
+            double vi = beta2 * (double)v[i] + (1.0 - beta2) * gi * gi;
+            m[i] = (real)mi;
+            v[i] = (real)vi;
+            double upd = (mi / bc1) / (sqrt(vi / bc2) + eps) + wd * (double)p[i];
+            p[i] = (real)((double)p[i] - lr_s * upd);
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* quantized weights                                                                    */
+/* ------------------------------------------------------------------------------------ */
+
+static int cpu_dequant(rp_backend *be, void *out_, const void *q_, const void *absmax_, const void *code_,
+                       int format, int64_t n, int blocksize) {
+    real *out = (real *)out_;
+    const uint8_t *q = (const uint8_t *)q_;
+    const float *absmax = (const float *)absmax_, *code = (const float *)code_;
+    static const float nf4[16] = RP_NF4_CODES, fp4[16] = RP_FP4_CODES;
+    if (blocksize <= 0) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "dequant: blocksize");
+    switch (format) {
+    case RP_QUANT_NF4:
+    case RP_QUANT_FP4: {
+        const float *tab = format == RP_QUANT_NF4 ? nf4 : fp4;
+#pragma omp parallel for num_threads(nthreads(be, n))
+        for (int64_t i = 0; i < n; i++) {
+            uint8_t byte = q[i >> 1];
+            int c = (i & 1) ? (byte & 15) : (byte >> 4);
+            out[i] = (real)(tab[c] * absmax[i / blocksize]);
+        }
+        return 0;
+    }
+    case RP_QUANT_INT8:
+        if (!code) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "dequant: int8 needs a code table");
+#pragma omp parallel for num_threads(nthreads(be, n))
+        for (int64_t i = 0; i < n; i++) out[i] = (real)(code[q[i]] * absmax[i / blocksize]);
+        return 0;
+    case RP_QUANT_FP8_E4M3:
+#pragma omp parallel for num_threads(nthreads(be, n))
+        for (int64_t i = 0; i < n; i++)
+            out[i] = (real)(rp_fp8_e4m3_to_float(q[i]) * (absmax ? absmax[i / blocksize] : 1.0f));
+        return 0;
+    default: return cpu_fail(be, RWKVPEFT_E_UNSUPPORTED, "dequant: unknown format");
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* the table                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+#if RP_CPU_IS_DOUBLE
+#define THIS_OPS rp_cpu64_ops
+#define THIS_NAME "cpu64"
+#else
+#define THIS_OPS rp_cpu32_ops
+#define THIS_NAME "cpu"
+#endif
+
+const rp_backend_ops THIS_OPS = {
+    .api_version = RP_BACKEND_API_VERSION,
+    .struct_size = sizeof(rp_backend_ops),
+    .name = THIS_NAME,
+    .act_dtype = RP_CPU_IS_DOUBLE ? RP_F64 : RP_F32,
+    .par_dtype = RP_CPU_IS_DOUBLE ? RP_F64 : RP_F32,
+    .probe = cpu_probe,
+    .create = cpu_create,
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .memcpy_h2d = cpu_memcpy,
+    .memcpy_d2h = cpu_memcpy,
+    .memcpy_d2d = cpu_memcpy,
+    .memcpy_2d = cpu_memcpy_2d,
+    .memset_zero = cpu_memset_zero,
+    .convert = cpu_convert,
+    .synchronize = cpu_synchronize,
+    .memory_info = cpu_memory_info,
+    .gemm = cpu_gemm,
+    .embedding_fwd = cpu_embedding_fwd,
+    .embedding_bwd = cpu_embedding_bwd,
+    .norm_fwd = cpu_norm_fwd,
+    .norm_bwd = cpu_norm_bwd,
+    .shift_mix_fwd = cpu_shift_mix_fwd,
+    .shift_mix_bwd = cpu_shift_mix_bwd,
+    .act_fwd = cpu_act_fwd,
+    .act_bwd = cpu_act_bwd,
+    .mul_fwd = cpu_mul_fwd,
+    .mul_bwd = cpu_mul_bwd,
+    .add = cpu_add,
+    .broadcast_rows = cpu_broadcast_rows,
+    .sum_rows = cpu_sum_rows,
+    .dropout = cpu_dropout,
+    .wkv6_fwd = cpu_wkv6_fwd,
+    .wkv6_bwd = cpu_wkv6_bwd,
+    .cross_entropy = cpu_cross_entropy,
+    .sumsq = cpu_sumsq,
+    .adam_update = cpu_adam_update,
+    .dequant = cpu_dequant,
+};
+
+static rp_backend *cpu_create(int device, int n_threads, rp_err *err) {
+    if (device != 0) {
+        rp_fail(err, RWKVPEFT_E_BACKEND, "%s backend: device %d does not exist (only 0)", THIS_NAME, device);
+        return NULL;
+    }
+    cpu_backend *cb = (cpu_backend *)calloc(1, sizeof *cb);
+    if (!cb) {
+        rp_fail(err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory creating the CPU backend");
+        return NULL;
+    }
+    cb->base.ops = &THIS_OPS;
+    cb->base.device = 0;
+    if (n_threads <= 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = c > 0 ? (int)c : 1;
+    }
+    cb->base.n_threads = n_threads;
+    openblas_set_num_threads(n_threads);
+    return &cb->base;
+}
