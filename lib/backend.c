@@ -80,9 +80,9 @@ static const rp_backend_ops *load_module(const char *name, const char *module_pa
         if (!h) h = try_open(NULL, file, why, why_n);
     }
     if (!h) {
-        char tmp[256];
+        char tmp[400];
         snprintf(tmp, sizeof tmp, "module %s not loadable (%s)", file, why);
-        snprintf(why, why_n, "%s", tmp);
+        snprintf(why, why_n, "%.*s", (int)(why_n - 1), tmp);
         return NULL;
     }
     module_entry_fn entry = (module_entry_fn)dlsym(h, "rwkvpeft_backend_module");

@@ -165,7 +165,7 @@ struct rp_backend_ops {
                     const void *v, const void *w, const void *u, const void *s0, int s0_shared,
                     int B, int T, int H, int N);
     /* Backward: gr, gk, gv, gw written (A; gw is ∂L/∂w for the raw w); gu += (P, summed over
-     * B); gs0 += (P, NULL = not wanted; summed over B when s0_shared); gs_out P [B,H,N,N]
+     * B; NULL = not wanted); gs0 += (P, NULL = not wanted; summed over B when s0_shared); gs_out P [B,H,N,N]
      * is ∂L/∂(final state) or NULL (= 0). */
     int (*wkv6_bwd)(rp_backend *be, void *gr, void *gk, void *gv, void *gw, void *gu, void *gs0,
                     const void *gy, const void *gs_out, const void *r, const void *k,

@@ -26,16 +26,17 @@ int rp_fail(rp_err *err, int code, const char *fmt, ...) {
 }
 
 int rp_fail_prefix(rp_err *err, const char *fmt, ...) {
-    char pre[RP_ERR_MSG_MAX], buf[RP_ERR_MSG_MAX];
+    char pre[RP_ERR_MSG_MAX], buf[2 * RP_ERR_MSG_MAX + 4];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
     const char *old = err ? err->msg : tls_last_error;
     snprintf(buf, sizeof buf, "%s: %s", pre, old);
-    memcpy(tls_last_error, buf, sizeof buf);
+    buf[RP_ERR_MSG_MAX - 1] = 0; /* keep the head of the message */
+    memcpy(tls_last_error, buf, RP_ERR_MSG_MAX);
     if (err) {
-        memcpy(err->msg, buf, sizeof buf);
+        memcpy(err->msg, buf, RP_ERR_MSG_MAX);
         return err->code;
     }
     return RWKVPEFT_E_INTERNAL;
@@ -209,7 +210,8 @@ void *rp_calloc(size_t count, size_t size) { return calloc(count ? count : 1, si
 
 void *rp_realloc_array(void *p, size_t count, size_t size) {
     if (size && count > SIZE_MAX / size) return NULL;
-    return realloc(p, count * size ? count * size : 1);
+    size_t bytes = count * size;
+    return realloc(p, bytes ? bytes : 1);
 }
 
 char *rp_strdup(const char *s) {

@@ -645,7 +645,8 @@ static int cpu_wkv6_bwd(rp_backend *be, void *gr_, void *gk_, void *gv_, void *g
         int b = bh / H, h = bh % H;
         double *gu_acc = acc_all + (int64_t)bh * per_acc, *gs_acc = gu_acc + N;
         (void)b;
-        for (int i = 0; i < N; i++) gu[(int64_t)h * N + i] += (real)gu_acc[i];
+        if (gu)
+            for (int i = 0; i < N; i++) gu[(int64_t)h * N + i] += (real)gu_acc[i];
         if (gs0) {
             real *dst = gs0 + (s0_shared ? (int64_t)h * NN : (int64_t)bh * NN);
             for (int64_t q = 0; q < NN; q++) dst[q] += (real)gs_acc[q];
@@ -663,11 +664,15 @@ static int cpu_cross_entropy(rp_backend *be, void *loss_sum_, void *dlogits_, co
                              float l2wrap) {
     real *loss_sum = (real *)loss_sum_, *dl = (real *)dlogits_;
     const real *lg = (const real *)logits_, *wt = (const real *)weights_;
+    /* per-row losses summed in row order afterwards: the result does not depend on the
+     * thread count or schedule (bit-identical reruns) */
+    double *row_loss = (double *)cpu_scratch(be, sizeof(double) * (size_t)(n > 0 ? n : 1));
+    if (!row_loss) return cpu_fail(be, RWKVPEFT_E_OUT_OF_MEMORY, "cross_entropy: scratch");
     int bad = 0;
-    double total = 0;
-#pragma omp parallel for num_threads(nthreads(be, n * V)) reduction(+ : total) reduction(| : bad)
+#pragma omp parallel for num_threads(nthreads(be, n * V)) reduction(| : bad)
     for (int64_t i = 0; i < n; i++) {
         const real *row = lg + i * V;
+        row_loss[i] = 0;
         double mx = row[0];
         int am = 0;
         for (int j = 1; j < V; j++)
@@ -685,7 +690,7 @@ static int cpu_cross_entropy(rp_backend *be, void *loss_sum_, void *dlogits_, co
                 bad = 1;
                 continue;
             }
-            total += wi * (lse - row[tg]);
+            row_loss[i] = wi * (lse - row[tg]);
         }
         if (dl) {
             real *drow = dl + i * V;
@@ -699,6 +704,8 @@ static int cpu_cross_entropy(rp_backend *be, void *loss_sum_, void *dlogits_, co
         }
     }
     if (bad) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "cross_entropy: target outside [0, vocab)");
+    double total = 0;
+    for (int64_t i = 0; i < n; i++) total += row_loss[i];
     loss_sum[0] += (real)total;
     return 0;
 }
@@ -710,14 +717,22 @@ static int cpu_cross_entropy(rp_backend *be, void *loss_sum_, void *dlogits_, co
 static int cpu_sumsq(rp_backend *be, void *acc_, const void *x_, const rp_adam_segment *segs, int n_segs) {
     real *acc = (real *)acc_;
     const real *x = (const real *)x_;
+    /* fixed blocks summed in order: deterministic whatever the thread count */
+    enum { BLK = 4096 };
     double total = 0;
     for (int s = 0; s < n_segs; s++) {
         const real *p = x + segs[s].offset;
-        int64_t cnt = segs[s].count;
-        double part = 0;
-#pragma omp parallel for num_threads(nthreads(be, cnt)) reduction(+ : part)
-        for (int64_t i = 0; i < cnt; i++) part += (double)p[i] * p[i];
-        total += part;
+        int64_t cnt = segs[s].count, nb = (cnt + BLK - 1) / BLK;
+        double *part = (double *)cpu_scratch(be, sizeof(double) * (size_t)(nb > 0 ? nb : 1));
+        if (!part) return cpu_fail(be, RWKVPEFT_E_OUT_OF_MEMORY, "sumsq: scratch");
+#pragma omp parallel for num_threads(nthreads(be, cnt))
+        for (int64_t b = 0; b < nb; b++) {
+            double q = 0;
+            int64_t e = (b + 1) * BLK < cnt ? (b + 1) * BLK : cnt;
+            for (int64_t i = b * BLK; i < e; i++) q += (double)p[i] * p[i];
+            part[b] = q;
+        }
+        for (int64_t b = 0; b < nb; b++) total += part[b];
     }
     acc[0] += (real)total;
     return 0;

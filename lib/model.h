@@ -1,0 +1,167 @@
+/* model.h — internal structures of a model: named parameters, layers, adapters, and the
+ * activation workspace of one forward/backward. */
+#ifndef RP_MODEL_H
+#define RP_MODEL_H
+
+#include "backend.h"
+#include "internal.h"
+
+#define RP_NAME_MAX 96
+#define RP_MAX_PARTS 5
+
+typedef enum rp_param_class {
+    RP_CLS_MATRIX = 0, /* a large weight matrix: stored in the backend's act dtype */
+    RP_CLS_SMALL = 1   /* vectors, low-rank mixers, adapter tensors: stored in par dtype */
+} rp_param_class;
+
+/* One named parameter. A "pack" stores several checkpoint tensors of one shape
+ * contiguously (e.g. att.time_maa_w/k/v/r/g as [5,C]) because one op consumes them
+ * together; I/O still sees the separate names. */
+typedef struct rp_param {
+    char name[RP_NAME_MAX]; /* name of the first part */
+    int nparts;
+    char part_names[RP_MAX_PARTS][RP_NAME_MAX];
+    int ndim;          /* shape of one part, as stored in checkpoints */
+    int64_t shape[4];
+    int64_t part_numel;
+    int64_t numel;     /* all parts */
+    int cls;
+    void *data;        /* device buffer (act dtype for MATRIX, par dtype for SMALL) */
+    int owns_data;     /* data is its own allocation (else a view into the flat buffer) */
+    int trainable;
+    int64_t flat_off;  /* element offset in the trainable flat buffer, or -1 */
+    float lr_scale;
+    float weight_decay;
+    int is_adapter;    /* created by an adapter (not part of the base checkpoint) */
+    int optional;      /* may be absent from a checkpoint (e.g. att.time_state) */
+} rp_param;
+
+/* A linear layer y = x·Wᵀ (+ LoRA branch). */
+typedef struct rp_linear {
+    rp_param *W; /* [out,in] */
+    rp_param *A; /* LoRA [r,in] or NULL */
+    rp_param *B; /* LoRA [out,r] */
+    int in, out, r;
+    float scale, dropout;
+    int id; /* unique per model: seeds the dropout masks */
+} rp_linear;
+
+enum { RP_LIN_ATT_R, RP_LIN_ATT_K, RP_LIN_ATT_V, RP_LIN_ATT_G, RP_LIN_ATT_O, RP_LIN_FFN_K, RP_LIN_FFN_R, RP_LIN_FFN_V, RP_LIN_COUNT };
+
+typedef struct rp_v6_layer {
+    rp_param *ln0_w, *ln0_b; /* layer 0 only */
+    rp_param *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    rp_param *maa_x;         /* [1,1,C] */
+    rp_param *maa_wkvrg;     /* pack of 5 [1,1,C] */
+    rp_param *maa_w1;        /* [C,5Dm] */
+    rp_param *maa_w2;        /* [5,Dm,C] */
+    rp_param *decay;         /* [1,1,A] */
+    rp_param *decay_w1;      /* [C,Dd] */
+    rp_param *decay_w2;      /* [Dd,A] */
+    rp_param *faaaa;         /* [H,N] */
+    rp_param *lnx_w, *lnx_b; /* [A] */
+    rp_param *ffn_maa_kr;    /* pack of 2 [1,1,C] */
+    rp_param *time_state;    /* [H,N,N] or NULL */
+    rp_linear lin[RP_LIN_COUNT];
+} rp_v6_layer;
+
+struct rwkvpeft_context {
+    const rp_backend_ops *ops;
+    rp_backend *be;
+    rp_err err;
+    int log_level;
+    rwkvpeft_log_fn log_fn;
+    void *log_user;
+    int n_models;
+};
+
+typedef struct rp_adapter_cfg {
+    int attached;
+    int method;
+    int r;
+    float alpha, dropout;
+    char train_parts[256];
+    int full_finetune;
+    int train_emb_head;
+    uint64_t seed;
+} rp_adapter_cfg;
+
+struct rwkvpeft_model {
+    struct rwkvpeft_context *ctx;
+    rp_backend *be;
+    rp_err err;
+
+    int version;
+    int n_layer, C, A, F, H, N, V, Dm, Dd;
+    int grad_cp;
+    int from_file;
+
+    rp_param *params; /* owned array; pointers into it stay valid (allocated once) */
+    int n_params, cap_params;
+    rp_v6_layer *layers;
+    rp_param *emb, *head, *ln_out_w, *ln_out_b;
+
+    rp_adapter_cfg adapter;
+    void *flat;          /* trainable flat buffer (par dtype) */
+    int64_t flat_numel;
+    int64_t n_trainable; /* elements that train (may be < flat_numel for packs) */
+    rp_adam_segment *segs;
+    int n_segs;
+
+    struct rp_workspace *eval_ws;
+    int n_trainers;
+};
+
+/* ---- model.c: parameters, init, checkpoint I/O --------------------------------------- */
+int rp_model_create_v6(rwkvpeft_model *m, int n_layer, int C, int A, int F, int H, int N, int V, int Dm,
+                       int Dd, int with_state);
+int rp_model_alloc_params(rwkvpeft_model *m);
+int rp_model_init_weights(rwkvpeft_model *m, uint64_t seed);
+int rp_model_load_file(rwkvpeft_model *m, const char *path);
+int rp_model_save_file(rwkvpeft_model *m, const char *path, int kind, rp_dtype dtype, int adapter_only);
+void rp_model_destroy(rwkvpeft_model *m);
+rp_param *rp_model_find_param(rwkvpeft_model *m, const char *name, int *part);
+/* Copies host f32 values into a parameter (all parts, or part `part` >= 0). */
+int rp_param_upload_f32(rwkvpeft_model *m, rp_param *p, int part, const float *src);
+/* Reads a parameter into host f32. */
+int rp_param_download_f32(rwkvpeft_model *m, rp_param *p, float *dst);
+/* Gradient pointer of a trainable parameter inside grad_flat, or NULL when frozen. */
+void *rp_param_grad(const rwkvpeft_model *m, const rp_param *p, void *grad_flat);
+
+/* ---- peft.c: adapters ------------------------------------------------------------------- */
+int rp_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap);
+int rp_adapter_load(rwkvpeft_model *m, const char *path);
+
+/* ---- rwkv6.c: the graph --------------------------------------------------------------- */
+typedef struct rp_workspace rp_workspace;
+
+/* Workspace for batches of up to B×T tokens; `training` adds what the backward needs. */
+int rp_workspace_create(rwkvpeft_model *m, int B, int T, int training, rp_workspace **out);
+void rp_workspace_free(rwkvpeft_model *m, rp_workspace *ws);
+int rp_workspace_fits(const rp_workspace *ws, int B, int T);
+
+/* Uploads ids/targets/weights (host) into the workspace. weights: per-position loss
+ * weights already normalised by the caller (sum = 1 over the batch for a mean). */
+int rp_workspace_set_batch(rwkvpeft_model *m, rp_workspace *ws, int B, int T, const int32_t *ids,
+                           const int32_t *targets, const float *weights);
+
+/* Forward (+ loss into ws->loss_sum) and, if `grad_flat` is non-NULL, the backward that
+ * accumulates parameter gradients into grad_flat. dropout_seed 0 disables dropout.
+ * logits_out (host, [B*T, V] float32) receives the logits when non-NULL. */
+int rp_v6_forward_backward(rwkvpeft_model *m, rp_workspace *ws, void *grad_flat, float grad_scale,
+                           float l2wrap, uint64_t dropout_seed, float *logits_out);
+
+/* Device pointer of the scalar loss sum (par dtype) of the last forward. */
+void *rp_workspace_loss(rp_workspace *ws);
+
+/* ---- train.c: trainer and evaluation -------------------------------------------------- */
+int rp_trainer_create(rwkvpeft_model *m, const rwkvpeft_train_params *tp, rwkvpeft_trainer **out);
+void rp_trainer_destroy(rwkvpeft_trainer *t);
+const char *rp_trainer_error(const rwkvpeft_trainer *t);
+int rp_trainer_step(rwkvpeft_trainer *t, const rwkvpeft_batch *b, rwkvpeft_step_result *res);
+int rp_trainer_save_state(rwkvpeft_trainer *t, const char *path);
+int rp_trainer_load_state(rwkvpeft_trainer *t, const char *path);
+int rp_evaluate(rwkvpeft_model *m, const rwkvpeft_batch *b, double *loss, double *n_tokens);
+int rp_batch_weights(rwkvpeft_model *m, const rwkvpeft_batch *b, float *weights, double *wsum, rp_err *err);
+
+#endif

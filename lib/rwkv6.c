@@ -1,0 +1,499 @@
+/* rwkv6.c — the RWKV-6 (x060) graph: forward and backward of a whole model over a batch,
+ * written only against the backend ops table (lib/backend.h). Spec: §1.1, §1.5, §1.7.
+ *
+ * Layout: token rows are b·T + t; x is [B,T,C] row-major. Each block's forward keeps what
+ * its backward needs in an rp_v6_acts record. Without gradient checkpointing every layer
+ * has its own record; with it, all layers share one record and only each block's input is
+ * kept, the block being recomputed (same dropout masks) just before its backward.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernel_common.h"
+#include "model.h"
+
+#define LN_EPS 1e-5f
+#define GN_EPS (1e-5f * 64.0f) /* 1e-5 · head_size_divisor² (spec §1.5) */
+#define LOGIT_CHUNK_ELEMS (16 << 20)
+
+typedef struct rp_v6_acts {
+    void *x_in;                 /* [n,C] block input (residual stream) */
+    void *ln1, *mean1, *rstd1;  /* LN1 output and statistics */
+    void *z;                    /* [n,C] x + δ·maa_x */
+    void *h;                    /* [n,5Dm] tanh(z·maa_w1) */
+    void *m;                    /* [5,n,C] per-slot low-rank mix */
+    void *xs;                   /* [5,n,C] mixed inputs w,k,v,r,g */
+    void *r, *k, *v, *gpre, *g; /* [n,A] */
+    void *dh;                   /* [n,Dd] tanh(xw·decay_w1) */
+    void *w;                    /* [n,A] raw decay */
+    void *y;                    /* [n,A] wkv output */
+    void *gn_mean, *gn_rstd;    /* [n,H] */
+    void *o, *og;               /* [n,A] GroupNorm output, gated */
+    void *x_mid;                /* [n,C] after the time-mix residual */
+    void *ln2, *mean2, *rstd2;
+    void *xkr;                  /* [2,n,C] channel-mix inputs k, r */
+    void *kpre, *kk;            /* [n,F] key pre-activation, relu² */
+    void *kv;                   /* [n,C] */
+    void *rs;                   /* [n,C] sigmoid receptance */
+    void *lora_t[RP_LIN_COUNT]; /* [n,r] LoRA hidden (x·Aᵀ) */
+} rp_v6_acts;
+
+struct rp_workspace {
+    int cap_B, cap_T, training, shared_acts;
+    int64_t cap_n;
+    int B, T;
+    int32_t *ids, *targets; /* device */
+    void *weights;          /* P [n] */
+    void *loss_sum;         /* P [1] */
+    rp_v6_acts *acts;       /* n_layer records */
+    void *emb_out, *mean0, *rstd0;
+    void *x_final, *lnout, *mean_o, *rstd_o;
+    void *logits;
+    int64_t logit_rows;
+    void *tmp_c;    /* [n,C] */
+    void *x_spare;  /* [n,C] output sink for recomputed blocks */
+    /* backward scratch */
+    void *dres, *dln, *dlnout; /* [n,C] */
+    void *dxs;                 /* [5,n,C] */
+    void *dm;                  /* [5,n,C] */
+    void *dhh;                 /* [n,5Dm] */
+    void *dz;                  /* [n,C] */
+    void *da[6];               /* [n,A]: dr dk dv dw dg dy; also dog/do */
+    void *dF;                  /* [n,F] */
+    void *dC2;                 /* [n,C] */
+    void *ddh;                 /* [n,Dd] */
+    void *lora_x;              /* [n,max_in] */
+    void *lora_dt;             /* [n,max_r] */
+    void **allocs;
+    int n_allocs, cap_allocs;
+};
+
+#define OP(call)                                                   \
+    do {                                                           \
+        int rc_ = (be->ops->call);                                 \
+        if (rc_) return rp_be_fail(be, rc_, &m->err);              \
+    } while (0)
+
+static int ws_alloc(rwkvpeft_model *m, rp_workspace *ws, void **out, int64_t elems, rp_dtype t) {
+    if (ws->n_allocs == ws->cap_allocs) {
+        int nc = ws->cap_allocs ? 2 * ws->cap_allocs : 64;
+        void **na = (void **)rp_realloc_array(ws->allocs, (size_t)nc, sizeof(void *));
+        if (!na) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+        ws->allocs = na;
+        ws->cap_allocs = nc;
+    }
+    size_t bytes = (size_t)(elems > 0 ? elems : 1) * rp_dtype_size(t);
+    if (m->be->ops->alloc(m->be, out, bytes))
+        return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "cannot allocate %zu bytes of activation memory: %s", bytes,
+                       m->be->err.msg);
+    ws->allocs[ws->n_allocs++] = *out;
+    return 0;
+}
+
+void rp_workspace_free(rwkvpeft_model *m, rp_workspace *ws) {
+    if (!ws) return;
+    for (int i = 0; i < ws->n_allocs; i++) m->be->ops->free(m->be, ws->allocs[i]);
+    free(ws->allocs);
+    free(ws->acts);
+    free(ws);
+}
+
+static int max_lora_r(const rwkvpeft_model *m) {
+    int r = 1;
+    for (int l = 0; l < m->n_layer; l++)
+        for (int i = 0; i < RP_LIN_COUNT; i++)
+            if (m->layers[l].lin[i].A && m->layers[l].lin[i].r > r) r = m->layers[l].lin[i].r;
+    return r;
+}
+
+static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_v6_acts *a) {
+    rp_dtype A_ = m->be->ops->act_dtype, P_ = m->be->ops->par_dtype;
+    int64_t n = ws->cap_n, C = m->C, A = m->A, F = m->F;
+#define AL(f, e, t) RP_TRY(ws_alloc(m, ws, &a->f, (e), (t)))
+    AL(ln1, n * C, A_);
+    AL(mean1, n, P_);
+    AL(rstd1, n, P_);
+    AL(z, n * C, A_);
+    AL(h, n * 5 * m->Dm, A_);
+    AL(m, 5 * n * C, A_);
+    AL(xs, 5 * n * C, A_);
+    AL(r, n * A, A_);
+    AL(k, n * A, A_);
+    AL(v, n * A, A_);
+    AL(gpre, n * A, A_);
+    AL(g, n * A, A_);
+    AL(dh, n * m->Dd, A_);
+    AL(w, n * A, A_);
+    AL(y, n * A, A_);
+    AL(gn_mean, n * m->H, P_);
+    AL(gn_rstd, n * m->H, P_);
+    AL(o, n * A, A_);
+    AL(og, n * A, A_);
+    AL(x_mid, n * C, A_);
+    AL(ln2, n * C, A_);
+    AL(mean2, n, P_);
+    AL(rstd2, n, P_);
+    AL(xkr, 2 * n * C, A_);
+    AL(kpre, n * F, A_);
+    AL(kk, n * F, A_);
+    AL(kv, n * C, A_);
+    AL(rs, n * C, A_);
+    int r = max_lora_r(m);
+    for (int i = 0; i < RP_LIN_COUNT; i++) AL(lora_t[i], n * r, A_);
+#undef AL
+    return 0;
+}
+
+int rp_workspace_create(rwkvpeft_model *m, int B, int T, int training, rp_workspace **out) {
+    *out = NULL;
+    if (B <= 0 || T <= 0) return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "batch size and length must be positive");
+    rp_workspace *ws = (rp_workspace *)rp_calloc(1, sizeof *ws);
+    if (!ws) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+    rp_dtype A_ = m->be->ops->act_dtype, P_ = m->be->ops->par_dtype;
+    int64_t n = (int64_t)B * T, C = m->C, A = m->A;
+    ws->cap_B = B;
+    ws->cap_T = T;
+    ws->cap_n = n;
+    ws->training = training;
+    ws->shared_acts = !training || m->grad_cp;
+    int rc = 0;
+    ws->acts = (rp_v6_acts *)rp_calloc((size_t)m->n_layer, sizeof(rp_v6_acts));
+    if (!ws->acts) rc = rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+#define AL(f, e, t) \
+    if (!rc) rc = ws_alloc(m, ws, (void **)&ws->f, (e), (t))
+    AL(ids, n, RP_I32);
+    AL(targets, n, RP_I32);
+    AL(weights, n, P_);
+    AL(loss_sum, 1, P_);
+    AL(emb_out, n * C, A_);
+    AL(mean0, n, P_);
+    AL(rstd0, n, P_);
+    AL(x_final, n * C, A_);
+    AL(lnout, n * C, A_);
+    AL(mean_o, n, P_);
+    AL(rstd_o, n, P_);
+    AL(tmp_c, n * C, A_);
+    AL(x_spare, n * C, A_);
+    ws->logit_rows = LOGIT_CHUNK_ELEMS / m->V;
+    if (ws->logit_rows < 1) ws->logit_rows = 1;
+    if (ws->logit_rows > n) ws->logit_rows = n;
+    AL(logits, ws->logit_rows * m->V, A_);
+    int max_in = m->F > m->C ? m->F : m->C;
+    if (m->A > max_in) max_in = m->A;
+    if (training) {
+        AL(dres, n * C, A_);
+        AL(dln, n * C, A_);
+        AL(dlnout, n * C, A_);
+        AL(dxs, 5 * n * C, A_);
+        AL(dm, 5 * n * C, A_);
+        AL(dhh, n * 5 * m->Dm, A_);
+        AL(dz, n * C, A_);
+        for (int i = 0; i < 6; i++) AL(da[i], n * A, A_);
+        AL(dF, n * m->F, A_);
+        AL(dC2, n * C, A_);
+        AL(ddh, n * m->Dd, A_);
+        AL(lora_dt, n * max_lora_r(m), A_);
+    }
+    AL(lora_x, n * max_in, A_);
+#undef AL
+    /* activation records: one per layer, or one shared record plus per-layer inputs */
+    for (int l = 0; !rc && l < m->n_layer; l++) {
+        rp_v6_acts *a = &ws->acts[l];
+        if (ws->shared_acts && l > 0) {
+            void *keep;
+            rc = ws_alloc(m, ws, &keep, n * C, A_);
+            *a = ws->acts[0];
+            a->x_in = keep;
+        } else {
+            rc = alloc_acts(m, ws, a);
+            if (!rc) rc = ws_alloc(m, ws, &a->x_in, n * C, A_);
+        }
+    }
+    if (rc) {
+        rp_workspace_free(m, ws);
+        return rc;
+    }
+    *out = ws;
+    return 0;
+}
+
+int rp_workspace_fits(const rp_workspace *ws, int B, int T) {
+    return ws && (int64_t)B * T <= ws->cap_n;
+}
+
+void *rp_workspace_loss(rp_workspace *ws) { return ws->loss_sum; }
+
+int rp_workspace_set_batch(rwkvpeft_model *m, rp_workspace *ws, int B, int T, const int32_t *ids,
+                           const int32_t *targets, const float *weights) {
+    rp_backend *be = m->be;
+    int64_t n = (int64_t)B * T;
+    if (n > ws->cap_n) return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "batch larger than its workspace");
+    ws->B = B;
+    ws->T = T;
+    OP(memcpy_h2d(be, ws->ids, ids, sizeof(int32_t) * (size_t)n));
+    OP(memcpy_h2d(be, ws->targets, targets, sizeof(int32_t) * (size_t)n));
+    rp_dtype P_ = be->ops->par_dtype;
+    if (P_ == RP_F32) {
+        OP(memcpy_h2d(be, ws->weights, weights, sizeof(float) * (size_t)n));
+    } else {
+        void *tmp = rp_malloc(rp_dtype_size(P_) * (size_t)n);
+        if (!tmp) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+        rp_convert_from_f32(tmp, P_, weights, (size_t)n);
+        int rc = be->ops->memcpy_h2d(be, ws->weights, tmp, rp_dtype_size(P_) * (size_t)n);
+        free(tmp);
+        if (rc) return rp_be_fail(be, rc, &m->err);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* linear layer with optional LoRA branch                                               */
+/* ------------------------------------------------------------------------------------ */
+
+static uint64_t lin_seed(uint64_t base, const rp_linear *lin) {
+    return base ? rp_mix64(base ^ ((uint64_t)lin->id * 0x9e3779b97f4a7c15ull)) : 0;
+}
+
+/* y = x·Wᵀ + scale·(drop(x)·Aᵀ)·Bᵀ; t_save receives drop(x)·Aᵀ. */
+static int linear_fwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin, void *y, const void *x, int64_t n,
+                      void *t_save, uint64_t seed) {
+    rp_backend *be = m->be;
+    rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
+    int in = lin->in, out = lin->out;
+    OP(gemm(be, 0, 1, (int)n, out, in, 1.0f, x, A_, in, 0, lin->W->data, A_, in, 0, 0.0f, y, A_, out, 0, 1));
+    if (lin->A) {
+        const void *xd = x;
+        uint64_t s = lin_seed(seed, lin);
+        if (lin->dropout > 0 && s) {
+            OP(dropout(be, ws->lora_x, x, n * in, lin->dropout, s));
+            xd = ws->lora_x;
+        }
+        OP(gemm(be, 0, 1, (int)n, lin->r, in, 1.0f, xd, A_, in, 0, lin->A->data, P_, in, 0, 0.0f, t_save, A_, lin->r, 0, 1));
+        OP(gemm(be, 0, 1, (int)n, out, lin->r, lin->scale, t_save, A_, lin->r, 0, lin->B->data, P_, lin->r, 0, 1.0f, y, A_,
+                out, 0, 1));
+    }
+    return 0;
+}
+
+/* dx (= or += per accumulate) from dy; dW, dA, dB accumulate when trainable. */
+static int linear_bwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin, void *dx, int accumulate,
+                      const void *dy, const void *x, const void *t, int64_t n, uint64_t seed, void *grad_flat) {
+    rp_backend *be = m->be;
+    rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
+    int in = lin->in, out = lin->out, r = lin->r;
+    void *dW = rp_param_grad(m, lin->W, grad_flat);
+    if (dW) OP(gemm(be, 1, 0, out, in, (int)n, 1.0f, dy, A_, out, 0, x, A_, in, 0, 1.0f, dW, P_, in, 0, 1));
+    OP(gemm(be, 0, 0, (int)n, in, out, 1.0f, dy, A_, out, 0, lin->W->data, A_, in, 0, accumulate ? 1.0f : 0.0f, dx, A_, in,
+            0, 1));
+    if (!lin->A) return 0;
+    void *dA = rp_param_grad(m, lin->A, grad_flat), *dB = rp_param_grad(m, lin->B, grad_flat);
+    void *dt = ws->lora_dt;
+    OP(gemm(be, 0, 0, (int)n, r, out, 1.0f, dy, A_, out, 0, lin->B->data, P_, r, 0, 0.0f, dt, A_, r, 0, 1));
+    if (dB) OP(gemm(be, 1, 0, out, r, (int)n, lin->scale, dy, A_, out, 0, t, A_, r, 0, 1.0f, dB, P_, r, 0, 1));
+    uint64_t s = lin_seed(seed, lin);
+    int drop = lin->dropout > 0 && s;
+    const void *xd = x;
+    if (drop) {
+        OP(dropout(be, ws->lora_x, x, n * in, lin->dropout, s));
+        xd = ws->lora_x;
+    }
+    if (dA) OP(gemm(be, 1, 0, r, in, (int)n, lin->scale, dt, A_, r, 0, xd, A_, in, 0, 1.0f, dA, P_, in, 0, 1));
+    if (!drop) {
+        OP(gemm(be, 0, 0, (int)n, in, r, lin->scale, dt, A_, r, 0, lin->A->data, P_, in, 0, 1.0f, dx, A_, in, 0, 1));
+    } else {
+        OP(gemm(be, 0, 0, (int)n, in, r, lin->scale, dt, A_, r, 0, lin->A->data, P_, in, 0, 0.0f, ws->lora_x, A_, in, 0, 1));
+        OP(dropout(be, ws->lora_x, ws->lora_x, n * in, lin->dropout, s));
+        OP(add(be, dx, ws->lora_x, 1.0f, n * in));
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* one block                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+static int block_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, void *x_out, uint64_t seed) {
+    rp_backend *be = m->be;
+    rp_v6_layer *ly = &m->layers[l];
+    rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
+    int B = ws->B, T = ws->T, C = m->C, A = m->A, F = m->F, Dm = m->Dm, Dd = m->Dd;
+    int64_t n = (int64_t)B * T, nC = n * C;
+    size_t as = rp_dtype_size(A_);
+#define SLOT(buf, s) ((char *)(buf) + (size_t)(s) * (size_t)nC * as)
+    /* time mix */
+    OP(norm_fwd(be, a->ln1, a->mean1, a->rstd1, a->x_in, ly->ln1_w->data, ly->ln1_b->data, n, 1, C, LN_EPS));
+    OP(shift_mix_fwd(be, a->z, a->ln1, NULL, ly->maa_x->data, NULL, 1, B, T, C));
+    OP(gemm(be, 0, 0, (int)n, 5 * Dm, C, 1.0f, a->z, A_, C, 0, ly->maa_w1->data, P_, 5 * Dm, 0, 0.0f, a->h, A_, 5 * Dm, 0, 1));
+    OP(act_fwd(be, RP_ACT_TANH, a->h, a->h, n * 5 * Dm));
+    OP(gemm(be, 0, 0, (int)n, C, Dm, 1.0f, a->h, A_, 5 * Dm, Dm, ly->maa_w2->data, P_, C, (int64_t)Dm * C, 0.0f, a->m, A_, C,
+            nC, 5));
+    OP(shift_mix_fwd(be, a->xs, a->ln1, NULL, ly->maa_wkvrg->data, a->m, 5, B, T, C));
+    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_R], a->r, SLOT(a->xs, 3), n, a->lora_t[RP_LIN_ATT_R], seed));
+    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_K], a->k, SLOT(a->xs, 1), n, a->lora_t[RP_LIN_ATT_K], seed));
+    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_V], a->v, SLOT(a->xs, 2), n, a->lora_t[RP_LIN_ATT_V], seed));
+    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_G], a->gpre, SLOT(a->xs, 4), n, a->lora_t[RP_LIN_ATT_G], seed));
+    OP(act_fwd(be, RP_ACT_SILU, a->g, a->gpre, n * A));
+    OP(gemm(be, 0, 0, (int)n, Dd, C, 1.0f, SLOT(a->xs, 0), A_, C, 0, ly->decay_w1->data, P_, Dd, 0, 0.0f, a->dh, A_, Dd, 0, 1));
+    OP(act_fwd(be, RP_ACT_TANH, a->dh, a->dh, n * Dd));
+    OP(broadcast_rows(be, a->w, ly->decay->data, n, A, 0));
+    OP(gemm(be, 0, 0, (int)n, A, Dd, 1.0f, a->dh, A_, Dd, 0, ly->decay_w2->data, P_, A, 0, 1.0f, a->w, A_, A, 0, 1));
+    OP(wkv6_fwd(be, a->y, NULL, a->r, a->k, a->v, a->w, ly->faaaa->data, ly->time_state ? ly->time_state->data : NULL, 1, B,
+                T, m->H, m->N));
+    OP(norm_fwd(be, a->o, a->gn_mean, a->gn_rstd, a->y, ly->lnx_w->data, ly->lnx_b->data, n, m->H, m->N, GN_EPS));
+    OP(mul_fwd(be, a->og, a->o, a->g, n * A));
+    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_O], ws->tmp_c, a->og, n, a->lora_t[RP_LIN_ATT_O], seed));
+    OP(memcpy_d2d(be, a->x_mid, a->x_in, (size_t)nC * as));
+    OP(add(be, a->x_mid, ws->tmp_c, 1.0f, nC));
+    /* channel mix */
+    OP(norm_fwd(be, a->ln2, a->mean2, a->rstd2, a->x_mid, ly->ln2_w->data, ly->ln2_b->data, n, 1, C, LN_EPS));
+    OP(shift_mix_fwd(be, a->xkr, a->ln2, NULL, ly->ffn_maa_kr->data, NULL, 2, B, T, C));
+    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_K], a->kpre, SLOT(a->xkr, 0), n, a->lora_t[RP_LIN_FFN_K], seed));
+    OP(act_fwd(be, RP_ACT_RELU_SQ, a->kk, a->kpre, n * F));
+    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_V], a->kv, a->kk, n, a->lora_t[RP_LIN_FFN_V], seed));
+    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_R], a->rs, SLOT(a->xkr, 1), n, a->lora_t[RP_LIN_FFN_R], seed));
+    OP(act_fwd(be, RP_ACT_SIGMOID, a->rs, a->rs, nC));
+    OP(mul_fwd(be, ws->tmp_c, a->rs, a->kv, nC));
+    OP(memcpy_d2d(be, x_out, a->x_mid, (size_t)nC * as));
+    OP(add(be, x_out, ws->tmp_c, 1.0f, nC));
+    return 0;
+}
+
+/* ws->dres holds ∂L/∂(block output) on entry and ∂L/∂(block input) on return. */
+static int block_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, void *gf, uint64_t seed) {
+    rp_backend *be = m->be;
+    rp_v6_layer *ly = &m->layers[l];
+    rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
+    int B = ws->B, T = ws->T, C = m->C, A = m->A, F = m->F, Dm = m->Dm, Dd = m->Dd, H = m->H, N = m->N;
+    int64_t n = (int64_t)B * T, nC = n * C, nA = n * A;
+    size_t as = rp_dtype_size(A_);
+    void *dr = ws->da[0], *dk = ws->da[1], *dv = ws->da[2], *dw = ws->da[3], *dg = ws->da[4], *dy = ws->da[5];
+    /* ---- channel mix: out = x_mid + σ(r)·kv ---- */
+    void *drs = ws->dz, *dkv = ws->dC2;
+    OP(memset_zero(be, drs, (size_t)nC * as));
+    OP(memset_zero(be, dkv, (size_t)nC * as));
+    OP(mul_bwd(be, drs, dkv, ws->dres, a->rs, a->kv, nC));
+    OP(act_bwd(be, RP_ACT_SIGMOID, drs, drs, NULL, a->rs, nC));
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_R], SLOT(ws->dxs, 1), 0, drs, SLOT(a->xkr, 1), a->lora_t[RP_LIN_FFN_R], n,
+                      seed, gf));
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_V], ws->dF, 0, dkv, a->kk, a->lora_t[RP_LIN_FFN_V], n, seed, gf));
+    OP(act_bwd(be, RP_ACT_RELU_SQ, ws->dF, ws->dF, a->kpre, NULL, n * F));
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_K], SLOT(ws->dxs, 0), 0, ws->dF, SLOT(a->xkr, 0), a->lora_t[RP_LIN_FFN_K], n,
+                      seed, gf));
+    OP(memset_zero(be, ws->dln, (size_t)nC * as));
+    OP(shift_mix_bwd(be, ws->dln, NULL, rp_param_grad(m, ly->ffn_maa_kr, gf), NULL, ws->dxs, a->ln2, NULL,
+                     ly->ffn_maa_kr->data, NULL, 2, B, T, C));
+    OP(norm_bwd(be, ws->dres, rp_param_grad(m, ly->ln2_w, gf), rp_param_grad(m, ly->ln2_b, gf), ws->dln, a->x_mid,
+                ly->ln2_w->data, a->mean2, a->rstd2, n, 1, C));
+    /* ---- time mix: x_mid = x_in + W_o·(GN(wkv)·silu(g)) ---- */
+    void *dog = dr; /* reuse: dr is written later by wkv6_bwd */
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_O], dog, 0, ws->dres, a->og, a->lora_t[RP_LIN_ATT_O], n, seed, gf));
+    void *d_o = dw; /* reuse until wkv6_bwd */
+    OP(memset_zero(be, d_o, (size_t)nA * as));
+    OP(memset_zero(be, dg, (size_t)nA * as));
+    OP(mul_bwd(be, d_o, dg, dog, a->o, a->g, nA));
+    OP(act_bwd(be, RP_ACT_SILU, dg, dg, a->gpre, NULL, nA));
+    OP(memset_zero(be, dy, (size_t)nA * as));
+    OP(norm_bwd(be, dy, rp_param_grad(m, ly->lnx_w, gf), rp_param_grad(m, ly->lnx_b, gf), d_o, a->y, ly->lnx_w->data,
+                a->gn_mean, a->gn_rstd, n, H, N));
+    OP(wkv6_bwd(be, dr, dk, dv, dw, rp_param_grad(m, ly->faaaa, gf), rp_param_grad(m, ly->time_state, gf), dy, NULL, a->r,
+                a->k, a->v, a->w, ly->faaaa->data, ly->time_state ? ly->time_state->data : NULL, 1, B, T, H, N));
+    /* decay: w = time_decay + tanh(xw·w1)·w2 */
+    void *gdec = rp_param_grad(m, ly->decay, gf), *gw2 = rp_param_grad(m, ly->decay_w2, gf),
+         *gw1 = rp_param_grad(m, ly->decay_w1, gf);
+    if (gdec) OP(sum_rows(be, gdec, dw, n, A));
+    if (gw2) OP(gemm(be, 1, 0, Dd, A, (int)n, 1.0f, a->dh, A_, Dd, 0, dw, A_, A, 0, 1.0f, gw2, P_, A, 0, 1));
+    OP(gemm(be, 0, 1, (int)n, Dd, A, 1.0f, dw, A_, A, 0, ly->decay_w2->data, P_, A, 0, 0.0f, ws->ddh, A_, Dd, 0, 1));
+    OP(act_bwd(be, RP_ACT_TANH, ws->ddh, ws->ddh, NULL, a->dh, n * Dd));
+    if (gw1) OP(gemm(be, 1, 0, C, Dd, (int)n, 1.0f, SLOT(a->xs, 0), A_, C, 0, ws->ddh, A_, Dd, 0, 1.0f, gw1, P_, Dd, 0, 1));
+    OP(gemm(be, 0, 1, (int)n, C, Dd, 1.0f, ws->ddh, A_, Dd, 0, ly->decay_w1->data, P_, Dd, 0, 0.0f, SLOT(ws->dxs, 0), A_, C, 0,
+            1));
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_R], SLOT(ws->dxs, 3), 0, dr, SLOT(a->xs, 3), a->lora_t[RP_LIN_ATT_R], n, seed, gf));
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_K], SLOT(ws->dxs, 1), 0, dk, SLOT(a->xs, 1), a->lora_t[RP_LIN_ATT_K], n, seed, gf));
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_V], SLOT(ws->dxs, 2), 0, dv, SLOT(a->xs, 2), a->lora_t[RP_LIN_ATT_V], n, seed, gf));
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_G], SLOT(ws->dxs, 4), 0, dg, SLOT(a->xs, 4), a->lora_t[RP_LIN_ATT_G], n, seed, gf));
+    OP(memset_zero(be, ws->dln, (size_t)nC * as));
+    OP(shift_mix_bwd(be, ws->dln, NULL, rp_param_grad(m, ly->maa_wkvrg, gf), ws->dm, ws->dxs, a->ln1, NULL,
+                     ly->maa_wkvrg->data, a->m, 5, B, T, C));
+    /* m_j = h_j·w2[j] (h_j = columns j·Dm.. of h) */
+    OP(gemm(be, 0, 1, (int)n, Dm, C, 1.0f, ws->dm, A_, C, nC, ly->maa_w2->data, P_, C, (int64_t)Dm * C, 0.0f, ws->dhh, A_,
+            5 * Dm, Dm, 5));
+    void *gmw2 = rp_param_grad(m, ly->maa_w2, gf), *gmw1 = rp_param_grad(m, ly->maa_w1, gf);
+    if (gmw2)
+        OP(gemm(be, 1, 0, Dm, C, (int)n, 1.0f, a->h, A_, 5 * Dm, Dm, ws->dm, A_, C, nC, 1.0f, gmw2, P_, C, (int64_t)Dm * C, 5));
+    OP(act_bwd(be, RP_ACT_TANH, ws->dhh, ws->dhh, NULL, a->h, n * 5 * Dm));
+    if (gmw1) OP(gemm(be, 1, 0, C, 5 * Dm, (int)n, 1.0f, a->z, A_, C, 0, ws->dhh, A_, 5 * Dm, 0, 1.0f, gmw1, P_, 5 * Dm, 0, 1));
+    OP(gemm(be, 0, 1, (int)n, C, 5 * Dm, 1.0f, ws->dhh, A_, 5 * Dm, 0, ly->maa_w1->data, P_, 5 * Dm, 0, 0.0f, ws->dz, A_, C, 0, 1));
+    OP(shift_mix_bwd(be, ws->dln, NULL, rp_param_grad(m, ly->maa_x, gf), NULL, ws->dz, a->ln1, NULL, ly->maa_x->data, NULL, 1,
+                     B, T, C));
+    OP(norm_bwd(be, ws->dres, rp_param_grad(m, ly->ln1_w, gf), rp_param_grad(m, ly->ln1_b, gf), ws->dln, a->x_in,
+                ly->ln1_w->data, a->mean1, a->rstd1, n, 1, C));
+    return 0;
+}
+#undef SLOT
+
+/* ------------------------------------------------------------------------------------ */
+/* whole model                                                                          */
+/* ------------------------------------------------------------------------------------ */
+
+/* n activation elements (act dtype) into host float32. */
+static int download_f32(rwkvpeft_model *m, float *dst, const void *src, int64_t n) {
+    rp_backend *be = m->be;
+    rp_dtype A_ = be->ops->act_dtype;
+    if (A_ == RP_F32) {
+        OP(memcpy_d2h(be, dst, src, sizeof(float) * (size_t)n));
+        return 0;
+    }
+    void *tmp = rp_malloc(rp_dtype_size(A_) * (size_t)n);
+    if (!tmp) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+    int rc = be->ops->memcpy_d2h(be, tmp, src, rp_dtype_size(A_) * (size_t)n);
+    if (!rc) rp_convert_to_f32(dst, tmp, A_, (size_t)n);
+    free(tmp);
+    return rc ? rp_be_fail(be, rc, &m->err) : 0;
+}
+
+int rp_v6_forward_backward(rwkvpeft_model *m, rp_workspace *ws, void *gf, float grad_scale, float l2wrap,
+                           uint64_t seed, float *logits_out) {
+    rp_backend *be = m->be;
+    rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
+    int C = m->C, V = m->V, L = m->n_layer;
+    int64_t n = (int64_t)ws->B * ws->T, nC = n * C;
+    size_t as = rp_dtype_size(A_);
+    int training = gf != NULL;
+    if (training && !ws->training) return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "backward on an inference workspace");
+    rp_v6_layer *l0 = &m->layers[0];
+    OP(embedding_fwd(be, ws->emb_out, m->emb->data, ws->ids, n, C));
+    OP(norm_fwd(be, ws->acts[0].x_in, ws->mean0, ws->rstd0, ws->emb_out, l0->ln0_w->data, l0->ln0_b->data, n, 1, C, LN_EPS));
+    for (int l = 0; l < L; l++)
+        RP_TRY(block_fwd(m, ws, l, &ws->acts[l], l + 1 < L ? ws->acts[l + 1].x_in : ws->x_final, seed));
+    OP(norm_fwd(be, ws->lnout, ws->mean_o, ws->rstd_o, ws->x_final, m->ln_out_w->data, m->ln_out_b->data, n, 1, C, LN_EPS));
+    OP(memset_zero(be, ws->loss_sum, rp_dtype_size(P_)));
+    void *ghead = rp_param_grad(m, m->head, gf);
+    for (int64_t r0 = 0; r0 < n; r0 += ws->logit_rows) {
+        int rows = (int)(n - r0 < ws->logit_rows ? n - r0 : ws->logit_rows);
+        const char *xrows = (const char *)ws->lnout + (size_t)r0 * C * as;
+        OP(gemm(be, 0, 1, rows, V, C, 1.0f, xrows, A_, C, 0, m->head->data, A_, C, 0, 0.0f, ws->logits, A_, V, 0, 1));
+        if (logits_out) RP_TRY(download_f32(m, logits_out + r0 * V, ws->logits, (int64_t)rows * V));
+        OP(cross_entropy(be, ws->loss_sum, training ? ws->logits : NULL, ws->logits, ws->targets + r0,
+                         (const char *)ws->weights + (size_t)r0 * rp_dtype_size(P_), rows, V, grad_scale, l2wrap));
+        if (!training) continue;
+        OP(gemm(be, 0, 0, rows, C, V, 1.0f, ws->logits, A_, V, 0, m->head->data, A_, C, 0, 0.0f,
+                (char *)ws->dlnout + (size_t)r0 * C * as, A_, C, 0, 1));
+        if (ghead) OP(gemm(be, 1, 0, V, C, rows, 1.0f, ws->logits, A_, V, 0, xrows, A_, C, 0, 1.0f, ghead, P_, C, 0, 1));
+    }
+    if (!training) return 0;
+    OP(memset_zero(be, ws->dres, (size_t)nC * as));
+    OP(norm_bwd(be, ws->dres, rp_param_grad(m, m->ln_out_w, gf), rp_param_grad(m, m->ln_out_b, gf), ws->dlnout, ws->x_final,
+                m->ln_out_w->data, ws->mean_o, ws->rstd_o, n, 1, C));
+    for (int l = L - 1; l >= 0; l--) {
+        /* shared records hold the last layer's activations after the forward; others are
+         * recomputed from the saved block input */
+        if (ws->shared_acts && l != L - 1) RP_TRY(block_fwd(m, ws, l, &ws->acts[l], ws->x_spare, seed));
+        RP_TRY(block_bwd(m, ws, l, &ws->acts[l], gf, seed));
+    }
+    OP(memset_zero(be, ws->dln, (size_t)nC * as));
+    OP(norm_bwd(be, ws->dln, rp_param_grad(m, l0->ln0_w, gf), rp_param_grad(m, l0->ln0_b, gf), ws->dres, ws->emb_out,
+                l0->ln0_w->data, ws->mean0, ws->rstd0, n, 1, C));
+    void *gemb = rp_param_grad(m, m->emb, gf);
+    if (gemb) OP(embedding_bwd(be, gemb, ws->dln, ws->ids, n, C));
+    return 0;
+}

@@ -1,0 +1,406 @@
+/* train.c — the trainer: optimizer groups (spec §6), learning-rate schedules, gradient
+ * accumulation and clipping, one training step, and optimizer state files. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernel_common.h"
+#include "model.h"
+#include "tensorfile.h"
+
+struct rwkvpeft_trainer {
+    rwkvpeft_model *m;
+    rp_err err;
+    rwkvpeft_train_params tp;
+    void *grads, *adam_m, *adam_v, *norm_sq; /* par dtype */
+    rp_adam_segment *segs;
+    int n_segs;
+    rp_workspace *ws;
+    int64_t step;       /* optimizer steps taken */
+    int64_t micro;      /* micro-batches in the current accumulation window */
+    int64_t micro_total;
+    int64_t tokens;
+    uint64_t layout_hash;
+};
+
+/* Copies the model's last error (set by graph/workspace code) into the trainer's. */
+static int tfail(rwkvpeft_trainer *t, int code) {
+    rp_err_copy(&t->err, &t->m->err);
+    return code;
+}
+
+/* ---- optimizer groups ----------------------------------------------------------------- */
+
+/* Dimensions of one checkpoint tensor after squeeze() (packs count per part). */
+static int squeezed_ndim(const rp_param *p) {
+    int d = 0;
+    for (int i = 0; i < p->ndim; i++)
+        if (p->shape[i] != 1) d++;
+    return d;
+}
+
+/* lr scale and weight decay of a trainable tensor (spec §6 table, normal stage). */
+static void group_of(const rp_param *p, const rwkvpeft_train_params *tp, float *lr_scale, float *wd) {
+    const char *n = p->name;
+    *wd = 0;
+    *lr_scale = 1;
+    if (tp->layerwise_lr) {
+        if (strstr(n, "_w1") || strstr(n, "_w2")) return;
+        if (strstr(n, "time_mix") || strstr(n, "time_maa")) return;
+        if (strstr(n, "time_decay") || strstr(n, "time_daaaa")) {
+            *lr_scale = 2;
+            return;
+        }
+        if (strstr(n, "time_faaaa")) return;
+        if (strstr(n, "time_first")) {
+            *lr_scale = 3;
+            return;
+        }
+    }
+    if (tp->weight_decay > 0 && squeezed_ndim(p) >= 2) *wd = tp->weight_decay;
+}
+
+static int build_segments(rwkvpeft_trainer *t) {
+    rwkvpeft_model *m = t->m;
+    t->segs = (rp_adam_segment *)rp_calloc((size_t)m->n_params, sizeof(rp_adam_segment));
+    if (!t->segs) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < m->n_params; i++) {
+        const rp_param *p = &m->params[i];
+        if (!p->trainable) continue;
+        float lr, wd;
+        group_of(p, &t->tp, &lr, &wd);
+        rp_adam_segment *last = t->n_segs ? &t->segs[t->n_segs - 1] : NULL;
+        if (last && last->offset + last->count == p->flat_off && last->lr_scale == lr && last->weight_decay == wd)
+            last->count += p->numel;
+        else
+            t->segs[t->n_segs++] = (rp_adam_segment){p->flat_off, p->numel, lr, wd};
+        for (const char *c = p->name; *c; c++) h = (h ^ (uint8_t)*c) * 1099511628211ull;
+        h = rp_mix64(h ^ (uint64_t)p->numel ^ ((uint64_t)p->flat_off << 20));
+    }
+    t->layout_hash = h;
+    return 0;
+}
+
+/* ---- learning rate ------------------------------------------------------------------- */
+
+static double schedule_lr(const rwkvpeft_train_params *tp, int64_t step) {
+    double lr0 = tp->lr_init, lr1 = tp->lr_final, lr;
+    int64_t total = tp->total_steps;
+    int W = tp->warmup_steps;
+    const double pi = 3.14159265358979323846;
+    if (tp->lr_schedule == RWKVPEFT_LR_WSD) {
+        /* linear warmup to lr_init, then cosine to lr_final over the rest (HEAD decays to 0
+         * and forces 100 warmup steps; see docs/differences.md) */
+        if (total <= 0) return lr0;
+        if (W > 0 && step < W) return lr0 * (double)step / W;
+        int64_t w = W > 0 ? W : 0;
+        if (step >= total) return lr1;
+        double p = (double)(step - w) / (double)(total - w > 0 ? total - w : 1);
+        return lr1 + 0.5 * (lr0 - lr1) * (1.0 + cos(pi * p));
+    }
+    if (lr0 == lr1 || total <= 0) {
+        lr = lr0;
+    } else if (tp->lr_schedule == RWKVPEFT_LR_EXP) {
+        /* NOV: progress in optimizer steps, W entering unclamped as the reference does */
+        double denom = (double)total - W;
+        double prog = denom != 0 ? ((double)step - W + 1) / denom : 1.0;
+        if (prog < 0) prog = 0;
+        if (prog > 1) prog = 1;
+        if (lr0 == 0 || lr1 == 0)
+            lr = lr0 + (lr1 - lr0) * prog;
+        else
+            lr = lr0 * pow(lr1 / lr0, prog);
+    } else { /* COS (HEAD) */
+        double p = step >= total ? 1.0 : (double)step / (double)total;
+        lr = lr1 + 0.5 * (lr0 - lr1) * (1.0 + cos(pi * p));
+    }
+    if (W > 0 && step < W) lr *= 0.01 + 0.99 * (double)step / W;
+    return lr;
+}
+
+/* ---- lifetime ------------------------------------------------------------------------- */
+
+int rp_trainer_create(rwkvpeft_model *m, const rwkvpeft_train_params *tp, rwkvpeft_trainer **out) {
+    *out = NULL;
+    if (!m->adapter.attached)
+        return rp_fail(&m->err, RWKVPEFT_E_STATE, "attach an adapter (rwkvpeft_adapter_attach) before creating a trainer");
+    if (!(tp->lr_init >= 0) || !isfinite(tp->lr_init) || !(tp->lr_final >= 0) || !isfinite(tp->lr_final))
+        return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "lr_init and lr_final must be finite and >= 0");
+    if (!(tp->beta1 >= 0 && tp->beta1 < 1) || !(tp->beta2 >= 0 && tp->beta2 < 1))
+        return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "Adam betas must lie in [0, 1)");
+    if (!(tp->adam_eps > 0)) return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "adam_eps must be > 0");
+    if (!(tp->weight_decay >= 0)) return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "weight_decay must be >= 0");
+    if (tp->accumulate_grad_batches < 1)
+        return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "accumulate_grad_batches must be >= 1");
+    if (tp->lr_schedule < RWKVPEFT_LR_COS || tp->lr_schedule > RWKVPEFT_LR_WSD)
+        return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "unknown lr_schedule %d", tp->lr_schedule);
+    if (tp->total_steps < 0) return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "total_steps must be >= 0");
+    rwkvpeft_trainer *t = (rwkvpeft_trainer *)rp_calloc(1, sizeof *t);
+    if (!t) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+    t->m = m;
+    t->tp = *tp;
+    rp_backend *be = m->be;
+    size_t bytes = (size_t)m->flat_numel * rp_dtype_size(be->ops->par_dtype);
+    int rc = build_segments(t);
+    if (!rc && (be->ops->alloc(be, &t->grads, bytes) || be->ops->alloc(be, &t->adam_m, bytes) ||
+                be->ops->alloc(be, &t->adam_v, bytes) || be->ops->alloc(be, &t->norm_sq, 16)))
+        rc = rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "cannot allocate optimizer state (%zu bytes each): %s", bytes,
+                     be->err.msg);
+    if (!rc && (be->ops->memset_zero(be, t->adam_m, bytes) || be->ops->memset_zero(be, t->adam_v, bytes) ||
+                be->ops->memset_zero(be, t->grads, bytes)))
+        rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &m->err);
+    if (rc) {
+        be->ops->free(be, t->grads);
+        be->ops->free(be, t->adam_m);
+        be->ops->free(be, t->adam_v);
+        be->ops->free(be, t->norm_sq);
+        free(t->segs);
+        free(t);
+        return rc;
+    }
+    m->n_trainers++;
+    *out = t;
+    return 0;
+}
+
+void rp_trainer_destroy(rwkvpeft_trainer *t) {
+    if (!t) return;
+    rp_backend *be = t->m->be;
+    rp_workspace_free(t->m, t->ws);
+    be->ops->free(be, t->grads);
+    be->ops->free(be, t->adam_m);
+    be->ops->free(be, t->adam_v);
+    be->ops->free(be, t->norm_sq);
+    free(t->segs);
+    t->m->n_trainers--;
+    free(t);
+}
+
+const char *rp_trainer_error(const rwkvpeft_trainer *t) { return t->err.msg; }
+
+/* ---- batches ------------------------------------------------------------------------------ */
+
+/* Validates a batch and computes the per-position loss weights (sum 1 over counted
+ * positions). Returns the sum of raw weights in *wsum. */
+int rp_batch_weights(rwkvpeft_model *m, const rwkvpeft_batch *b, float *weights, double *wsum, rp_err *err) {
+    if (!b || !b->inputs || !b->targets) return rp_fail(err, RWKVPEFT_E_INVALID_ARGUMENT, "batch inputs and targets are required");
+    if (b->batch_size <= 0 || b->seq_len <= 0)
+        return rp_fail(err, RWKVPEFT_E_INVALID_ARGUMENT, "batch_size and seq_len must be positive (got %d x %d)", b->batch_size,
+                       b->seq_len);
+    if ((int64_t)b->batch_size * b->seq_len > (int64_t)1 << 30)
+        return rp_fail(err, RWKVPEFT_E_INVALID_ARGUMENT, "batch of %d x %d tokens is too large", b->batch_size, b->seq_len);
+    int64_t n = (int64_t)b->batch_size * b->seq_len;
+    const float *mask = b->loss_mask;
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t id = b->inputs[i], tg = b->targets[i];
+        if (id < 0 || id >= m->V)
+            return rp_fail(err, RWKVPEFT_E_INVALID_ARGUMENT, "input token %d at position %lld is outside the vocabulary [0, %d)", id,
+                           (long long)i, m->V);
+        if (tg != RWKVPEFT_IGNORE_INDEX && (tg < 0 || tg >= m->V))
+            return rp_fail(err, RWKVPEFT_E_INVALID_ARGUMENT,
+                           "target %d at position %lld is outside the vocabulary [0, %d) and is not %d (ignore)", tg,
+                           (long long)i, m->V, RWKVPEFT_IGNORE_INDEX);
+        float w = 1.0f;
+        if (mask) {
+            w = mask[i];
+            if (!isfinite(w) || w < 0)
+                return rp_fail(err, RWKVPEFT_E_INVALID_ARGUMENT, "loss_mask[%lld] = %g is not a finite value >= 0", (long long)i,
+                               (double)w);
+        }
+        if (tg == RWKVPEFT_IGNORE_INDEX) w = 0;
+        weights[i] = w;
+        s += w;
+    }
+    if (s > 0)
+        for (int64_t i = 0; i < n; i++) weights[i] = (float)(weights[i] / s);
+    *wsum = s;
+    return 0;
+}
+
+static int ensure_ws(rwkvpeft_model *m, rp_workspace **ws, int B, int T, int training) {
+    if (*ws && rp_workspace_fits(*ws, B, T)) return 0;
+    rp_workspace_free(m, *ws);
+    *ws = NULL;
+    return rp_workspace_create(m, B, T, training, ws);
+}
+
+static double read_scalar(rwkvpeft_model *m, const void *dev, int *rc) {
+    rp_dtype P_ = m->be->ops->par_dtype;
+    unsigned char buf[8];
+    *rc = m->be->ops->memcpy_d2h(m->be, buf, dev, rp_dtype_size(P_));
+    if (*rc) return NAN;
+    if (P_ == RP_F64) {
+        double d;
+        memcpy(&d, buf, 8);
+        return d;
+    }
+    float f;
+    memcpy(&f, buf, 4);
+    return f;
+}
+
+int rp_evaluate(rwkvpeft_model *m, const rwkvpeft_batch *b, double *loss, double *n_tokens) {
+    int64_t n = (int64_t)(b ? b->batch_size : 0) * (b ? b->seq_len : 0);
+    float *w = (float *)rp_malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    if (!w) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+    double s = 0;
+    int rc = rp_batch_weights(m, b, w, &s, &m->err);
+    if (!rc) rc = ensure_ws(m, &m->eval_ws, b->batch_size, b->seq_len, 0);
+    if (!rc) rc = rp_workspace_set_batch(m, m->eval_ws, b->batch_size, b->seq_len, b->inputs, b->targets, w);
+    if (!rc) rc = rp_v6_forward_backward(m, m->eval_ws, NULL, 0.0f, 0.0f, 0, NULL);
+    free(w);
+    if (rc) return rc;
+    double l = read_scalar(m, rp_workspace_loss(m->eval_ws), &rc);
+    if (rc) return rp_be_fail(m->be, rc, &m->err);
+    *loss = s > 0 ? l : 0.0;
+    *n_tokens = s;
+    if (!isfinite(l)) return rp_fail(&m->err, RWKVPEFT_E_NUMERIC, "evaluation loss is not finite (%g)", l);
+    return 0;
+}
+
+/* ---- one step ---------------------------------------------------------------------------- */
+
+int rp_trainer_step(rwkvpeft_trainer *t, const rwkvpeft_batch *b, rwkvpeft_step_result *res) {
+    rwkvpeft_model *m = t->m;
+    rp_backend *be = m->be;
+    int64_t n = (int64_t)(b ? b->batch_size : 0) * (b ? b->seq_len : 0);
+    float *w = (float *)rp_malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    if (!w) return rp_fail(&t->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+    double wsum = 0;
+    int rc = rp_batch_weights(m, b, w, &wsum, &t->err);
+    if (!rc && (rc = ensure_ws(m, &t->ws, b->batch_size, b->seq_len, 1))) tfail(t, rc);
+    if (!rc && (rc = rp_workspace_set_batch(m, t->ws, b->batch_size, b->seq_len, b->inputs, b->targets, w))) tfail(t, rc);
+    free(w);
+    if (rc) return rc;
+    size_t ps = rp_dtype_size(be->ops->par_dtype);
+    if (t->micro == 0 && (rc = be->ops->memset_zero(be, t->grads, (size_t)m->flat_numel * ps)))
+        return rp_be_fail(be, rc, &t->err);
+    int accum = t->tp.accumulate_grad_batches;
+    /* L2Wrap is scaled by 1/accum like the loss, so N accumulated micro-batches equal one
+     * batch N times larger (the reference leaves it unscaled; docs/differences.md) */
+    float grad_scale = 1.0f / (float)accum;
+    float l2wrap = (float)(1e-4 / ((double)b->batch_size * b->seq_len) / accum);
+    uint64_t seed = rp_mix64(m->adapter.seed ^ rp_mix64((uint64_t)t->micro_total + 1));
+    if (seed == 0) seed = 1;
+    rc = rp_v6_forward_backward(m, t->ws, t->grads, grad_scale, l2wrap, seed, NULL);
+    if (rc) return tfail(t, rc);
+    t->micro++;
+    t->micro_total++;
+    t->tokens += n;
+    double lr = schedule_lr(&t->tp, t->step);
+    int stepped = 0;
+    double norm = 0;
+    if (t->micro >= accum) {
+        if ((rc = be->ops->memset_zero(be, t->norm_sq, ps)) ||
+            (rc = be->ops->sumsq(be, t->norm_sq, t->grads, t->segs, t->n_segs)) ||
+            (rc = be->ops->adam_update(be, m->flat, t->grads, t->adam_m, t->adam_v, t->segs, t->n_segs, t->norm_sq,
+                                       t->tp.grad_clip, (float)lr, t->tp.beta1, t->tp.beta2, t->tp.adam_eps, t->step + 1)))
+            return rp_be_fail(be, rc, &t->err);
+        /* refresh working copies of trainable matrices whose storage type differs */
+        for (int i = 0; i < m->n_params; i++) {
+            rp_param *p = &m->params[i];
+            if (p->trainable && p->cls == RP_CLS_MATRIX && be->ops->act_dtype != be->ops->par_dtype &&
+                (rc = be->ops->convert(be, p->data, be->ops->act_dtype, (char *)m->flat + (size_t)p->flat_off * ps,
+                                       be->ops->par_dtype, p->numel)))
+                return rp_be_fail(be, rc, &t->err);
+        }
+        stepped = 1;
+        t->micro = 0;
+        norm = sqrt(read_scalar(m, t->norm_sq, &rc));
+        if (rc) return rp_be_fail(be, rc, &t->err);
+        if (!isfinite(norm))
+            return rp_fail(&t->err, RWKVPEFT_E_NUMERIC,
+                           "gradient norm is not finite at step %lld; the update was skipped and the weights are unchanged",
+                           (long long)t->step + 1);
+        t->step++;
+    }
+    double loss = read_scalar(m, rp_workspace_loss(t->ws), &rc);
+    if (rc) return rp_be_fail(be, rc, &t->err);
+    if (wsum <= 0) loss = 0;
+    if (res) {
+        rwkvpeft_step_result r;
+        memset(&r, 0, sizeof r);
+        r.struct_size = res->struct_size;
+        r.loss = loss;
+        r.grad_norm = norm;
+        r.lr = lr;
+        r.optimizer_step_taken = stepped;
+        r.step = t->step;
+        r.tokens = t->tokens;
+        size_t sz = res->struct_size < sizeof r ? res->struct_size : sizeof r;
+        memcpy(res, &r, sz);
+    }
+    if (!isfinite(loss)) return rp_fail(&t->err, RWKVPEFT_E_NUMERIC, "loss is not finite (%g)", loss);
+    return 0;
+}
+
+/* ---- optimizer state files ------------------------------------------------------------ */
+
+int rp_trainer_save_state(rwkvpeft_trainer *t, const char *path) {
+    rwkvpeft_model *m = t->m;
+    rp_backend *be = m->be;
+    rp_dtype P_ = be->ops->par_dtype;
+    size_t ps = rp_dtype_size(P_), bytes = (size_t)m->flat_numel * ps;
+    void *mh = rp_malloc(bytes), *vh = rp_malloc(bytes), *gh = rp_malloc(bytes);
+    int rc = 0;
+    if (!mh || !vh || !gh) rc = rp_fail(&t->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+    if (!rc && (be->ops->memcpy_d2h(be, mh, t->adam_m, bytes) || be->ops->memcpy_d2h(be, vh, t->adam_v, bytes) ||
+                be->ops->memcpy_d2h(be, gh, t->grads, bytes)))
+        rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &t->err);
+    if (!rc) {
+        int64_t counters[5] = {t->step, t->micro, t->micro_total, t->tokens, (int64_t)t->layout_hash};
+        rp_named_tensor ts[4] = {
+            {"adam.m", P_, 1, {m->flat_numel}, mh, bytes},
+            {"adam.v", P_, 1, {m->flat_numel}, vh, bytes},
+            {"grad.accumulated", P_, 1, {m->flat_numel}, gh, bytes},
+            {"trainer.counters", RP_I64, 1, {5}, counters, sizeof counters},
+        };
+        rc = rp_tensorfile_write(path, RP_FILE_SAFETENSORS, ts, 4, &t->err);
+    }
+    free(mh);
+    free(vh);
+    free(gh);
+    return rc;
+}
+
+int rp_trainer_load_state(rwkvpeft_trainer *t, const char *path) {
+    rwkvpeft_model *m = t->m;
+    rp_backend *be = m->be;
+    rp_dtype P_ = be->ops->par_dtype;
+    size_t bytes = (size_t)m->flat_numel * rp_dtype_size(P_);
+    rp_tensorfile *f = NULL;
+    RP_TRY(rp_tensorfile_open(path, &f, &t->err));
+    int rc = 0;
+    const rp_named_tensor *tm = rp_tensorfile_find(f, "adam.m"), *tv = rp_tensorfile_find(f, "adam.v"),
+                          *tg = rp_tensorfile_find(f, "grad.accumulated"), *tc = rp_tensorfile_find(f, "trainer.counters");
+    int64_t cnt[5];
+    if (!tm || !tv || !tg || !tc || tc->dtype != RP_I64 || tc->nbytes != sizeof cnt)
+        rc = rp_fail(&t->err, RWKVPEFT_E_FORMAT, "%s: not a librwkvpeft optimizer state file", path);
+    if (!rc) memcpy(cnt, tc->data, sizeof cnt);
+    if (!rc && (uint64_t)cnt[4] != t->layout_hash)
+        rc = rp_fail(&t->err, RWKVPEFT_E_SHAPE,
+                     "%s: the optimizer state belongs to a different set of trainable tensors (other adapter, rank or "
+                     "train_parts)",
+                     path);
+    const rp_named_tensor *arr[3] = {tm, tv, tg};
+    void *dst[3] = {t->adam_m, t->adam_v, t->grads};
+    for (int i = 0; !rc && i < 3; i++) {
+        if (arr[i]->dtype != P_ || arr[i]->nbytes != bytes) {
+            rc = rp_fail(&t->err, RWKVPEFT_E_SHAPE, "%s: %s has %zu bytes of %s, expected %zu bytes of %s", path, arr[i]->name,
+                         arr[i]->nbytes, rp_dtype_name(arr[i]->dtype), bytes, rp_dtype_name(P_));
+            break;
+        }
+        if (be->ops->memcpy_h2d(be, dst[i], arr[i]->data, bytes)) rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &t->err);
+    }
+    if (!rc) {
+        t->step = cnt[0];
+        t->micro = cnt[1];
+        t->micro_total = cnt[2];
+        t->tokens = cnt[3];
+    }
+    rp_tensorfile_close(f);
+    return rc;
+}

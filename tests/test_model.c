@@ -1,0 +1,466 @@
+/* test_model.c — the RWKV-6 training core: whole-model gradients against finite
+ * differences (float64 backend), gradient checkpointing, LoRA identity at B = 0, falling
+ * loss, checkpoint and adapter round trips, exact resume, float32 vs float64. */
+#include <math.h>
+
+#include "model.h"
+#include "testutil.h"
+
+enum { TV = 50 }; /* vocabulary of the tiny models */
+
+static rwkvpeft_model *tiny_model(rwkvpeft_context *ctx, int grad_cp, uint64_t seed) {
+    rwkvpeft_model_config c;
+    rwkvpeft_model_config_init(&c);
+    c.n_layer = 2;
+    c.n_embd = 64;
+    c.head_size = 32;
+    c.vocab_size = TV;
+    rwkvpeft_model_params mp;
+    rwkvpeft_model_params_init(&mp);
+    mp.grad_cp = grad_cp;
+    rwkvpeft_model *m = NULL;
+    TU_OK(rwkvpeft_model_init(ctx, &c, &mp, seed, &m));
+    return m;
+}
+
+/* Moves every parameter away from its (partly zero) init so that every gradient path is
+ * exercised: matrices by ~1/sqrt(in), small tensors by 0.1, LoRA B by 0.1. */
+static void randomize(rwkvpeft_model *m, uint64_t seed) {
+    uint64_t s = seed;
+    for (int i = 0; i < m->n_params; i++) {
+        rp_param *p = &m->params[i];
+        float *buf = (float *)malloc(sizeof(float) * (size_t)p->numel);
+        ck_assert_int_eq(rp_param_download_f32(m, p, buf), 0);
+        double scale = p->cls == RP_CLS_MATRIX ? 1.0 / sqrt((double)p->shape[1]) : 0.1;
+        if (strstr(p->name, "time_decay") && !strstr(p->name, "_w")) scale = 0.5;
+        for (int64_t e = 0; e < p->numel; e++) buf[e] += (float)(scale * (2 * tu_uniform(&s) - 1));
+        ck_assert_int_eq(rp_param_upload_f32(m, p, -1, buf), 0);
+        free(buf);
+    }
+}
+
+static void make_batch(int B, int T, uint64_t seed, int32_t *in, int32_t *tg) {
+    uint64_t s = seed;
+    for (int i = 0; i < B * T; i++) {
+        in[i] = (int32_t)(tu_next(&s) % TV);
+        tg[i] = (int32_t)(tu_next(&s) % TV);
+    }
+    tg[1] = RWKVPEFT_IGNORE_INDEX; /* one ignored target */
+}
+
+static void attach(rwkvpeft_model *m, int method, const char *parts, float dropout, int full) {
+    rwkvpeft_adapter_params ap;
+    rwkvpeft_adapter_params_init(&ap);
+    ap.method = method;
+    ap.r = 3;
+    ap.alpha = 6;
+    ap.dropout = dropout;
+    ap.train_parts = parts;
+    ap.full_finetune = full;
+    ap.train_emb_head = 0;
+    TU_OK(rwkvpeft_adapter_attach(m, &ap));
+}
+
+/* loss (and, if grads != NULL, gradients into grads) of one batch, no L2Wrap */
+static double loss_grad(rwkvpeft_model *m, rp_workspace *ws, void *grads, uint64_t seed) {
+    if (grads) memset(grads, 0, (size_t)m->flat_numel * rp_dtype_size(m->be->ops->par_dtype));
+    ck_assert_int_eq(rp_v6_forward_backward(m, ws, grads, 1.0f, 0.0f, seed, NULL), 0);
+    void *ls = rp_workspace_loss(ws);
+    return m->be->ops->par_dtype == RP_F64 ? *(double *)ls : *(float *)ls;
+}
+
+static rp_workspace *batch_ws(rwkvpeft_model *m, int B, int T, uint64_t seed) {
+    int32_t in[64], tg[64];
+    float w[64];
+    ck_assert_int_le(B * T, 64);
+    make_batch(B, T, seed, in, tg);
+    rwkvpeft_batch b;
+    rwkvpeft_batch_init(&b);
+    b.batch_size = B;
+    b.seq_len = T;
+    b.inputs = in;
+    b.targets = tg;
+    double s;
+    rp_err err;
+    ck_assert_int_eq(rp_batch_weights(m, &b, w, &s, &err), 0);
+    rp_workspace *ws = NULL;
+    ck_assert_int_eq(rp_workspace_create(m, B, T, 1, &ws), 0);
+    ck_assert_int_eq(rp_workspace_set_batch(m, ws, B, T, in, tg, w), 0);
+    return ws;
+}
+
+/* Central differences on sampled elements of every trainable tensor. */
+static void check_fd(rwkvpeft_model *m, rp_workspace *ws, uint64_t seed, int per_tensor) {
+    double *g = (double *)malloc(sizeof(double) * (size_t)m->flat_numel);
+    loss_grad(m, ws, g, seed);
+    double *theta = (double *)m->flat;
+    uint64_t s = 1234;
+    int checked = 0, nonzero = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        rp_param *p = &m->params[i];
+        if (!p->trainable) continue;
+        for (int k = 0; k < per_tensor; k++) {
+            int64_t e = p->flat_off + (int64_t)(tu_next(&s) % (uint64_t)p->numel);
+            double keep = theta[e], h = 1e-6 * (1 + fabs(keep));
+            theta[e] = keep + h;
+            double lp = loss_grad(m, ws, NULL, seed);
+            theta[e] = keep - h;
+            double lm = loss_grad(m, ws, NULL, seed);
+            theta[e] = keep;
+            double fd = (lp - lm) / (2 * h), an = g[e];
+            double tol = 1e-7 + 2e-5 * fmax(fabs(fd), fabs(an));
+            ck_assert_msg(fabs(fd - an) <= tol, "%s[%lld]: analytic %.10g vs finite difference %.10g", p->name,
+                          (long long)(e - p->flat_off), an, fd);
+            checked++;
+            if (fabs(an) > 1e-9) nonzero++;
+        }
+    }
+    ck_assert_int_gt(checked, 20);
+    ck_assert_int_gt(nonzero, checked / 2); /* the check is not vacuous */
+    free(g);
+}
+
+START_TEST(test_fd_lora_all_parts) {
+    rwkvpeft_context *ctx = tu_context("cpu64");
+    rwkvpeft_model *m = tiny_model(ctx, 0, 7);
+    attach(m, RWKVPEFT_PEFT_LORA, "time,ln,emb,head", 0.25f, 0);
+    randomize(m, 99);
+    rp_workspace *ws = batch_ws(m, 2, 7, 5);
+    check_fd(m, ws, 0x5eed, 4);
+    rp_workspace_free(m, ws);
+    rwkvpeft_model_free(m);
+    rwkvpeft_context_free(ctx);
+}
+END_TEST
+
+START_TEST(test_fd_full_finetune_grad_cp) {
+    rwkvpeft_context *ctx = tu_context("cpu64");
+    rwkvpeft_model *m = tiny_model(ctx, 1, 8);
+    attach(m, RWKVPEFT_PEFT_NONE, "", 0, 1);
+    randomize(m, 77);
+    rp_workspace *ws = batch_ws(m, 3, 5, 6);
+    check_fd(m, ws, 0, 3);
+    rp_workspace_free(m, ws);
+    rwkvpeft_model_free(m);
+    rwkvpeft_context_free(ctx);
+}
+END_TEST
+
+/* Gradient checkpointing recomputes blocks with the same masks: identical gradients. */
+START_TEST(test_grad_cp_identical) {
+    rwkvpeft_context *ctx = tu_context("cpu");
+    float *g[2];
+    int64_t nflat = 0;
+    for (int cp = 0; cp < 2; cp++) {
+        rwkvpeft_model *m = tiny_model(ctx, cp, 11);
+        attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.1f, 0);
+        randomize(m, 5);
+        rp_workspace *ws = batch_ws(m, 2, 9, 3);
+        nflat = m->flat_numel;
+        g[cp] = (float *)malloc(sizeof(float) * (size_t)nflat);
+        loss_grad(m, ws, g[cp], 42);
+        rp_workspace_free(m, ws);
+        rwkvpeft_model_free(m);
+    }
+    ck_assert(memcmp(g[0], g[1], sizeof(float) * (size_t)nflat) == 0);
+    free(g[0]);
+    free(g[1]);
+    rwkvpeft_context_free(ctx);
+}
+END_TEST
+
+static void logits_of(rwkvpeft_model *m, float *out, int B, int T) {
+    rp_workspace *ws = batch_ws(m, B, T, 21);
+    ck_assert_int_eq(rp_v6_forward_backward(m, ws, NULL, 0, 0, 0, out), 0);
+    rp_workspace_free(m, ws);
+}
+
+START_TEST(test_lora_zero_b_is_identity) {
+    rwkvpeft_context *ctx = tu_context("cpu");
+    rwkvpeft_model *m = tiny_model(ctx, 0, 3);
+    randomize(m, 1);
+    enum { B = 2, T = 6 };
+    static float before[B * T * TV], after[B * T * TV];
+    logits_of(m, before, B, T);
+    attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.0f, 0);
+    logits_of(m, after, B, T);
+    ck_assert(memcmp(before, after, sizeof before) == 0);
+    /* and the branch is live: a non-zero B changes the logits */
+    rp_param *pb = rp_model_find_param(m, "blocks.1.att.value.lora_B", NULL);
+    ck_assert_ptr_nonnull(pb);
+    float *ones = (float *)malloc(sizeof(float) * (size_t)pb->numel);
+    for (int64_t i = 0; i < pb->numel; i++) ones[i] = 0.5f;
+    ck_assert_int_eq(rp_param_upload_f32(m, pb, -1, ones), 0);
+    free(ones);
+    logits_of(m, after, B, T);
+    ck_assert(memcmp(before, after, sizeof before) != 0);
+    rwkvpeft_model_free(m);
+    rwkvpeft_context_free(ctx);
+}
+END_TEST
+
+static rwkvpeft_trainer *trainer(rwkvpeft_model *m, float lr) {
+    rwkvpeft_train_params tp;
+    rwkvpeft_train_params_init(&tp);
+    tp.lr_init = lr;
+    tp.lr_final = lr;
+    rwkvpeft_trainer *t = NULL;
+    TU_OK(rwkvpeft_trainer_create(m, &tp, &t));
+    return t;
+}
+
+static double step(rwkvpeft_trainer *t, int B, int T, uint64_t seed) {
+    int32_t in[256], tg[256];
+    ck_assert_int_le(B * T, 256);
+    uint64_t s = seed;
+    for (int i = 0; i < B * T; i++) { /* a learnable pattern: next = (cur*7 + 3) mod V */
+        in[i] = (int32_t)(tu_next(&s) % TV);
+        tg[i] = (in[i] * 7 + 3) % TV;
+    }
+    rwkvpeft_batch b;
+    rwkvpeft_batch_init(&b);
+    b.batch_size = B;
+    b.seq_len = T;
+    b.inputs = in;
+    b.targets = tg;
+    rwkvpeft_step_result r;
+    r.struct_size = sizeof r;
+    TU_OK(rwkvpeft_train_step(t, &b, &r));
+    ck_assert(isfinite(r.loss));
+    return r.loss;
+}
+
+START_TEST(test_loss_falls) {
+    rwkvpeft_context *ctx = tu_context("cpu");
+    rwkvpeft_model *m = tiny_model(ctx, 0, 4);
+    rwkvpeft_adapter_params ap;
+    rwkvpeft_adapter_params_init(&ap);
+    ap.r = 8;
+    ap.alpha = 16;
+    TU_OK(rwkvpeft_adapter_attach(m, &ap)); /* fresh model: emb and head train too */
+    rwkvpeft_trainer *t = trainer(m, 3e-3f);
+    double first = 0, last = 0;
+    for (int i = 0; i < 40; i++) {
+        double l = step(t, 2, 16, 1000 + (uint64_t)(i % 4));
+        if (i == 0) first = l;
+        last = l;
+    }
+    ck_assert_msg(last < 0.6 * first, "loss %g -> %g did not fall enough", first, last);
+    rwkvpeft_trainer_free(t);
+    rwkvpeft_model_free(m);
+    rwkvpeft_context_free(ctx);
+}
+END_TEST
+
+START_TEST(test_checkpoint_round_trip) {
+    rwkvpeft_context *ctx = tu_context("cpu");
+    rwkvpeft_model *m = tiny_model(ctx, 0, 9);
+    randomize(m, 3);
+    enum { B = 1, T = 5 };
+    static float ref[B * T * TV], got[B * T * TV];
+    logits_of(m, ref, B, T);
+    const char *ext[2] = {".pth", ".safetensors"};
+    for (int k = 0; k < 2; k++) {
+        char path[512];
+        tu_tmppath(path, sizeof path, "rt-model", ext[k]);
+        TU_OK(rwkvpeft_model_save(m, path, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32));
+        rwkvpeft_model *m2 = NULL;
+        TU_OK(rwkvpeft_model_load(ctx, path, NULL, &m2));
+        logits_of(m2, got, B, T);
+        ck_assert(memcmp(ref, got, sizeof ref) == 0);
+        rwkvpeft_model_info info;
+        info.struct_size = sizeof info;
+        TU_OK(rwkvpeft_model_get_info(m2, &info));
+        ck_assert_int_eq(info.n_layer, 2);
+        ck_assert_int_eq(info.n_embd, 64);
+        ck_assert_int_eq(info.n_head, 2);
+        ck_assert_int_eq(info.dim_ffn, 224);
+        ck_assert_int_eq(info.vocab_size, TV);
+        rwkvpeft_model_free(m2);
+        /* bf16 storage: close, not equal */
+        TU_OK(rwkvpeft_model_save(m, path, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_BF16));
+        TU_OK(rwkvpeft_model_load(ctx, path, NULL, &m2));
+        logits_of(m2, got, B, T);
+        double md = 0;
+        for (int i = 0; i < B * T * TV; i++) md = fmax(md, fabs(ref[i] - got[i]));
+        ck_assert_msg(md < 0.05 && md > 0, "bf16 round trip max diff %g", md);
+        rwkvpeft_model_free(m2);
+        unlink(path);
+    }
+    rwkvpeft_model_free(m);
+    rwkvpeft_context_free(ctx);
+}
+END_TEST
+
+START_TEST(test_adapter_round_trip_and_resume) {
+    rwkvpeft_context *ctx = tu_context("cpu");
+    char base[512], ad[512], st[512];
+    tu_tmppath(base, sizeof base, "rt-base", ".pth");
+    tu_tmppath(ad, sizeof ad, "rt-adapter", ".pth");
+    tu_tmppath(st, sizeof st, "rt-state", ".safetensors");
+    rwkvpeft_model *m = tiny_model(ctx, 0, 12);
+    TU_OK(rwkvpeft_model_save(m, base, RWKVPEFT_FORMAT_PTH, RWKVPEFT_DTYPE_F32));
+    rwkvpeft_model_free(m);
+
+    /* run A: 3 steps, save, 3 more */
+    double la[3], lb[3];
+    TU_OK(rwkvpeft_model_load(ctx, base, NULL, &m));
+    attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.05f, 0);
+    rwkvpeft_trainer *t = trainer(m, 1e-2f);
+    for (int i = 0; i < 3; i++) step(t, 2, 8, 50 + (uint64_t)i);
+    TU_OK(rwkvpeft_save_adapter(m, ad, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32));
+    TU_OK(rwkvpeft_trainer_save_state(t, st));
+    for (int i = 0; i < 3; i++) la[i] = step(t, 2, 8, 60 + (uint64_t)i);
+    enum { B = 1, T = 5 };
+    static float ref[B * T * TV], got[B * T * TV];
+    rwkvpeft_trainer_free(t);
+    rwkvpeft_model_free(m);
+
+    /* run B: fresh model, load adapter + state, same 3 steps: identical losses */
+    TU_OK(rwkvpeft_model_load(ctx, base, NULL, &m));
+    attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.05f, 0);
+    TU_OK(rwkvpeft_adapter_load(m, ad));
+    t = trainer(m, 1e-2f);
+    TU_OK(rwkvpeft_trainer_load_state(t, st));
+    for (int i = 0; i < 3; i++) lb[i] = step(t, 2, 8, 60 + (uint64_t)i);
+    for (int i = 0; i < 3; i++) ck_assert_msg(la[i] == lb[i], "step %d: %.9g vs %.9g", i, la[i], lb[i]);
+    rwkvpeft_trainer_free(t);
+
+    /* the adapter file alone reproduces the trained logits */
+    logits_of(m, ref, B, T);
+    TU_OK(rwkvpeft_save_adapter(m, ad, RWKVPEFT_FORMAT_SAFETENSORS, RWKVPEFT_DTYPE_F32));
+    rwkvpeft_model *m2 = NULL;
+    TU_OK(rwkvpeft_model_load(ctx, base, NULL, &m2));
+    attach(m2, RWKVPEFT_PEFT_LORA, "time,ln", 0.05f, 0);
+    TU_OK(rwkvpeft_adapter_load(m2, ad));
+    logits_of(m2, got, B, T);
+    ck_assert(memcmp(ref, got, sizeof ref) == 0);
+    rwkvpeft_model_free(m2);
+
+    /* a state file does not fit a different adapter layout */
+    TU_OK(rwkvpeft_model_load(ctx, base, NULL, &m2));
+    attach(m2, RWKVPEFT_PEFT_LORA, "ln", 0.05f, 0);
+    t = trainer(m2, 1e-2f);
+    ck_assert_int_eq(rwkvpeft_trainer_load_state(t, st), RWKVPEFT_E_SHAPE);
+    rwkvpeft_trainer_free(t);
+    rwkvpeft_model_free(m2);
+    rwkvpeft_model_free(m);
+    unlink(base);
+    unlink(ad);
+    unlink(st);
+    rwkvpeft_context_free(ctx);
+}
+END_TEST
+
+/* float32 backend against the float64 reference on the same weights and batch. */
+START_TEST(test_cpu32_matches_cpu64) {
+    rwkvpeft_context *c32 = tu_context("cpu"), *c64 = tu_context("cpu64");
+    char path[512];
+    tu_tmppath(path, sizeof path, "x32-64", ".safetensors");
+    rwkvpeft_model *m = tiny_model(c64, 0, 14);
+    randomize(m, 8);
+    TU_OK(rwkvpeft_model_save(m, path, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32));
+    rwkvpeft_model_free(m);
+    double *g[2];
+    int64_t nflat = 0;
+    rwkvpeft_context *cs[2] = {c32, c64};
+    for (int k = 0; k < 2; k++) {
+        TU_OK(rwkvpeft_model_load(cs[k], path, NULL, &m));
+        attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.0f, 0);
+        rp_param *pb = rp_model_find_param(m, "blocks.0.ffn.key.lora_B", NULL);
+        float *v = (float *)malloc(sizeof(float) * (size_t)pb->numel);
+        for (int64_t i = 0; i < pb->numel; i++) v[i] = 0.01f * (float)(i % 7);
+        rp_param_upload_f32(m, pb, -1, v);
+        free(v);
+        rp_workspace *ws = batch_ws(m, 2, 9, 4);
+        nflat = m->flat_numel;
+        g[k] = (double *)malloc(sizeof(double) * (size_t)nflat);
+        void *raw = malloc((size_t)nflat * 8);
+        loss_grad(m, ws, raw, 0);
+        for (int64_t i = 0; i < nflat; i++) g[k][i] = k ? ((double *)raw)[i] : ((float *)raw)[i];
+        free(raw);
+        rp_workspace_free(m, ws);
+        rwkvpeft_model_free(m);
+    }
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < nflat; i++) {
+        num += (g[0][i] - g[1][i]) * (g[0][i] - g[1][i]);
+        den += g[1][i] * g[1][i];
+    }
+    ck_assert_msg(den > 0 && sqrt(num / den) < 1e-4, "relative gradient error %g", sqrt(num / den));
+    free(g[0]);
+    free(g[1]);
+    unlink(path);
+    rwkvpeft_context_free(c32);
+    rwkvpeft_context_free(c64);
+}
+END_TEST
+
+START_TEST(test_misuse_is_reported) {
+    rwkvpeft_context *ctx = tu_context("cpu");
+    rwkvpeft_model *m = tiny_model(ctx, 0, 1);
+    rwkvpeft_trainer *t = NULL;
+    ck_assert_int_eq(rwkvpeft_trainer_create(m, NULL, &t), RWKVPEFT_E_STATE);
+    ck_assert_ptr_null(t);
+    ck_assert_int_eq(rwkvpeft_save_adapter(m, "/tmp/x.pth", 0, 0), RWKVPEFT_E_STATE);
+    rwkvpeft_adapter_params ap;
+    rwkvpeft_adapter_params_init(&ap);
+    ap.r = 0;
+    ck_assert_int_eq(rwkvpeft_adapter_attach(m, &ap), RWKVPEFT_E_INVALID_ARGUMENT);
+    ap.r = 4;
+    ap.dropout = 1.5f;
+    ck_assert_int_eq(rwkvpeft_adapter_attach(m, &ap), RWKVPEFT_E_INVALID_ARGUMENT);
+    ap.dropout = 0;
+    ap.method = 77;
+    ck_assert_int_eq(rwkvpeft_adapter_attach(m, &ap), RWKVPEFT_E_UNSUPPORTED);
+    ap.method = RWKVPEFT_PEFT_LORA;
+    ap.train_parts = "maa_k"; /* selects part of a pack */
+    ck_assert_int_eq(rwkvpeft_adapter_attach(m, &ap), RWKVPEFT_E_UNSUPPORTED);
+    ck_assert(strstr(rwkvpeft_last_error(), "time_maa") != NULL);
+    ap.train_parts = "time,ln";
+    TU_OK(rwkvpeft_adapter_attach(m, &ap));
+    ck_assert_int_eq(rwkvpeft_adapter_attach(m, &ap), RWKVPEFT_E_STATE);
+    t = trainer(m, 1e-3f);
+    int32_t in[4] = {1, 2, 3, TV}, tg[4] = {1, 2, 3, 4};
+    float mask[4] = {1, 1, NAN, 1};
+    rwkvpeft_batch b;
+    rwkvpeft_batch_init(&b);
+    b.batch_size = 1;
+    b.seq_len = 4;
+    b.inputs = in;
+    b.targets = tg;
+    ck_assert_int_eq(rwkvpeft_train_step(t, &b, NULL), RWKVPEFT_E_INVALID_ARGUMENT);
+    ck_assert(strstr(rwkvpeft_trainer_last_error(t), "outside the vocabulary") != NULL);
+    in[3] = 0;
+    tg[2] = -5;
+    ck_assert_int_eq(rwkvpeft_train_step(t, &b, NULL), RWKVPEFT_E_INVALID_ARGUMENT);
+    tg[2] = 3;
+    b.loss_mask = mask;
+    ck_assert_int_eq(rwkvpeft_train_step(t, &b, NULL), RWKVPEFT_E_INVALID_ARGUMENT);
+    mask[2] = 0;
+    TU_OK(rwkvpeft_train_step(t, &b, NULL));
+    b.seq_len = 0;
+    ck_assert_int_eq(rwkvpeft_train_step(t, &b, NULL), RWKVPEFT_E_INVALID_ARGUMENT);
+    /* a model with a trainer cannot be freed underneath it (nothing is freed, logged) */
+    rwkvpeft_trainer_free(t);
+    rwkvpeft_model_free(m);
+    rwkvpeft_context_free(ctx);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("model");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_fd_lora_all_parts);
+    tcase_add_test(tc, test_fd_full_finetune_grad_cp);
+    tcase_add_test(tc, test_grad_cp_identical);
+    tcase_add_test(tc, test_lora_zero_b_is_identity);
+    tcase_add_test(tc, test_loss_falls);
+    tcase_add_test(tc, test_checkpoint_round_trip);
+    tcase_add_test(tc, test_adapter_round_trip_and_resume);
+    tcase_add_test(tc, test_cpu32_matches_cpu64);
+    tcase_add_test(tc, test_misuse_is_reported);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
