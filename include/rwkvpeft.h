@@ -346,6 +346,33 @@ typedef struct rwkvpeft_eval_result {
 RWKVPEFT_API rwkvpeft_status rwkvpeft_evaluate(rwkvpeft_model *model, const rwkvpeft_batch *batch,
                                                rwkvpeft_eval_result *result);
 
+/* Logits of every position: `tokens` [batch_size*seq_len] in, `logits` [batch_size*seq_len*
+ * vocab_size] float32 out (caller-allocated), with the attached adapter applied. Each
+ * sequence starts from the zero state (or the trained initial state of state tuning). */
+RWKVPEFT_API rwkvpeft_status rwkvpeft_model_logits(rwkvpeft_model *model, const int32_t *tokens,
+                                                   int32_t batch_size, int32_t seq_len,
+                                                   float *logits);
+
+typedef struct rwkvpeft_generate_params {
+    uint32_t struct_size;
+    int32_t max_new_tokens; /* default 100 */
+    float temperature;      /* <= 0: greedy (argmax). Default 1.0 */
+    float top_p;            /* nucleus sampling mass in (0,1]; default 0.85 */
+    uint64_t seed;          /* sampling seed; default 0 */
+    int32_t stop_token;     /* stop after emitting this id; default 0 (end of text); -1: never */
+} rwkvpeft_generate_params;
+
+RWKVPEFT_API void rwkvpeft_generate_params_init(rwkvpeft_generate_params *params);
+
+/* Continues `prompt` (n_prompt >= 1 ids) with the attached adapter applied, running the
+ * model as an RNN (constant memory per token). Writes up to `capacity` new ids to `out`
+ * and their count to *n_out; stops at max_new_tokens, capacity or the stop token (which is
+ * included in the output). Deterministic for a given seed on a given backend. */
+RWKVPEFT_API rwkvpeft_status rwkvpeft_generate(rwkvpeft_model *model, const int32_t *prompt,
+                                               size_t n_prompt,
+                                               const rwkvpeft_generate_params *params,
+                                               int32_t *out, size_t capacity, size_t *n_out);
+
 /* ------------------------------------------------------------------------------------ */
 /* Training                                                                             */
 /* ------------------------------------------------------------------------------------ */
@@ -523,6 +550,134 @@ RWKVPEFT_API void rwkvpeft_jsonl_params_init(rwkvpeft_jsonl_params *params);
  * count (the reference prints it as data_nums). Pointers may be NULL. */
 RWKVPEFT_API rwkvpeft_status rwkvpeft_jsonl_to_binidx(const rwkvpeft_jsonl_params *params,
                                                       int64_t *n_docs, int64_t *n_skipped);
+
+/* ------------------------------------------------------------------------------------ */
+/* Samplers: training batches (inputs, targets, loss mask) from a dataset               */
+/* ------------------------------------------------------------------------------------ */
+
+/* A sampler turns a dataset into the reference's micro-batches (spec §5.4-§5.6): windows
+ * of ctx_len+1 tokens, inputs = window[0:ctx_len], targets = window[1:ctx_len+1], with
+ * RWKVPEFT_IGNORE_INDEX and mask 0 wherever nothing is to be predicted.
+ *
+ * Determinism: every random choice (window offsets, the per-epoch shuffle) is a pure
+ * function of (seed, epoch, position in the epoch), computed by the library's own
+ * counter-based generator. The same parameters give bit-identical batches on every
+ * machine, and rwkvpeft_sampler_set_position() resumes a run exactly: the position is the
+ * sampler's only state. (The reference's numpy/torch random streams are not reproduced.)
+ *
+ * Epochs: an epoch is epoch_steps batches of micro_bsz samples (S = epoch_steps*micro_bsz
+ * samples). Sample k of epoch e uses index idx = k, or, with data_shuffle, the k-th element
+ * of a pseudo-random permutation of [0, S) drawn for epoch e. Document-based modes (pad,
+ * only, jsonl, sft) read document (e*S + idx) mod n_docs: the reference reads document
+ * idx, i.e. the same first S documents every epoch (and crashes when S > n_docs); the two
+ * agree whenever S == n_docs.
+ *
+ * Batches whose mask sums to zero are never returned: such a batch (every sample without
+ * a single target, e.g. documents of one token) is skipped and the position moves on, so
+ * the caller's loss sum(mask*ce)/sum(mask) is always well defined. See docs/data.md.
+ *
+ * Thread safety: a sampler must not be used by two threads at once; distinct samplers are
+ * independent. A tokenizer passed in the params may be shared with other users. */
+
+typedef struct rwkvpeft_sampler rwkvpeft_sampler;
+
+typedef struct rwkvpeft_sampler_params {
+    uint32_t struct_size;
+    /* binidx: the path prefix (without .bin/.idx); jsonl and sft: the .jsonl file. */
+    const char *data_file;
+    /* "binidx" (default), "jsonl" (HEAD: each record's "text" tokenized without EOD,
+     * truncated to ctx_len+1 tokens and right-padded) or "sft" (records with the two fields
+     * of sft_fields; the reference's prompt template; prompt tokens get no target). */
+    const char *data_type;
+    /* World vocabulary file; required for jsonl, sft and loss_mask "se" (NULL otherwise:
+     * "qa" then uses the World ids of "User:" and "Assistant:"). Ignored when `tokenizer`
+     * is set. */
+    const char *vocab_path;
+    /* binidx only: "get" (default; uniform random windows over the flat token stream),
+     * "pad" (window starting at a document; targets after the document are ignored) or
+     * "only" (one document, truncated to ctx_len+1 tokens, no filling: variable length). */
+    const char *dataload;
+    /* "none" (default), "pad" (targets inside the document only: what pad/only/jsonl
+     * always do here, so it changes nothing), "qa" (only the spans from "Assistant:" up to
+     * the next "User:") or "se" (the same with the markers of mask_id). A window with no
+     * marked target falls back to all of its document's targets. */
+    const char *loss_mask;
+    /* JSON object {"mask0": "<text>", "mask1": "<text>"} for "se": mask0 switches the mask
+     * off, mask1 on. NULL = {"mask0":"0","mask1":"1"} (the reference's default). */
+    const char *mask_id;
+    /* "query,response": the two record fields for data_type sft. NULL = "query,response". */
+    const char *sft_fields;
+    int32_t ctx_len;       /* T; default 1024 */
+    int32_t micro_bsz;     /* B; default 12 (the reference's default) */
+    /* Batches per epoch. 0 (default) = automatic: n_docs / micro_bsz for the document
+     * modes, 40320 / micro_bsz with my_pile_stage in 1..3, else 1000 (the reference's
+     * default). */
+    int64_t epoch_steps;
+    int32_t data_shuffle;  /* 1 (default): permute the indices of every epoch */
+    uint64_t seed;         /* default 0; every value gives a deterministic stream */
+    /* Pretraining's "magic prime" sampling (binidx + get only): my_pile_stage in 1..3 reads
+     * sample ii = 1 + epoch*S + idx at token ((floor(magic_prime*(sqrt(5)-1)/2) * ii^3) mod
+     * magic_prime) * ctx_len + my_pile_shift. magic_prime must be a prime, = 2 (mod 3),
+     * with 0.99 < magic_prime / (n_tokens / ctx_len) <= 1. Stage 4 = plain get. 0
+     * (default) = off. my_pile_shift < 0 (default -1) means 0. */
+    int32_t my_pile_stage;
+    int64_t magic_prime;
+    int64_t my_pile_shift;
+    /* Optional already-loaded tokenizer (not owned; must outlive the sampler). */
+    const rwkvpeft_tokenizer *tokenizer;
+} rwkvpeft_sampler_params;
+
+/* Fills `params` with the defaults above (and struct_size). Thread-safe. */
+RWKVPEFT_API void rwkvpeft_sampler_params_init(rwkvpeft_sampler_params *params);
+
+/* Opens the data and checks the parameters: unknown mode names, ctx_len or micro_bsz < 1,
+ * a dataset too small for a window (get needs more than ctx_len+1 tokens), no documents,
+ * a bad magic prime, malformed mask_id are RWKVPEFT_E_INVALID_ARGUMENT; data file errors
+ * are those of rwkvpeft_dataset_open / rwkvpeft_jsonl_to_binidx ("<file>:<line>: ...").
+ * jsonl and sft files are read and tokenized here, once (only the first ctx_len+1 tokens
+ * of each record are kept). On failure *out is NULL and rwkvpeft_last_error() says why. */
+RWKVPEFT_API rwkvpeft_status rwkvpeft_sampler_create(const rwkvpeft_sampler_params *params,
+                                                     rwkvpeft_sampler **out);
+
+RWKVPEFT_API void rwkvpeft_sampler_free(rwkvpeft_sampler *sampler);
+
+/* Produces the batch at the current position and advances it. Each of inputs, targets and
+ * mask must hold micro_bsz*ctx_len elements; mask may be NULL. The batch is written as
+ * micro_bsz rows of *seq_len elements each (row b starts at b * *seq_len): *seq_len is
+ * ctx_len, except for dataload "only" where it is the longest real length in the batch
+ * (>= 1; shorter rows are padded with input 0, target IGNORE, mask 0). inputs are token
+ * ids; targets are the next token or RWKVPEFT_IGNORE_INDEX; mask is 1.0 exactly where the
+ * target is not ignored, else 0.0. Fails with RWKVPEFT_E_FORMAT when a token value in
+ * the .bin is not an id, or when no batch of a whole epoch has a target. */
+RWKVPEFT_API rwkvpeft_status rwkvpeft_sampler_next(rwkvpeft_sampler *sampler, int32_t *inputs,
+                                                   int32_t *targets, float *mask,
+                                                   int32_t *seq_len);
+
+/* Position of the next batch: epoch >= 0 and step in [0, epoch_steps). A new sampler is at
+ * (0, 0). Setting a position saved with get_position continues the identical sequence. */
+RWKVPEFT_API rwkvpeft_status rwkvpeft_sampler_set_position(rwkvpeft_sampler *sampler,
+                                                           int64_t epoch, int64_t step);
+RWKVPEFT_API rwkvpeft_status rwkvpeft_sampler_get_position(const rwkvpeft_sampler *sampler,
+                                                           int64_t *epoch, int64_t *step);
+
+typedef struct rwkvpeft_sampler_info {
+    uint32_t struct_size;
+    int64_t n_docs;      /* binidx sequences, or jsonl/sft records */
+    int64_t n_tokens;    /* tokens of the .bin; for jsonl/sft the tokens kept */
+    int64_t epoch_steps; /* batches per epoch (resolved when the params said 0) */
+    int32_t ctx_len;
+    int32_t micro_bsz;
+    /* magic_prime / (epoch_steps*micro_bsz) when my_pile_stage is 1..3 (the reference's
+     * epoch_count in that mode), else 0. */
+    int64_t magic_epoch_count;
+} rwkvpeft_sampler_info;
+
+/* Fills `info` (set info->struct_size first). */
+RWKVPEFT_API rwkvpeft_status rwkvpeft_sampler_get_info(const rwkvpeft_sampler *sampler,
+                                                       rwkvpeft_sampler_info *info);
+
+/* Message of the last failure on this sampler ("" if none). */
+RWKVPEFT_API const char *rwkvpeft_sampler_last_error(const rwkvpeft_sampler *sampler);
 
 #ifdef __cplusplus
 }

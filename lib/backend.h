@@ -160,7 +160,8 @@ struct rp_backend_ops {
      *   y_t[j] = Σ_i r_t[i]·(S[j][i] + u[i]·k_t[i]·v_t[j]);  S[j][i] ← d_t[i]·S[j][i] + k_t[i]·v_t[j]
      * with d = exp(−exp(w)). r,k,v,w,y A [B,T,H,N]; u P [H,N]. s0 P: NULL (zero state),
      * [H,N,N] shared by every sequence (s0_shared = 1) or [B,H,N,N]. s_out P [B,H,N,N]
-     * receives the final states (NULL: not wanted). */
+     * receives the final states (NULL: not wanted); s_out may be the same buffer as a
+     * per-sequence s0 (the state is then advanced in place). */
     int (*wkv6_fwd)(rp_backend *be, void *y, void *s_out, const void *r, const void *k,
                     const void *v, const void *w, const void *u, const void *s0, int s0_shared,
                     int B, int T, int H, int N);

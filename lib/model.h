@@ -151,6 +151,13 @@ int rp_workspace_set_batch(rwkvpeft_model *m, rp_workspace *ws, int B, int T, co
 int rp_v6_forward_backward(rwkvpeft_model *m, rp_workspace *ws, void *grad_flat, float grad_scale,
                            float l2wrap, uint64_t dropout_seed, float *logits_out);
 
+/* Recurrent state for generation: shift and WKV states of every layer for B sequences. */
+typedef struct rp_infer_state rp_infer_state;
+int rp_infer_state_create(rwkvpeft_model *m, int B, rp_infer_state **out);
+void rp_infer_state_free(rwkvpeft_model *m, rp_infer_state *st);
+/* Feeds T tokens per sequence (host ids [B,T]) and writes the next-token logits [B,V]. */
+int rp_v6_infer(rwkvpeft_model *m, rp_workspace *ws, rp_infer_state *st, const int32_t *ids, int T, float *logits_last);
+
 /* Device pointer of the scalar loss sum (par dtype) of the last forward. */
 void *rp_workspace_loss(rp_workspace *ws);
 

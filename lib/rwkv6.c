@@ -312,7 +312,22 @@ static int linear_bwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin,
 /* one block                                                                            */
 /* ------------------------------------------------------------------------------------ */
 
-static int block_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, void *x_out, uint64_t seed) {
+/* Carried state of one layer for stateful (chunk-by-chunk) evaluation: the last LN1 and
+ * LN2 rows of the previous chunk per sequence (A [B,C]) and the WKV state (P [B,H,N,N]). */
+typedef struct rp_layer_state {
+    void *att_prev, *ffn_prev, *wkv;
+} rp_layer_state;
+
+/* The last row of each of B sequences of x [B,T,C] into dst [B,C]. */
+static int keep_last_rows(rwkvpeft_model *m, void *dst, const void *x, int B, int T) {
+    rp_backend *be = m->be;
+    size_t row = (size_t)m->C * rp_dtype_size(be->ops->act_dtype);
+    OP(memcpy_2d(be, dst, row, (const char *)x + (size_t)(T - 1) * row, (size_t)T * row, row, (size_t)B));
+    return 0;
+}
+
+static int block_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, void *x_out, uint64_t seed,
+                     const rp_layer_state *st) {
     rp_backend *be = m->be;
     rp_v6_layer *ly = &m->layers[l];
     rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
@@ -322,12 +337,14 @@ static int block_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, 
 #define SLOT(buf, s) ((char *)(buf) + (size_t)(s) * (size_t)nC * as)
     /* time mix */
     OP(norm_fwd(be, a->ln1, a->mean1, a->rstd1, a->x_in, ly->ln1_w->data, ly->ln1_b->data, n, 1, C, LN_EPS));
-    OP(shift_mix_fwd(be, a->z, a->ln1, NULL, ly->maa_x->data, NULL, 1, B, T, C));
+    const void *att_prev = st ? st->att_prev : NULL, *ffn_prev = st ? st->ffn_prev : NULL;
+    OP(shift_mix_fwd(be, a->z, a->ln1, att_prev, ly->maa_x->data, NULL, 1, B, T, C));
     OP(gemm(be, 0, 0, (int)n, 5 * Dm, C, 1.0f, a->z, A_, C, 0, ly->maa_w1->data, P_, 5 * Dm, 0, 0.0f, a->h, A_, 5 * Dm, 0, 1));
     OP(act_fwd(be, RP_ACT_TANH, a->h, a->h, n * 5 * Dm));
     OP(gemm(be, 0, 0, (int)n, C, Dm, 1.0f, a->h, A_, 5 * Dm, Dm, ly->maa_w2->data, P_, C, (int64_t)Dm * C, 0.0f, a->m, A_, C,
             nC, 5));
-    OP(shift_mix_fwd(be, a->xs, a->ln1, NULL, ly->maa_wkvrg->data, a->m, 5, B, T, C));
+    OP(shift_mix_fwd(be, a->xs, a->ln1, att_prev, ly->maa_wkvrg->data, a->m, 5, B, T, C));
+    if (st) RP_TRY(keep_last_rows(m, st->att_prev, a->ln1, B, T));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_R], a->r, SLOT(a->xs, 3), n, a->lora_t[RP_LIN_ATT_R], seed));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_K], a->k, SLOT(a->xs, 1), n, a->lora_t[RP_LIN_ATT_K], seed));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_V], a->v, SLOT(a->xs, 2), n, a->lora_t[RP_LIN_ATT_V], seed));
@@ -337,8 +354,11 @@ static int block_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, 
     OP(act_fwd(be, RP_ACT_TANH, a->dh, a->dh, n * Dd));
     OP(broadcast_rows(be, a->w, ly->decay->data, n, A, 0));
     OP(gemm(be, 0, 0, (int)n, A, Dd, 1.0f, a->dh, A_, Dd, 0, ly->decay_w2->data, P_, A, 0, 1.0f, a->w, A_, A, 0, 1));
-    OP(wkv6_fwd(be, a->y, NULL, a->r, a->k, a->v, a->w, ly->faaaa->data, ly->time_state ? ly->time_state->data : NULL, 1, B,
-                T, m->H, m->N));
+    if (st)
+        OP(wkv6_fwd(be, a->y, st->wkv, a->r, a->k, a->v, a->w, ly->faaaa->data, st->wkv, 0, B, T, m->H, m->N));
+    else
+        OP(wkv6_fwd(be, a->y, NULL, a->r, a->k, a->v, a->w, ly->faaaa->data,
+                    ly->time_state ? ly->time_state->data : NULL, 1, B, T, m->H, m->N));
     OP(norm_fwd(be, a->o, a->gn_mean, a->gn_rstd, a->y, ly->lnx_w->data, ly->lnx_b->data, n, m->H, m->N, GN_EPS));
     OP(mul_fwd(be, a->og, a->o, a->g, n * A));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_O], ws->tmp_c, a->og, n, a->lora_t[RP_LIN_ATT_O], seed));
@@ -346,7 +366,8 @@ static int block_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, 
     OP(add(be, a->x_mid, ws->tmp_c, 1.0f, nC));
     /* channel mix */
     OP(norm_fwd(be, a->ln2, a->mean2, a->rstd2, a->x_mid, ly->ln2_w->data, ly->ln2_b->data, n, 1, C, LN_EPS));
-    OP(shift_mix_fwd(be, a->xkr, a->ln2, NULL, ly->ffn_maa_kr->data, NULL, 2, B, T, C));
+    OP(shift_mix_fwd(be, a->xkr, a->ln2, ffn_prev, ly->ffn_maa_kr->data, NULL, 2, B, T, C));
+    if (st) RP_TRY(keep_last_rows(m, st->ffn_prev, a->ln2, B, T));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_K], a->kpre, SLOT(a->xkr, 0), n, a->lora_t[RP_LIN_FFN_K], seed));
     OP(act_fwd(be, RP_ACT_RELU_SQ, a->kk, a->kpre, n * F));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_V], a->kv, a->kk, n, a->lora_t[RP_LIN_FFN_V], seed));
@@ -464,7 +485,7 @@ int rp_v6_forward_backward(rwkvpeft_model *m, rp_workspace *ws, void *gf, float 
     OP(embedding_fwd(be, ws->emb_out, m->emb->data, ws->ids, n, C));
     OP(norm_fwd(be, ws->acts[0].x_in, ws->mean0, ws->rstd0, ws->emb_out, l0->ln0_w->data, l0->ln0_b->data, n, 1, C, LN_EPS));
     for (int l = 0; l < L; l++)
-        RP_TRY(block_fwd(m, ws, l, &ws->acts[l], l + 1 < L ? ws->acts[l + 1].x_in : ws->x_final, seed));
+        RP_TRY(block_fwd(m, ws, l, &ws->acts[l], l + 1 < L ? ws->acts[l + 1].x_in : ws->x_final, seed, NULL));
     OP(norm_fwd(be, ws->lnout, ws->mean_o, ws->rstd_o, ws->x_final, m->ln_out_w->data, m->ln_out_b->data, n, 1, C, LN_EPS));
     OP(memset_zero(be, ws->loss_sum, rp_dtype_size(P_)));
     void *ghead = rp_param_grad(m, m->head, gf);
@@ -487,7 +508,7 @@ int rp_v6_forward_backward(rwkvpeft_model *m, rp_workspace *ws, void *gf, float 
     for (int l = L - 1; l >= 0; l--) {
         /* shared records hold the last layer's activations after the forward; others are
          * recomputed from the saved block input */
-        if (ws->shared_acts && l != L - 1) RP_TRY(block_fwd(m, ws, l, &ws->acts[l], ws->x_spare, seed));
+        if (ws->shared_acts && l != L - 1) RP_TRY(block_fwd(m, ws, l, &ws->acts[l], ws->x_spare, seed, NULL));
         RP_TRY(block_bwd(m, ws, l, &ws->acts[l], gf, seed));
     }
     OP(memset_zero(be, ws->dln, (size_t)nC * as));
@@ -495,5 +516,97 @@ int rp_v6_forward_backward(rwkvpeft_model *m, rp_workspace *ws, void *gf, float 
                 l0->ln0_w->data, ws->mean0, ws->rstd0, n, 1, C));
     void *gemb = rp_param_grad(m, m->emb, gf);
     if (gemb) OP(embedding_bwd(be, gemb, ws->dln, ws->ids, n, C));
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* stateful inference (generation)                                                      */
+/* ------------------------------------------------------------------------------------ */
+
+struct rp_infer_state {
+    int B;
+    rp_layer_state *layers;
+    void *buf_act, *buf_par;
+    void *last_x, *last_ln, *last_mean, *last_rstd; /* [B,C], [B] */
+};
+
+void rp_infer_state_free(rwkvpeft_model *m, rp_infer_state *st) {
+    if (!st) return;
+    m->be->ops->free(m->be, st->buf_act);
+    m->be->ops->free(m->be, st->buf_par);
+    free(st->layers);
+    free(st);
+}
+
+int rp_infer_state_create(rwkvpeft_model *m, int B, rp_infer_state **out) {
+    rp_backend *be = m->be;
+    rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
+    size_t as = rp_dtype_size(A_), ps = rp_dtype_size(P_);
+    int L = m->n_layer, C = m->C;
+    int64_t nn = (int64_t)m->H * m->N * m->N;
+    *out = NULL;
+    rp_infer_state *st = (rp_infer_state *)rp_calloc(1, sizeof *st);
+    if (!st || !(st->layers = (rp_layer_state *)rp_calloc((size_t)L, sizeof(rp_layer_state)))) {
+        free(st);
+        return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+    }
+    st->B = B;
+    size_t act_bytes = ((size_t)2 * L * B * C + 2 * (size_t)B * C) * as;
+    size_t par_bytes = ((size_t)L * B * nn + 2 * (size_t)B) * ps;
+    if (be->ops->alloc(be, &st->buf_act, act_bytes) || be->ops->alloc(be, &st->buf_par, par_bytes)) {
+        rp_infer_state_free(m, st);
+        return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "cannot allocate the inference state");
+    }
+    char *pa = (char *)st->buf_act, *pp = (char *)st->buf_par;
+    for (int l = 0; l < L; l++) {
+        st->layers[l].att_prev = pa + (size_t)(2 * l) * B * C * as;
+        st->layers[l].ffn_prev = pa + (size_t)(2 * l + 1) * B * C * as;
+        st->layers[l].wkv = pp + (size_t)l * B * nn * ps;
+    }
+    st->last_x = pa + (size_t)2 * L * B * C * as;
+    st->last_ln = (char *)st->last_x + (size_t)B * C * as;
+    st->last_mean = pp + (size_t)L * B * nn * ps;
+    st->last_rstd = (char *)st->last_mean + (size_t)B * ps;
+    /* zero shift states; WKV states start at the trained time_state (state tuning) or 0 */
+    int rc = be->ops->memset_zero(be, st->buf_act, act_bytes);
+    if (!rc) rc = be->ops->memset_zero(be, st->buf_par, par_bytes);
+    for (int l = 0; !rc && l < L; l++)
+        if (m->layers[l].time_state)
+            for (int b = 0; !rc && b < B; b++)
+                rc = be->ops->memcpy_d2d(be, (char *)st->layers[l].wkv + (size_t)b * nn * ps, m->layers[l].time_state->data,
+                                         (size_t)nn * ps);
+    if (rc) {
+        rp_infer_state_free(m, st);
+        return rp_be_fail(be, rc, &m->err);
+    }
+    *out = st;
+    return 0;
+}
+
+/* Advances the state over T new tokens per sequence (ids host [B,T]) and writes the
+ * logits after the last one (host float32 [B,V]). */
+int rp_v6_infer(rwkvpeft_model *m, rp_workspace *ws, rp_infer_state *st, const int32_t *ids, int T, float *logits_last) {
+    rp_backend *be = m->be;
+    rp_dtype A_ = be->ops->act_dtype;
+    int B = st->B, C = m->C, V = m->V, L = m->n_layer;
+    int64_t n = (int64_t)B * T;
+    if (n > ws->cap_n) return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "inference chunk larger than its workspace");
+    ws->B = B;
+    ws->T = T;
+    OP(memcpy_h2d(be, ws->ids, ids, sizeof(int32_t) * (size_t)n));
+    rp_v6_layer *l0 = &m->layers[0];
+    OP(embedding_fwd(be, ws->emb_out, m->emb->data, ws->ids, n, C));
+    OP(norm_fwd(be, ws->acts[0].x_in, ws->mean0, ws->rstd0, ws->emb_out, l0->ln0_w->data, l0->ln0_b->data, n, 1, C, LN_EPS));
+    for (int l = 0; l < L; l++)
+        RP_TRY(block_fwd(m, ws, l, &ws->acts[l], l + 1 < L ? ws->acts[l + 1].x_in : ws->x_final, 0, &st->layers[l]));
+    RP_TRY(keep_last_rows(m, st->last_x, ws->x_final, B, T));
+    OP(norm_fwd(be, st->last_ln, st->last_mean, st->last_rstd, st->last_x, m->ln_out_w->data, m->ln_out_b->data, B, 1, C,
+                LN_EPS));
+    for (int b0 = 0; b0 < B; b0 += (int)ws->logit_rows) {
+        int rows = B - b0 < ws->logit_rows ? B - b0 : (int)ws->logit_rows;
+        OP(gemm(be, 0, 1, rows, V, C, 1.0f, (const char *)st->last_ln + (size_t)b0 * C * rp_dtype_size(A_), A_, C, 0,
+                m->head->data, A_, C, 0, 0.0f, ws->logits, A_, V, 0, 1));
+        RP_TRY(download_f32(m, logits_last + (size_t)b0 * V, ws->logits, (int64_t)rows * V));
+    }
     return 0;
 }

@@ -448,6 +448,74 @@ START_TEST(test_misuse_is_reported) {
 }
 END_TEST
 
+/* The recurrent form (chunks of any size carrying shift and WKV states) gives the same
+ * logits as the parallel forward over the whole sequence; greedy generation follows. */
+START_TEST(test_stateful_inference_matches_forward) {
+    rwkvpeft_context *ctx = tu_context("cpu64");
+    rwkvpeft_model *m = tiny_model(ctx, 0, 31);
+    attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.0f, 0);
+    randomize(m, 17);
+    enum { T = 11 };
+    int32_t ids[T];
+    uint64_t s = 3;
+    for (int i = 0; i < T; i++) ids[i] = (int32_t)(tu_next(&s) % TV);
+    static float full[T * TV], step[TV];
+    TU_OK(rwkvpeft_model_logits(m, ids, 1, T, full));
+    rp_workspace *ws = NULL;
+    rp_infer_state *st = NULL;
+    ck_assert_int_eq(rp_workspace_create(m, 1, 4, 0, &ws), 0);
+    ck_assert_int_eq(rp_infer_state_create(m, 1, &st), 0);
+    static const int chunks[] = {3, 1, 4, 2, 1};
+    int pos = 0;
+    for (int c = 0; c < 5; c++) {
+        ck_assert_int_eq(rp_v6_infer(m, ws, st, ids + pos, chunks[c], step), 0);
+        pos += chunks[c];
+        double md = 0;
+        for (int j = 0; j < TV; j++) md = fmax(md, fabs(step[j] - full[(pos - 1) * TV + j]));
+        ck_assert_msg(md < 1e-9, "after %d tokens: max diff %g", pos, md);
+    }
+    ck_assert_int_eq(pos, T);
+    rp_infer_state_free(m, st);
+    rp_workspace_free(m, ws);
+    /* greedy generation: each new id is the argmax of the full forward over prompt+output */
+    rwkvpeft_generate_params gp;
+    rwkvpeft_generate_params_init(&gp);
+    gp.temperature = 0;
+    gp.max_new_tokens = 5;
+    gp.stop_token = -1;
+    int32_t out[8], seq[T + 8];
+    size_t n_out = 0;
+    TU_OK(rwkvpeft_generate(m, ids, 4, &gp, out, 8, &n_out));
+    ck_assert_int_eq((int)n_out, 5);
+    memcpy(seq, ids, 4 * sizeof(int32_t));
+    memcpy(seq + 4, out, n_out * sizeof(int32_t));
+    static float all[(T + 8) * TV];
+    TU_OK(rwkvpeft_model_logits(m, seq, 1, 4 + (int)n_out - 1, all));
+    for (size_t k = 0; k < n_out; k++) {
+        const float *row = all + (3 + k) * TV;
+        int best = 0;
+        for (int j = 1; j < TV; j++)
+            if (row[j] > row[best]) best = j;
+        ck_assert_int_eq(out[k], best);
+    }
+    /* sampling is deterministic for a seed and stays in the vocabulary */
+    int32_t o1[8], o2[8];
+    size_t n1, n2;
+    gp.temperature = 1.0f;
+    gp.top_p = 0.9f;
+    gp.seed = 5;
+    TU_OK(rwkvpeft_generate(m, ids, 3, &gp, o1, 8, &n1));
+    TU_OK(rwkvpeft_generate(m, ids, 3, &gp, o2, 8, &n2));
+    ck_assert_int_eq((int)n1, (int)n2);
+    ck_assert(memcmp(o1, o2, n1 * sizeof(int32_t)) == 0);
+    for (size_t k = 0; k < n1; k++) ck_assert(o1[k] >= 0 && o1[k] < TV);
+    int32_t bad = TV;
+    ck_assert_int_eq(rwkvpeft_generate(m, &bad, 1, &gp, o1, 8, &n1), RWKVPEFT_E_INVALID_ARGUMENT);
+    rwkvpeft_model_free(m);
+    rwkvpeft_context_free(ctx);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("model");
     TCase *tc = tcase_create("core");
@@ -461,6 +529,7 @@ int main(void) {
     tcase_add_test(tc, test_adapter_round_trip_and_resume);
     tcase_add_test(tc, test_cpu32_matches_cpu64);
     tcase_add_test(tc, test_misuse_is_reported);
+    tcase_add_test(tc, test_stateful_inference_matches_forward);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
