@@ -244,7 +244,7 @@ int rp_param_download_f32(rwkvpeft_model *m, rp_param *p, float *dst) {
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* fresh initialisation (reference rules; see docs/init-rules.md)                      */
+/* fresh initialisation: rwkv-init.pth rules of the reference (docs/init-rules.md §2+§3) */
 /* ------------------------------------------------------------------------------------ */
 
 typedef struct host_rng {
@@ -361,10 +361,10 @@ int rp_model_init_weights(rwkvpeft_model *m, uint64_t seed) {
                     buf[part * C + i] = (float)(1.0 - (pow(ddd, e) + add));
                 }
             }
-        } else if (strstr(nm, "time_maa_w1") || strstr(nm, "time_decay_w1")) {
-            memset(buf, 0, sizeof(float) * (size_t)p->numel);
-        } else if (strstr(nm, "time_maa_w2") || strstr(nm, "time_decay_w2")) {
-            for (int64_t i = 0; i < p->numel; i++) buf[i] = (float)(-0.01 + 0.02 * rng_uniform(&rng));
+        } else if (strstr(nm, "time_maa_w1") || strstr(nm, "time_decay_w1") || strstr(nm, "time_maa_w2") ||
+                   strstr(nm, "time_decay_w2")) {
+            /* the plain time-mix class: all four low-rank matrices U(-1e-4, 1e-4) */
+            for (int64_t i = 0; i < p->numel; i++) buf[i] = (float)(-1e-4 + 2e-4 * rng_uniform(&rng));
         } else if (strstr(nm, "att.time_decay")) {
             for (int n = 0; n < A; n++)
                 buf[n] = (float)(-6.0 + 5.0 * pow((double)n / (A > 1 ? A - 1 : 1), 0.7 + 1.3 * r01));
@@ -376,13 +376,13 @@ int rp_model_init_weights(rwkvpeft_model *m, uint64_t seed) {
         } else if (strstr(nm, "time_state")) {
             memset(buf, 0, sizeof(float) * (size_t)p->numel);
         } else if (p == m->emb) {
-            for (int64_t i = 0; i < p->numel; i++) buf[i] = (float)(-1e-4 + 2e-4 * rng_uniform(&rng));
+            /* U(-lr_init, lr_init) with the reference's default lr_init 6e-4 */
+            for (int64_t i = 0; i < p->numel; i++) buf[i] = (float)(-6e-4 + 1.2e-3 * rng_uniform(&rng));
         } else if (p->cls == RP_CLS_MATRIX) {
             int64_t rows = p->shape[0], cols = p->shape[1];
             double gain = rows > cols ? sqrt((double)rows / cols) : 1.0, scale = 1.0;
             if (strstr(nm, ".att.output.") || strstr(nm, ".ffn.value.") || strstr(nm, ".ffn.receptance.")) scale = 0;
             if (p == m->head) scale = 0.5;
-            if (strstr(nm, ".att.key.") || strstr(nm, ".att.gate.")) scale = 0.1;
             if (scale == 0)
                 memset(buf, 0, sizeof(float) * (size_t)p->numel);
             else

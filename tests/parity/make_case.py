@@ -53,8 +53,8 @@ def random_model(cfg: Config, g: torch.Generator) -> Dict[str, Tensor]:
         leaf = name.split(".")[-1]
         if name in ("emb.weight",):
             t = normal(shp, 0.5)
-        elif name == "head.weight":
-            t = normal(shp, 1.0 / cfg.n_embd ** 0.5)
+        elif name == "head.weight":  # logits std ~3, max ~10 (like real models), so L2Wrap is visible
+            t = normal(shp, 3.0 / cfg.n_embd ** 0.5)
         elif ".ln" in name or name.startswith("ln_out"):
             t = 1.0 + normal(shp, 0.1) if leaf == "weight" else normal(shp, 0.05)
         elif "time_maa_w1" in name:

@@ -21,7 +21,8 @@ Command line (handy for inspection):
     python3 rwkv6_torch.py --model model.pth --adapter adapter.pth --lora-r 8 --lora-alpha 32 \
         --train-parts "time,ln" --batch batch.safetensors --out ref.safetensors \
         [--device cpu|cuda] [--dtype float64|float32]
-writes the same tensors that the C program `parity_dump` writes (logits, loss, grad.NAME).
+writes the same tensors that the C program `parity_dump` writes (logits, loss, grad.NAME), so
+`run_parity.py --dump "python3 tests/parity/rwkv6_torch.py --dtype float32"` exercises the harness itself.
 """
 from __future__ import annotations
 
@@ -465,6 +466,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    ap.add_argument("--backend", default=None,
+                    help="accepted for command-line compatibility with parity_dump and ignored")
     a = ap.parse_args()
     from safetensors.torch import save_file
     inputs, targets = load_batch(a.batch)

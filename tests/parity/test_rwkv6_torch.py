@@ -217,6 +217,11 @@ def test_compute_reference_includes_l2wrap_and_selection():
     assert not torch.allclose(no["grad.ln_out.bias"], gb, rtol=1e-9, atol=0)
 
 
+def test_init_reference_selftest():
+    import init_reference
+    assert init_reference._selftest() == 0
+
+
 if __name__ == "__main__":
     import inspect
     fails = 0
