@@ -574,7 +574,8 @@ RWKVPEFT_API rwkvpeft_status rwkvpeft_jsonl_to_binidx(const rwkvpeft_jsonl_param
  *
  * Batches whose mask sums to zero are never returned: such a batch (every sample without
  * a single target, e.g. documents of one token) is skipped and the position moves on, so
- * the caller's loss sum(mask*ce)/sum(mask) is always well defined. See docs/data.md.
+ * the caller's loss sum(mask*ce)/sum(mask) is always well defined (create fails when no
+ * document at all can give a target). See docs/data.md.
  *
  * Thread safety: a sampler must not be used by two threads at once; distinct samplers are
  * independent. A tokenizer passed in the params may be shared with other users. */
@@ -633,7 +634,8 @@ RWKVPEFT_API void rwkvpeft_sampler_params_init(rwkvpeft_sampler_params *params);
 /* Opens the data and checks the parameters: unknown mode names, ctx_len or micro_bsz < 1,
  * a dataset too small for a window (get needs more than ctx_len+1 tokens), no documents,
  * a bad magic prime, malformed mask_id are RWKVPEFT_E_INVALID_ARGUMENT; data file errors
- * are those of rwkvpeft_dataset_open / rwkvpeft_jsonl_to_binidx ("<file>:<line>: ...").
+ * are those of rwkvpeft_dataset_open / rwkvpeft_jsonl_to_binidx ("<file>:<line>: ...");
+ * data in which no document can give a single target is RWKVPEFT_E_FORMAT.
  * jsonl and sft files are read and tokenized here, once (only the first ctx_len+1 tokens
  * of each record are kept). On failure *out is NULL and rwkvpeft_last_error() says why. */
 RWKVPEFT_API rwkvpeft_status rwkvpeft_sampler_create(const rwkvpeft_sampler_params *params,
@@ -648,7 +650,7 @@ RWKVPEFT_API void rwkvpeft_sampler_free(rwkvpeft_sampler *sampler);
  * (>= 1; shorter rows are padded with input 0, target IGNORE, mask 0). inputs are token
  * ids; targets are the next token or RWKVPEFT_IGNORE_INDEX; mask is 1.0 exactly where the
  * target is not ignored, else 0.0. Fails with RWKVPEFT_E_FORMAT when a token value in
- * the .bin is not an id, or when no batch of a whole epoch has a target. */
+ * the .bin is not an id (the position then stays where it was). */
 RWKVPEFT_API rwkvpeft_status rwkvpeft_sampler_next(rwkvpeft_sampler *sampler, int32_t *inputs,
                                                    int32_t *targets, float *mask,
                                                    int32_t *seq_len);
