@@ -529,7 +529,6 @@ int main(int argc, char **argv) {
     rwkvpeft_trainer *tr;
     if (rwkvpeft_trainer_create(m, &tp, &tr)) return die("%s", rwkvpeft_last_error());
     if (resume_state[0] && rwkvpeft_trainer_load_state(tr, resume_state)) return die("%s", rwkvpeft_trainer_last_error(tr));
-    if (rwkvpeft_sampler_set_position(smp, epoch_first, 0)) return die("%s", rwkvpeft_sampler_last_error(smp));
 
     rwkvpeft_model_get_info(m, &info);
     fprintf(stderr,
@@ -562,6 +561,12 @@ int main(int argc, char **argv) {
     int64_t total_micro = (o.epoch_count - epoch_first) * o.epoch_steps, done_micro = 0, tokens_run = 0;
     int rc = 0, stop = 0;
     for (long ep = epoch_first; ep < o.epoch_count && !stop; ep++) {
+        /* each epoch starts at its own sampler position (the sampler may have skipped past
+         * the end of the previous one over batches without targets) */
+        if (rwkvpeft_sampler_set_position(smp, ep, 0)) {
+            rc = die("%s", rwkvpeft_sampler_last_error(smp));
+            break;
+        }
         double ep_loss = 0, win_loss = 0;
         int64_t ep_n = 0, win_n = 0;
         double lr = 0;

@@ -331,11 +331,12 @@ static int cpu_shift_mix_bwd(rp_backend *be, void *dx_, void *dxprev_, void *dco
     int64_t n = (int64_t)B * T, slot = n * C;
     int nt = nthreads(be, slot * S);
     /* scratch: dδ [n,C], then per-thread dcoef partials [nt,S,C] */
-    size_t need = sizeof(real) * (size_t)slot + (dcoef ? sizeof(double) * (size_t)(nt * S * C) : 0);
+    size_t dd_bytes = (sizeof(real) * (size_t)slot + 63) & ~(size_t)63; /* keeps the doubles aligned */
+    size_t need = dd_bytes + (dcoef ? sizeof(double) * (size_t)(nt * S * C) : 0);
     char *scr = (char *)cpu_scratch(be, need);
     if (!scr) return cpu_fail(be, RWKVPEFT_E_OUT_OF_MEMORY, "shift_mix_bwd: scratch");
     real *dd = (real *)scr;
-    double *part = dcoef ? (double *)(scr + sizeof(real) * (size_t)slot) : NULL;
+    double *part = dcoef ? (double *)(scr + dd_bytes) : NULL;
     if (part) memset(part, 0, sizeof(double) * (size_t)(nt * S * C));
 #pragma omp parallel num_threads(nt)
     {
@@ -383,6 +384,13 @@ static int cpu_shift_mix_bwd(rp_backend *be, void *dx_, void *dxprev_, void *dco
 /* ------------------------------------------------------------------------------------ */
 /* element-wise                                                                         */
 /* ------------------------------------------------------------------------------------ */
+
+/* exp in the backend's own precision (expf for float32: vectorisable and exact enough) */
+#if RP_CPU_IS_DOUBLE
+#define EXPR(x) exp(x)
+#else
+#define EXPR(x) expf(x)
+#endif
 
 static inline real sigm(real x) { return (real)(1.0 / (1.0 + exp(-(double)x))); }
 
@@ -558,10 +566,11 @@ static int cpu_wkv6_bwd(rp_backend *be, void *gr_, void *gk_, void *gv_, void *g
     /* per thread: checkpoints ncp·NN, segment states WKV_SEG·NN, dS NN, d N, gu partial N, gs0 partial NN */
     int64_t per = (int64_t)(ncp + WKV_SEG + 1) * NN + 2 * N;
     int64_t per_acc = (int64_t)N + NN; /* double accumulators: gu, gs0 per (b,h) work item */
-    size_t bytes = sizeof(real) * (size_t)(nt * per) + sizeof(double) * (size_t)(B * H * per_acc);
+    size_t state_bytes = (sizeof(real) * (size_t)(nt * per) + 63) & ~(size_t)63; /* keeps the doubles aligned */
+    size_t bytes = state_bytes + sizeof(double) * (size_t)(B * H * per_acc);
     char *scr = (char *)cpu_scratch(be, bytes);
     if (!scr) return cpu_fail(be, RWKVPEFT_E_OUT_OF_MEMORY, "wkv6_bwd: scratch");
-    double *acc_all = (double *)(scr + sizeof(real) * (size_t)(nt * per));
+    double *acc_all = (double *)(scr + state_bytes);
     memset(acc_all, 0, sizeof(double) * (size_t)(B * H * per_acc));
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int bh = 0; bh < B * H; bh++) {
@@ -673,33 +682,38 @@ static int cpu_cross_entropy(rp_backend *be, void *loss_sum_, void *dlogits_, co
     for (int64_t i = 0; i < n; i++) {
         const real *row = lg + i * V;
         row_loss[i] = 0;
-        double mx = row[0];
+        real mx = row[0];
         int am = 0;
         for (int j = 1; j < V; j++)
             if (row[j] > mx) {
                 mx = row[j];
                 am = j;
             }
-        double se = 0;
-        for (int j = 0; j < V; j++) se += exp((double)row[j] - mx);
-        double lse = mx + log(se);
         double wi = wt[i];
         int tg = targets[i];
-        if (wi != 0) {
-            if (tg < 0 || tg >= V) {
-                bad = 1;
-                continue;
-            }
-            row_loss[i] = wi * (lse - row[tg]);
+        if (wi != 0 && (tg < 0 || tg >= V)) {
+            bad = 1;
+            continue;
         }
-        if (dl) {
-            real *drow = dl + i * V;
-            double sc = (double)grad_scale * wi;
+        real lt = wi != 0 ? row[tg] : 0; /* read before dlogits may overwrite the row */
+        /* one exp per element: e_j is kept in dlogits (when wanted) and scaled afterwards */
+        real *drow = dl ? dl + i * V : NULL;
+        double se = 0;
+        if (drow) {
             for (int j = 0; j < V; j++) {
-                double p = exp((double)row[j] - lse);
-                drow[j] = (real)(sc * p);
+                real e = EXPR(row[j] - mx);
+                drow[j] = e;
+                se += e;
             }
-            if (wi != 0) drow[tg] -= (real)sc;
+        } else {
+            for (int j = 0; j < V; j++) se += EXPR(row[j] - mx);
+        }
+        double lse = (double)mx + log(se);
+        if (wi != 0) row_loss[i] = wi * (lse - (double)lt);
+        if (drow) {
+            real sc = (real)((double)grad_scale * wi / se);
+            for (int j = 0; j < V; j++) drow[j] *= sc;
+            if (wi != 0) drow[tg] -= (real)((double)grad_scale * wi);
             drow[am] += (real)((double)l2wrap * mx);
         }
     }

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Builds librwkvpeft and runs every test: the Check suites under ctest (Release, with
+# -Werror), again under AddressSanitizer/UndefinedBehaviorSanitizer, a valgrind pass, and
+# compile checks of the GPU modules where their compilers exist (nvcc; Debian's hipcc).
+# Installs missing Debian packages first. Exit status non-zero on any failure.
+#   RWKVPEFT_TEST_HIP=1   also install hipcc and build the HIP module (CI does)
+#   RWKVPEFT_TEST_QUICK=1 skip the sanitizer and valgrind passes
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc 2>/dev/null || echo 2)
+step() { printf '\n==== %s ====\n' "$*"; }
+
+step "dependencies"
+if [ "${RWKVPEFT_TEST_HIP:-0}" = 1 ]; then scripts/deps.sh --test --hip; else scripts/deps.sh --test; fi
+export RWKVPEFT_WORLD_VOCAB=$(scripts/world_vocab.sh)
+echo "World vocabulary: $RWKVPEFT_WORLD_VOCAB"
+
+gpu_flags=()
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH=/usr/local/cuda/bin:$PATH
+  gpu_flags+=(-DRWKVPEFT_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${RWKVPEFT_CUDA_ARCHS:-80;86;89;90}")
+fi
+if command -v hipcc >/dev/null 2>&1 && [ -x /usr/bin/clang++-15 ]; then
+  gpu_flags+=(-DRWKVPEFT_HIP=ON "-DCMAKE_HIP_ARCHITECTURES=gfx90a;gfx1030")
+fi
+
+step "release build (-Werror) ${gpu_flags[*]:-}"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DRWKVPEFT_WERROR=ON "${gpu_flags[@]}" >/dev/null
+cmake --build build -j"$jobs"
+step "exported symbols"
+bad=$(nm -D --defined-only build/librwkvpeft.so | awk '{print $3}' | grep -v '^rwkvpeft_' || true)
+if [ -n "$bad" ]; then echo "librwkvpeft.so exports non-rwkvpeft_ symbols:"; echo "$bad"; exit 1; fi
+echo "only rwkvpeft_* exported ($(nm -D --defined-only build/librwkvpeft.so | wc -l) symbols)"
+
+step "ctest (release)"
+ctest --test-dir build --output-on-failure -j"$jobs"
+
+if [ "${RWKVPEFT_TEST_QUICK:-0}" != 1 ]; then
+  step "sanitizer build + ctest (ASan/UBSan)"
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DRWKVPEFT_SANITIZE=ON >/dev/null
+  cmake --build build-asan -j"$jobs"
+  RWKVPEFT_BACKEND=cpu ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j"$jobs"
+
+  step "valgrind (memcheck)"
+  for t in test_io test_binidx test_jsonl test_sampler test_tokenizer test_model; do
+    echo "-- $t"
+    ( cd build/tests && RWKVPEFT_TEST_DATA=$PWD/../../tests/data RWKVPEFT_TEST_TMP=$PWD CK_FORK=no CK_DEFAULT_TIMEOUT=0 \
+      OMP_NUM_THREADS=1 RWKVPEFT_BACKEND=cpu RWKVPEFT_VALGRIND=1 \
+      valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite -q ./$t >/dev/null )
+  done
+fi
+
+step "python tests"
+if python3 -c "import torch" 2>/dev/null; then
+  python3 tests/parity/test_rwkv6_torch.py
+  python3 tests/parity/run_parity.py --dump build/tests/parity_dump --backend cpu --quiet
+else
+  echo "PyTorch is not installed here: the PyTorch parity run is skipped (it runs on the GPU machine: bench/gpu_check.sh)"
+fi
+
+step "all tests passed"
