@@ -380,7 +380,6 @@ int main(int argc, char **argv) {
     if (!strcmp(o.adapter_dtype, "bf16")) adtype = RWKVPEFT_DTYPE_BF16;
     else if (!strcmp(o.adapter_dtype, "fp32")) adtype = RWKVPEFT_DTYPE_F32;
     else return die("--adapter_dtype must be bf16 or fp32");
-    if (o.resume) adtype = RWKVPEFT_DTYPE_F32; /* resumable runs keep full precision */
     int use_st = !strcmp(o.save_format, "safetensors");
     if (!use_st && strcmp(o.save_format, "pth")) return die("--save_format must be pth or safetensors");
 

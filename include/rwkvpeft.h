@@ -435,8 +435,11 @@ RWKVPEFT_API rwkvpeft_status rwkvpeft_train_step(rwkvpeft_trainer *trainer,
                                                  const rwkvpeft_batch *batch,
                                                  rwkvpeft_step_result *result);
 
-/* Saves / restores the optimizer state (Adam moments, step counters, RNG) so that
- * training resumes exactly when the adapter is reloaded too. safetensors format. */
+/* Saves / restores the training state: the trainable weights in full precision, the Adam
+ * moments, an unfinished accumulation window and the step counters (safetensors format).
+ * Loading it into a trainer of the same model configuration continues training exactly as
+ * if it had not stopped (whatever precision the adapter file was saved in). A state file of
+ * a different trainable set (other adapter, rank or train_parts) is RWKVPEFT_E_SHAPE. */
 RWKVPEFT_API rwkvpeft_status rwkvpeft_trainer_save_state(rwkvpeft_trainer *trainer,
                                                          const char *path);
 RWKVPEFT_API rwkvpeft_status rwkvpeft_trainer_load_state(rwkvpeft_trainer *trainer,

@@ -344,25 +344,29 @@ int rp_trainer_save_state(rwkvpeft_trainer *t, const char *path) {
     rp_backend *be = m->be;
     rp_dtype P_ = be->ops->par_dtype;
     size_t ps = rp_dtype_size(P_), bytes = (size_t)m->flat_numel * ps;
-    void *mh = rp_malloc(bytes), *vh = rp_malloc(bytes), *gh = rp_malloc(bytes);
+    /* the trainable weights themselves are saved too (in full precision), so a resume is
+     * exact even when the adapter file was written in bf16 */
+    void *mh = rp_malloc(bytes), *vh = rp_malloc(bytes), *gh = rp_malloc(bytes), *ph = rp_malloc(bytes);
     int rc = 0;
-    if (!mh || !vh || !gh) rc = rp_fail(&t->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+    if (!mh || !vh || !gh || !ph) rc = rp_fail(&t->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
     if (!rc && (be->ops->memcpy_d2h(be, mh, t->adam_m, bytes) || be->ops->memcpy_d2h(be, vh, t->adam_v, bytes) ||
-                be->ops->memcpy_d2h(be, gh, t->grads, bytes)))
+                be->ops->memcpy_d2h(be, gh, t->grads, bytes) || be->ops->memcpy_d2h(be, ph, m->flat, bytes)))
         rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &t->err);
     if (!rc) {
         int64_t counters[5] = {t->step, t->micro, t->micro_total, t->tokens, (int64_t)t->layout_hash};
-        rp_named_tensor ts[4] = {
+        rp_named_tensor ts[5] = {
             {"adam.m", P_, 1, {m->flat_numel}, mh, bytes},
             {"adam.v", P_, 1, {m->flat_numel}, vh, bytes},
             {"grad.accumulated", P_, 1, {m->flat_numel}, gh, bytes},
+            {"params", P_, 1, {m->flat_numel}, ph, bytes},
             {"trainer.counters", RP_I64, 1, {5}, counters, sizeof counters},
         };
-        rc = rp_tensorfile_write(path, RP_FILE_SAFETENSORS, ts, 4, &t->err);
+        rc = rp_tensorfile_write(path, RP_FILE_SAFETENSORS, ts, 5, &t->err);
     }
     free(mh);
     free(vh);
     free(gh);
+    free(ph);
     return rc;
 }
 
@@ -375,9 +379,10 @@ int rp_trainer_load_state(rwkvpeft_trainer *t, const char *path) {
     RP_TRY(rp_tensorfile_open(path, &f, &t->err));
     int rc = 0;
     const rp_named_tensor *tm = rp_tensorfile_find(f, "adam.m"), *tv = rp_tensorfile_find(f, "adam.v"),
-                          *tg = rp_tensorfile_find(f, "grad.accumulated"), *tc = rp_tensorfile_find(f, "trainer.counters");
+                          *tg = rp_tensorfile_find(f, "grad.accumulated"), *tc = rp_tensorfile_find(f, "trainer.counters"),
+                          *tp = rp_tensorfile_find(f, "params");
     int64_t cnt[5];
-    if (!tm || !tv || !tg || !tc || tc->dtype != RP_I64 || tc->nbytes != sizeof cnt)
+    if (!tm || !tv || !tg || !tp || !tc || tc->dtype != RP_I64 || tc->nbytes != sizeof cnt)
         rc = rp_fail(&t->err, RWKVPEFT_E_FORMAT, "%s: not a librwkvpeft optimizer state file", path);
     if (!rc) memcpy(cnt, tc->data, sizeof cnt);
     if (!rc && (uint64_t)cnt[4] != t->layout_hash)
@@ -385,15 +390,22 @@ int rp_trainer_load_state(rwkvpeft_trainer *t, const char *path) {
                      "%s: the optimizer state belongs to a different set of trainable tensors (other adapter, rank or "
                      "train_parts)",
                      path);
-    const rp_named_tensor *arr[3] = {tm, tv, tg};
-    void *dst[3] = {t->adam_m, t->adam_v, t->grads};
-    for (int i = 0; !rc && i < 3; i++) {
+    const rp_named_tensor *arr[4] = {tm, tv, tg, tp};
+    void *dst[4] = {t->adam_m, t->adam_v, t->grads, m->flat};
+    for (int i = 0; !rc && i < 4; i++) {
         if (arr[i]->dtype != P_ || arr[i]->nbytes != bytes) {
             rc = rp_fail(&t->err, RWKVPEFT_E_SHAPE, "%s: %s has %zu bytes of %s, expected %zu bytes of %s", path, arr[i]->name,
                          arr[i]->nbytes, rp_dtype_name(arr[i]->dtype), bytes, rp_dtype_name(P_));
             break;
         }
         if (be->ops->memcpy_h2d(be, dst[i], arr[i]->data, bytes)) rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &t->err);
+    }
+    for (int i = 0; !rc && i < m->n_params; i++) { /* working copies of trainable matrices */
+        rp_param *p = &m->params[i];
+        if (p->trainable && p->cls == RP_CLS_MATRIX && be->ops->act_dtype != P_ &&
+            be->ops->convert(be, p->data, be->ops->act_dtype, (char *)m->flat + (size_t)p->flat_off * rp_dtype_size(P_), P_,
+                             p->numel))
+            rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &t->err);
     }
     if (!rc) {
         t->step = cnt[0];

@@ -518,10 +518,15 @@ END_TEST
 
 int main(void) {
     Suite *s = suite_create("model");
+    /* "fd": the finite-difference checks (many forward passes in float64; skipped under
+     * valgrind by CK_RUN_CASE=core); "core": everything else */
+    TCase *fd = tcase_create("fd");
+    tcase_set_timeout(fd, 600);
+    tcase_add_test(fd, test_fd_lora_all_parts);
+    tcase_add_test(fd, test_fd_full_finetune_grad_cp);
+    suite_add_tcase(s, fd);
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 600);
-    tcase_add_test(tc, test_fd_lora_all_parts);
-    tcase_add_test(tc, test_fd_full_finetune_grad_cp);
     tcase_add_test(tc, test_grad_cp_identical);
     tcase_add_test(tc, test_lora_zero_b_is_identity);
     tcase_add_test(tc, test_loss_falls);
