@@ -1,0 +1,121 @@
+/* ops_norm.cu — group normalisation (LayerNorm is G = 1, RWKV's ln_x is G = heads).
+ * One block per (row, group); fp32 statistics with a two-pass variance. The parameter
+ * gradients are column sums done deterministically (partials per row chunk, then a fixed-order
+ * finish). */
+#include "common.cuh"
+
+static int norm_threads(int S) { return S <= 64 ? 64 : S <= 128 ? 128 : 256; }
+
+__global__ void norm_forward_kernel(act_t *__restrict__ y, par_t *__restrict__ mean, par_t *__restrict__ rstd,
+                                    const act_t *__restrict__ x, const par_t *__restrict__ w,
+                                    const par_t *__restrict__ b, int G, int S, float eps) {
+    const int64_t rg = blockIdx.x;
+    const int g = (int)(rg % G);
+    const act_t *xr = x + rg * S;
+    act_t *yr = y + rg * S;
+    float s = 0.0f;
+    for (int c = threadIdx.x; c < S; c += blockDim.x) s += tof(xr[c]);
+    const float mu = block_sum(s) / (float)S;
+    float v = 0.0f;
+    for (int c = threadIdx.x; c < S; c += blockDim.x) {
+        float d = tof(xr[c]) - mu;
+        v += d * d;
+    }
+    const float var = block_sum(v) / (float)S;
+    const float rs = 1.0f / sqrtf(var + eps);
+    if (threadIdx.x == 0) {
+        mean[rg] = mu;
+        rstd[rg] = rs;
+    }
+    const par_t *wg = w + (int64_t)g * S, *bg = b ? b + (int64_t)g * S : NULL;
+    for (int c = threadIdx.x; c < S; c += blockDim.x)
+        yr[c] = fromf<act_t>((tof(xr[c]) - mu) * rs * wg[c] + (bg ? bg[c] : 0.0f));
+}
+
+/* dx += rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat)), dxhat = dy·w */
+__global__ void norm_backward_dx_kernel(act_t *__restrict__ dx, const act_t *__restrict__ dy,
+                                        const act_t *__restrict__ x, const par_t *__restrict__ w,
+                                        const par_t *__restrict__ mean, const par_t *__restrict__ rstd, int G, int S) {
+    const int64_t rg = blockIdx.x;
+    const int g = (int)(rg % G);
+    const act_t *xr = x + rg * S, *dyr = dy + rg * S;
+    act_t *dxr = dx + rg * S;
+    const par_t *wg = w + (int64_t)g * S;
+    const float mu = mean[rg], rs = rstd[rg];
+    float s1 = 0.0f, s2 = 0.0f;
+    for (int c = threadIdx.x; c < S; c += blockDim.x) {
+        float xh = (tof(xr[c]) - mu) * rs, dxh = tof(dyr[c]) * wg[c];
+        s1 += dxh;
+        s2 += dxh * xh;
+    }
+    s1 = block_sum(s1) / (float)S;
+    s2 = block_sum(s2) / (float)S;
+    for (int c = threadIdx.x; c < S; c += blockDim.x) {
+        float xh = (tof(xr[c]) - mu) * rs, dxh = tof(dyr[c]) * wg[c];
+        dxr[c] = fromf<act_t>(tof(dxr[c]) + rs * (dxh - s1 - xh * s2));
+    }
+}
+
+/* partial dw/db over a chunk of rows: column c of [n, G·S] */
+__global__ void norm_backward_dwdb_partial_kernel(float *__restrict__ pw, float *__restrict__ pb,
+                                                  const act_t *__restrict__ dy, const act_t *__restrict__ x,
+                                                  const par_t *__restrict__ mean, const par_t *__restrict__ rstd,
+                                                  int64_t n, int G, int S, int64_t rows_per_chunk) {
+    const int64_t C = (int64_t)G * S;
+    const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    const int g = (int)(c / S);
+    const int64_t r0 = (int64_t)blockIdx.y * rows_per_chunk;
+    const int64_t r1 = r0 + rows_per_chunk < n ? r0 + rows_per_chunk : n;
+    float sw = 0.0f, sb = 0.0f;
+    for (int64_t r = r0; r < r1; r++) {
+        float d = tof(dy[r * C + c]);
+        float xh = (tof(x[r * C + c]) - mean[r * G + g]) * rstd[r * G + g];
+        sw += d * xh;
+        sb += d;
+    }
+    if (pw) pw[(int64_t)blockIdx.y * C + c] = sw;
+    if (pb) pb[(int64_t)blockIdx.y * C + c] = sb;
+}
+
+/* ---- launchers ---- */
+
+int cu_norm_fwd(rp_backend *be, void *y, void *mean, void *rstd, const void *x, const void *w, const void *b,
+                int64_t n, int G, int S, float eps) {
+    if (n <= 0 || G <= 0 || S <= 0) return 0;
+    if (n * G > 0x7fffffffLL) return CU_FAIL(be, RWKVPEFT_E_UNSUPPORTED, "norm_fwd: too many rows");
+    CU_ENTER(be);
+    norm_forward_kernel<<<(unsigned)(n * G), norm_threads(S), 0, cu_stream(be)>>>(
+        (act_t *)y, (par_t *)mean, (par_t *)rstd, (const act_t *)x, (const par_t *)w, (const par_t *)b, G, S, eps);
+    CU_LAUNCHED(be);
+    return 0;
+}
+
+int cu_norm_bwd(rp_backend *be, void *dx, void *dw, void *db, const void *dy, const void *x, const void *w,
+                const void *mean, const void *rstd, int64_t n, int G, int S) {
+    if (n <= 0 || G <= 0 || S <= 0) return 0;
+    if (n * G > 0x7fffffffLL) return CU_FAIL(be, RWKVPEFT_E_UNSUPPORTED, "norm_bwd: too many rows");
+    CU_ENTER(be);
+    cudaStream_t s = cu_stream(be);
+    norm_backward_dx_kernel<<<(unsigned)(n * G), norm_threads(S), 0, s>>>(
+        (act_t *)dx, (const act_t *)dy, (const act_t *)x, (const par_t *)w, (const par_t *)mean,
+        (const par_t *)rstd, G, S);
+    CU_LAUNCHED(be);
+    if (!dw && !db) return 0;
+    const int64_t C = (int64_t)G * S;
+    int64_t rpc;
+    int chunks = cu_colsum_chunks(n, C, &rpc);
+    void *scr;
+    size_t part = cu_round(sizeof(float) * (size_t)chunks * (size_t)C);
+    RP_TRY(cu_scratch(be, 2 * part, &scr));
+    char *cur = (char *)scr;
+    float *pw = dw ? (float *)cu_carve(&cur, part) : NULL;
+    float *pb = db ? (float *)cu_carve(&cur, part) : NULL;
+    dim3 grid((unsigned)((C + 255) / 256), (unsigned)chunks);
+    norm_backward_dwdb_partial_kernel<<<grid, 256, 0, s>>>(pw, pb, (const act_t *)dy, (const act_t *)x,
+                                                          (const par_t *)mean, (const par_t *)rstd, n, G, S, rpc);
+    CU_LAUNCHED(be);
+    if (dw) RP_TRY(cu_colsum_finish(be, (float *)dw, pw, chunks, C));
+    if (db) RP_TRY(cu_colsum_finish(be, (float *)db, pb, chunks, C));
+    return 0;
+}
