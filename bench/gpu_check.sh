@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# gpu_check.sh — everything that needs the GPU machine, in one device call:
+#   1. build + op harness (cpu, cuda, cuda with the tiled GEMM) + compute-sanitizer
+#      (bench/gpu_ops_check.sh),
+#   2. model parity with the independent PyTorch reference (tests/parity): the CPU backend
+#      against PyTorch on the GPU (float64), and the CUDA backend (bf16 activations),
+#   3. a 50-step LoRA run on CUDA against the same run on the CPU (loss curves),
+#   4. training-step benchmarks (bench/bench_train.c) of RWKV-6 shapes.
+# Prepare once on the development machine:
+#     bench/gpu_ops_check.sh --prepare-carry
+#     mkdir -p .carry/vocab && cp "$(scripts/world_vocab.sh)" .carry/vocab/
+# Then: run(command="bash bench/gpu_check.sh", carry=[".carry/deps", ".carry/vocab"], timeout_s=600)
+# STAGES (default "ops parity curve bench") selects stages; BENCH lists benchmark configs.
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+out=${OUT:-$root/out/gpu_check}
+B=${BUILD_DIR:-/tmp/rwkvpeft-gpu}
+stages=${STAGES:-ops parity curve bench}
+mkdir -p "$out"
+summary=$out/summary.txt
+: >"$summary"
+say() { echo "$*" | tee -a "$summary"; }
+t0=$(date +%s)
+export PATH=/opt/torch/.venv/bin:/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
+
+# 1. build and op harness (also leaves the full build in $B/full)
+OUT=$out/ops BUILD_DIR=$B SKIP_SANITIZER=${SKIP_SANITIZER:-} bash "$root/bench/gpu_ops_check.sh" > "$out/ops.log" 2>&1
+say "ops: rc $? ($(tail -1 "$out/ops/summary.txt" 2>/dev/null))"
+grep -E "^(ops_|sanitizers|build)" "$out/ops/summary.txt" | sed 's/^/  /' | tee -a "$summary"
+timeout 240 cmake --build "$B/full" -j"$(nproc)" --target parity_dump bench_train rwkvpeft-train rwkvpeft-data \
+    > "$out/build_extra.log" 2>&1 || { say "extra build failed"; tail -20 "$out/build_extra.log" | tee -a "$summary"; exit 1; }
+export RWKVPEFT_MODULE_PATH=$B/full LD_LIBRARY_PATH=$B/rt:${LD_LIBRARY_PATH:-}
+say "build ok after $(( $(date +%s) - t0 )) s"
+
+# 2. parity with PyTorch
+if [[ $stages == *parity* ]]; then
+  for be in cpu cuda; do
+    tol=1e-4; [[ $be == cuda ]] && tol=${CUDA_TOL:-5e-2}
+    timeout 200 python3 "$root/tests/parity/run_parity.py" --dump "$B/full/tests/parity_dump" --backend $be \
+        --device cuda --tol $tol --json "$out/parity_$be.json" --quiet > "$out/parity_$be.log" 2>&1
+    say "parity $be (tol $tol): rc $? ; $(grep -E 'worst relative error overall' "$out/parity_$be.log")"
+    python3 "$root/tests/parity/summarize.py" "$out/parity_$be.json" >> "$out/parity_$be.md" 2>/dev/null
+  done
+fi
+
+# 3. 50-step LoRA run: CUDA vs CPU
+if [[ $stages == *curve* ]]; then
+  vocab=$(ls "$root"/.carry/vocab/*.txt 2>/dev/null | head -1)
+  if [[ -n $vocab ]]; then
+    "$B/full/rwkvpeft-data" jsonl --input "$root/data/sample/keeper_notes.jsonl" --output-prefix "$out/keeper" \
+        --vocab "$vocab" > /dev/null 2>&1
+    for be in cpu cuda; do
+      timeout 200 "$B/full/rwkvpeft-train" --backend $be --quiet --random_seed 3 --data_file "$out/keeper" \
+        --n_layer 2 --n_embd 128 --vocab_size 65536 --ctx_len 64 --micro_bsz 4 --epoch_steps 50 --epoch_count 1 \
+        --lr_init 2e-3 --lr_final 2e-4 --peft lora --lora_config '{"lora_r":16,"lora_alpha":32,"lora_dropout":0}' \
+        --proj_dir "$out/curve_$be" > "$out/curve_$be.log" 2>&1
+      say "curve $be: rc $?"
+    done
+    python3 - "$out/curve_cpu/train_log.jsonl" "$out/curve_cuda/train_log.jsonl" <<'PY' | tee -a "$summary"
+import json, sys
+a = [json.loads(l)["loss"] for l in open(sys.argv[1])]
+b = [json.loads(l)["loss"] for l in open(sys.argv[2])]
+n = min(len(a), len(b))
+d = [abs(x - y) for x, y in zip(a, b)]
+print(f"  steps {n}; cpu loss {a[0]:.3f} -> {a[n-1]:.3f}; cuda loss {b[0]:.3f} -> {b[n-1]:.3f}; "
+      f"max |diff| {max(d):.4f}; mean |diff| last 10 {sum(d[-10:])/10:.4f}")
+for i in range(0, n, 10):
+    print(f"  step {i+1:3d}: cpu {a[i]:.4f} cuda {b[i]:.4f}")
+PY
+  else
+    say "curve: no .carry/vocab (see the header)"
+  fi
+fi
+
+# 4. benchmarks
+if [[ $stages == *bench* ]]; then
+  BENCH=${BENCH:-"24:2048:1 24:2048:8 32:2560:8 32:4096:8"}
+  for cfg in $BENCH; do
+    IFS=: read -r L C BS <<< "$cfg"
+    timeout 240 "$B/full/bench_train" --backend cuda --layers $L --embd $C --bsz $BS --ctx 1024 --r 64 --alpha 128 \
+        --grad_cp 1 --warmup 2 --steps ${STEPS:-6} --json "$out/bench.jsonl" > "$out/bench_${L}_${C}_${BS}.log" 2>&1
+    say "bench L$L C$C B$BS: rc $? ; $(tail -1 "$out/bench_${L}_${C}_${BS}.log")"
+  done
+fi
+say "gpu_check done in $(( $(date +%s) - t0 )) s"
