@@ -1093,6 +1093,9 @@ static wkv_in wkv_inputs(rng *g, wkv_shape s, int s0_mode, int with_gs, rp_dtype
     return in;
 }
 
+/* set while a wkv_case runs with gu = NULL (u frozen: its gradient is not wanted) */
+static int wkv_without_gu;
+
 static void wkv_case(bk *X, bk *R, rng *g, wkv_shape s, int s0_mode, int want_sout, int with_gs, int want_gs0) {
     int64_t n = (int64_t)s.B * s.T * s.H * s.N, NN = (int64_t)s.N * s.N, ns = (int64_t)s.B * s.H * NN;
     int shared = s0_mode == 1;
@@ -1116,15 +1119,17 @@ static void wkv_case(bk *X, bk *R, rng *g, wkv_shape s, int s0_mode, int want_so
              s0_mode == 0 ? "none" : shared ? "shared" : "per-batch", with_gs, want_gs0);
     double *gu0 = gen_normal(g, (int64_t)s.H * s.N, 0, 1, X->P);
     double *gs00 = want_gs0 && s0_mode ? gen_normal(g, n0, 0, 1, X->P) : NULL;
-    wkv_grads gx = {H(n), H(n), H(n), H(n), Hcopy(gu0, (int64_t)s.H * s.N), gs00 ? Hcopy(gs00, n0) : NULL};
-    wkv_grads gref = {H(n), H(n), H(n), H(n), Hcopy(gu0, (int64_t)s.H * s.N), gs00 ? Hcopy(gs00, n0) : NULL};
+    wkv_grads gx = {H(n), H(n), H(n), H(n), wkv_without_gu ? NULL : Hcopy(gu0, (int64_t)s.H * s.N),
+                    gs00 ? Hcopy(gs00, n0) : NULL};
+    wkv_grads gref = {H(n), H(n), H(n), H(n), wkv_without_gu ? NULL : Hcopy(gu0, (int64_t)s.H * s.N),
+                      gs00 ? Hcopy(gs00, n0) : NULL};
     run_wkv_bwd(X, gx, in.gy, in.gs_out, in.r, in.k, in.v, in.w, in.u, in.s0, shared, s);
     run_wkv_bwd(R, gref, in.gy, in.gs_out, in.r, in.k, in.v, in.w, in.u, in.s0, shared, s);
     expect_close(X, "gr", gx.gr, gref.gr, n, tol_of(X->A));
     expect_close(X, "gk", gx.gk, gref.gk, n, tol_of(X->A));
     expect_close(X, "gv", gx.gv, gref.gv, n, tol_of(X->A));
     expect_close(X, "gw", gx.gw, gref.gw, n, tol_of(X->A));
-    expect_close(X, "gu", gx.gu, gref.gu, (int64_t)s.H * s.N, 10 * tol_of(X->P));
+    if (!wkv_without_gu) expect_close(X, "gu", gx.gu, gref.gu, (int64_t)s.H * s.N, 10 * tol_of(X->P));
     if (gs00) expect_close(X, "gs0", gx.gs0, gref.gs0, n0, 10 * tol_of(X->P));
 }
 
@@ -1133,6 +1138,9 @@ static void body_wkv6(bk *X, bk *R, rng *g) {
     wkv_case(X, R, g, s, 0, 0, 0, 0);
     wkv_case(X, R, g, s, 1, 1, 1, 1);
     wkv_case(X, R, g, s, 2, 1, 1, 1);
+    wkv_without_gu = 1; /* frozen u: gu = NULL must be accepted */
+    wkv_case(X, R, g, s, 1, 0, 0, 1);
+    wkv_without_gu = 0;
     wkv_case(X, R, g, s, 0, 1, 1, 0);
     wkv_shape s1 = {2, 1, 1, 64};
     wkv_case(X, R, g, s1, 2, 1, 1, 1);

@@ -264,9 +264,11 @@ int cu_wkv6_bwd(rp_backend *be, void *gr, void *gk, void *gv, void *gw, void *gu
         break;
     }
     CU_LAUNCHED(be);
-    const int64_t per_gu = (int64_t)H * N;
-    wkv6_sum_over_batch_kernel<<<cu_blocks(per_gu, 256), 256, 0, s>>>((par_t *)gu, gu_part, B, per_gu);
-    CU_LAUNCHED(be);
+    if (gu) { /* gu NULL: u is frozen, its gradient is not wanted */
+        const int64_t per_gu = (int64_t)H * N;
+        wkv6_sum_over_batch_kernel<<<cu_blocks(per_gu, 256), 256, 0, s>>>((par_t *)gu, gu_part, B, per_gu);
+        CU_LAUNCHED(be);
+    }
     if (shared_gs0) {
         const int64_t per_gs = (int64_t)H * NN;
         wkv6_sum_over_batch_kernel<<<cu_blocks(per_gs, 256), 256, 0, s>>>((par_t *)gs0, gs_part, B, per_gs);
