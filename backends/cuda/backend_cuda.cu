@@ -592,7 +592,7 @@ static rp_backend_ops make_table(void) {
     t.api_version = RP_BACKEND_API_VERSION;
     t.struct_size = sizeof(rp_backend_ops);
     t.name = CU_NAME;
-    t.act_dtype = RP_BF16;
+    t.act_dtype = RP_ACT_DTYPE;
     t.par_dtype = RP_F32;
     t.probe = cu_probe;
     t.create = cu_create;

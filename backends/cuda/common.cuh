@@ -115,7 +115,15 @@ struct bf16_t {
 struct f16_t {
     uint16_t bits;
 };
-typedef bf16_t act_t; /* A */
+/* A: bf16 as the reference. -DRWKVPEFT_CUDA_ACT_F32 builds a float32 variant of the module,
+ * used to check the whole CUDA training step against the CPU at float32 tolerance. */
+#ifdef RWKVPEFT_CUDA_ACT_F32
+typedef float act_t;
+#define RP_ACT_DTYPE RP_F32
+#else
+typedef bf16_t act_t;
+#define RP_ACT_DTYPE RP_BF16
+#endif
 typedef float par_t;  /* P */
 
 RP_DEV float bf16_bits_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }

@@ -4,13 +4,22 @@ import json
 import sys
 
 d = json.load(open(sys.argv[1]))
+worst = d.get("worst_rel")
+worst_s = f"{worst:.2e}" if isinstance(worst, float) else "n/a (a case failed to run)"
 print(f"backend `{d['backend']}` vs PyTorch reference on `{d['ref_device']}` in {d['ref_dtype']}; "
-      f"tolerance {d['tol']:g}; worst relative error {d['worst_rel']:.2e}; {'PASS' if d['ok'] else 'FAIL'}\n")
+      f"tolerance {d['tol']:g}; worst relative error {worst_s}; {'PASS' if d['ok'] else 'FAIL'}\n")
 print("| case | configuration | logits rel | loss rel | worst gradient rel (tensor) | gradients |")
 print("|---|---|---:|---:|---|---:|")
 for c in d["cases"]:
+    if not c.get("rows"):
+        print(f"| {c['case']} | {c.get('what', '')} | — | — | did not run | 0 |")
+        continue
     rows = {r["tensor"]: r for r in c["rows"]}
     grads = [r for r in c["rows"] if r["tensor"].startswith("grad.")]
-    worst = max(grads, key=lambda r: r["rel"])
-    print(f"| {c['case']} | {c['what']} | {rows['logits']['rel']:.1e} | {rows['loss']['rel']:.1e} | "
-          f"{worst['rel']:.1e} ({worst['tensor'][5:]}) | {len(grads)} |")
+    def rel(r):  # None/NaN (non-finite output) sorts as the worst
+        v = r.get("rel")
+        return float("inf") if v is None or v != v else v
+    worst = max(grads, key=rel)
+    f = lambda v: f"{v:.1e}" if isinstance(v, float) else "non-finite"
+    print(f"| {c['case']} | {c['what']} | {f(rows['logits']['rel'])} | {f(rows['loss']['rel'])} | "
+          f"{f(rel(worst))} ({worst['tensor'][5:]}) | {len(grads)} |")

@@ -13,7 +13,7 @@ out=${1:-/tmp/rwkvpeft-emu}
 warp=${RP_EMU_WARP:-32}
 mkdir -p "$out/src" "$out/mod"
 cflags=(-std=c++20 -O1 -g -fPIC -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -Wno-unused-variable -pthread -DRWKVPEFT_CUDA_EMULATION
-        -DRP_EMU_WARP="$warp" -I"$root/include" -I"$root/lib" -I"$root/backends/cuda")
+        -DRP_EMU_WARP="$warp" ${RP_EMU_FLAGS:-} -I"$root/include" -I"$root/lib" -I"$root/backends/cuda")
 objs=()
 for f in "$root"/backends/cuda/*.cu; do
   b=$(basename "$f" .cu)
