@@ -1,0 +1,150 @@
+/* profile.c — per-op timing for any backend (RWKVPEFT_PROFILE=1).
+ *
+ * The context wraps its backend's table in a copy whose entries synchronise the device,
+ * time the real op on the host clock, and add the time to a per-op total; freeing the
+ * context logs the table (WARN level, so it shows with default settings). Synchronising
+ * after every op removes overlap between launches, so the totals are an upper bound of
+ * each op's device time and the sum is slower than an unprofiled step; use it to see where
+ * time goes, not for headline figures. One profiled context at a time per process.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "model.h"
+
+enum {
+    P_GEMM, P_EMB_F, P_EMB_B, P_NORM_F, P_NORM_B, P_MIX_F, P_MIX_B, P_ACT_F, P_ACT_B, P_MUL_F, P_MUL_B, P_ADD, P_BCAST,
+    P_SUMROWS, P_DROP, P_WKV_F, P_WKV_B, P_CE, P_SUMSQ, P_ADAM, P_DEQ, P_COPY, P_COUNT
+};
+static const char *const prof_names[P_COUNT] = {
+    "gemm", "embedding_fwd", "embedding_bwd", "norm_fwd", "norm_bwd", "shift_mix_fwd", "shift_mix_bwd", "act_fwd",
+    "act_bwd", "mul_fwd", "mul_bwd", "add", "broadcast_rows", "sum_rows", "dropout", "wkv6_fwd", "wkv6_bwd",
+    "cross_entropy", "sumsq", "adam_update", "dequant", "memcpy/convert"};
+
+static const rp_backend_ops *real_ops;
+static rp_backend_ops wrapped;
+static double prof_ms[P_COUNT];
+static long prof_calls[P_COUNT];
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+/* One wrapper per entry: sync, time the call, sync again. */
+#define PROF(idx, name, params, args)                           \
+    static int prof_##name params {                             \
+        real_ops->synchronize(be);                              \
+        double t0 = now_ms();                                   \
+        int rc = real_ops->name args;                           \
+        real_ops->synchronize(be);                              \
+        prof_ms[idx] += now_ms() - t0;                          \
+        prof_calls[idx]++;                                      \
+        return rc;                                              \
+    }
+
+PROF(P_GEMM, gemm,
+     (rp_backend * be, int ta, int tb, int m, int n, int k, float alpha, const void *a, rp_dtype tya, int64_t lda,
+      int64_t sa, const void *b, rp_dtype tyb, int64_t ldb, int64_t sb, float beta, void *c, rp_dtype tyc, int64_t ldc,
+      int64_t sc, int batch),
+     (be, ta, tb, m, n, k, alpha, a, tya, lda, sa, b, tyb, ldb, sb, beta, c, tyc, ldc, sc, batch))
+PROF(P_EMB_F, embedding_fwd, (rp_backend * be, void *o, const void *t, const int32_t *ids, int64_t n, int C),
+     (be, o, t, ids, n, C))
+PROF(P_EMB_B, embedding_bwd, (rp_backend * be, void *d, const void *g, const int32_t *ids, int64_t n, int C),
+     (be, d, g, ids, n, C))
+PROF(P_NORM_F, norm_fwd,
+     (rp_backend * be, void *y, void *mu, void *rs, const void *x, const void *w, const void *b, int64_t n, int G, int S,
+      float eps),
+     (be, y, mu, rs, x, w, b, n, G, S, eps))
+PROF(P_NORM_B, norm_bwd,
+     (rp_backend * be, void *dx, void *dw, void *db, const void *dy, const void *x, const void *w, const void *mu,
+      const void *rs, int64_t n, int G, int S),
+     (be, dx, dw, db, dy, x, w, mu, rs, n, G, S))
+PROF(P_MIX_F, shift_mix_fwd,
+     (rp_backend * be, void *o, const void *x, const void *xp, const void *c, const void *m, int ns, int B, int T, int C),
+     (be, o, x, xp, c, m, ns, B, T, C))
+PROF(P_MIX_B, shift_mix_bwd,
+     (rp_backend * be, void *dx, void *dxp, void *dc, void *dm, const void *g, const void *x, const void *xp,
+      const void *c, const void *m, int ns, int B, int T, int C),
+     (be, dx, dxp, dc, dm, g, x, xp, c, m, ns, B, T, C))
+PROF(P_ACT_F, act_fwd, (rp_backend * be, int kind, void *y, const void *x, int64_t n), (be, kind, y, x, n))
+PROF(P_ACT_B, act_bwd, (rp_backend * be, int kind, void *dx, const void *dy, const void *x, const void *y, int64_t n),
+     (be, kind, dx, dy, x, y, n))
+PROF(P_MUL_F, mul_fwd, (rp_backend * be, void *y, const void *a, const void *b, int64_t n), (be, y, a, b, n))
+PROF(P_MUL_B, mul_bwd, (rp_backend * be, void *da, void *db, const void *dy, const void *a, const void *b, int64_t n),
+     (be, da, db, dy, a, b, n))
+PROF(P_ADD, add, (rp_backend * be, void *y, const void *x, float alpha, int64_t n), (be, y, x, alpha, n))
+PROF(P_BCAST, broadcast_rows, (rp_backend * be, void *y, const void *v, int64_t n, int C, int acc), (be, y, v, n, C, acc))
+PROF(P_SUMROWS, sum_rows, (rp_backend * be, void *dv, const void *dy, int64_t n, int C), (be, dv, dy, n, C))
+PROF(P_DROP, dropout, (rp_backend * be, void *y, const void *x, int64_t n, float p, uint64_t seed), (be, y, x, n, p, seed))
+PROF(P_WKV_F, wkv6_fwd,
+     (rp_backend * be, void *y, void *so, const void *r, const void *k, const void *v, const void *w, const void *u,
+      const void *s0, int sh, int B, int T, int H, int N),
+     (be, y, so, r, k, v, w, u, s0, sh, B, T, H, N))
+PROF(P_WKV_B, wkv6_bwd,
+     (rp_backend * be, void *gr, void *gk, void *gv, void *gw, void *gu, void *gs0, const void *gy, const void *gso,
+      const void *r, const void *k, const void *v, const void *w, const void *u, const void *s0, int sh, int B, int T,
+      int H, int N),
+     (be, gr, gk, gv, gw, gu, gs0, gy, gso, r, k, v, w, u, s0, sh, B, T, H, N))
+PROF(P_CE, cross_entropy,
+     (rp_backend * be, void *ls, void *dl, const void *lg, const int32_t *tg, const void *wt, int64_t n, int V, float gs,
+      float l2),
+     (be, ls, dl, lg, tg, wt, n, V, gs, l2))
+PROF(P_SUMSQ, sumsq, (rp_backend * be, void *acc, const void *x, const rp_adam_segment *s, int ns), (be, acc, x, s, ns))
+PROF(P_ADAM, adam_update,
+     (rp_backend * be, void *p, const void *g, void *m, void *v, const rp_adam_segment *s, int ns, const void *nsq,
+      float mx, float lr, float b1, float b2, float eps, int64_t step),
+     (be, p, g, m, v, s, ns, nsq, mx, lr, b1, b2, eps, step))
+PROF(P_DEQ, dequant,
+     (rp_backend * be, void *o, const void *q, const void *am, const void *code, int fmt, int64_t n, int bs),
+     (be, o, q, am, code, fmt, n, bs))
+PROF(P_COPY, memcpy_d2d, (rp_backend * be, void *d, const void *s, size_t n), (be, d, s, n))
+PROF(P_COPY, convert, (rp_backend * be, void *d, rp_dtype dt, const void *s, rp_dtype st, int64_t n), (be, d, dt, s, st, n))
+PROF(P_COPY, memset_zero, (rp_backend * be, void *d, size_t n), (be, d, n))
+
+/* Returns the profiling table wrapping `ops` (the same one for every call). */
+const rp_backend_ops *rp_profile_wrap(const rp_backend_ops *ops) {
+    real_ops = ops;
+    wrapped = *ops;
+    memset(prof_ms, 0, sizeof prof_ms);
+    memset(prof_calls, 0, sizeof prof_calls);
+    wrapped.gemm = prof_gemm;
+    wrapped.embedding_fwd = prof_embedding_fwd;
+    wrapped.embedding_bwd = prof_embedding_bwd;
+    wrapped.norm_fwd = prof_norm_fwd;
+    wrapped.norm_bwd = prof_norm_bwd;
+    wrapped.shift_mix_fwd = prof_shift_mix_fwd;
+    wrapped.shift_mix_bwd = prof_shift_mix_bwd;
+    wrapped.act_fwd = prof_act_fwd;
+    wrapped.act_bwd = prof_act_bwd;
+    wrapped.mul_fwd = prof_mul_fwd;
+    wrapped.mul_bwd = prof_mul_bwd;
+    wrapped.add = prof_add;
+    wrapped.broadcast_rows = prof_broadcast_rows;
+    wrapped.sum_rows = prof_sum_rows;
+    wrapped.dropout = prof_dropout;
+    wrapped.wkv6_fwd = prof_wkv6_fwd;
+    wrapped.wkv6_bwd = prof_wkv6_bwd;
+    wrapped.cross_entropy = prof_cross_entropy;
+    wrapped.sumsq = prof_sumsq;
+    wrapped.adam_update = prof_adam_update;
+    wrapped.dequant = prof_dequant;
+    wrapped.memcpy_d2d = prof_memcpy_d2d;
+    wrapped.convert = prof_convert;
+    wrapped.memset_zero = prof_memset_zero;
+    return &wrapped;
+}
+
+void rp_profile_report(const rwkvpeft_context *ctx) {
+    double total = 0;
+    for (int i = 0; i < P_COUNT; i++) total += prof_ms[i];
+    rp_log(ctx, RWKVPEFT_LOG_WARN, "profile (%s, synchronised per op): %.1f ms in %s ops", real_ops ? real_ops->name : "?",
+           total, "backend");
+    for (int i = 0; i < P_COUNT; i++)
+        if (prof_calls[i])
+            rp_log(ctx, RWKVPEFT_LOG_WARN, "  %-16s %9.1f ms %5.1f%% %8ld calls", prof_names[i], prof_ms[i],
+                   total > 0 ? 100 * prof_ms[i] / total : 0, prof_calls[i]);
+}
