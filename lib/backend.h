@@ -94,7 +94,10 @@ struct rp_backend_ops {
      * X or Xᵀ (trans_*), op(A) is m×k and op(B) is k×n, all row-major with row strides
      * lda/ldb/ldc (elements). X_p = X + p·stride_x. Operand types are given per operand;
      * a backend may answer RWKVPEFT_E_UNSUPPORTED for a combination it lacks. Accumulation
-     * is in at least float32. beta == 0 ignores the old C (NaN in C does not leak). */
+     * is in at least float32; a product of operands of different types may be computed at
+     * the precision of the narrower one (the CUDA backend rounds an f32 parameter operand to
+     * bf16 to use the tensor cores, as the reference's bf16 parameters do). beta == 0
+     * ignores the old C (NaN in C does not leak). */
     int (*gemm)(rp_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
                 const void *a, rp_dtype ta, int64_t lda, int64_t stride_a,
                 const void *b, rp_dtype tb, int64_t ldb, int64_t stride_b, float beta,
