@@ -208,6 +208,22 @@ struct rp_backend_ops {
      * per-block scale). */
     int (*dequant)(rp_backend *be, void *out, const void *q, const void *absmax, const void *code,
                    int format, int64_t n, int blocksize);
+
+    /* ---- WKV7 (RWKV-7; optional: NULL means the backend cannot run RWKV-7 yet) ------- */
+    /* Per (b,h) with state S[j=value][i=key] (P) and d = exp(−exp(w)) (spec §2.4):
+     *   sa[j] = Σ_i a_t[i]·S[j][i];   S[j][i] ← S[j][i]·d_t[i] + sa[j]·b_t[i] + v_t[j]·k_t[i];
+     *   y_t[j] = Σ_i S[j][i]·r_t[i]   (the state is updated before it is read; no bonus)
+     * r,w,k,v,a,b,y A [B,T,H,N] (the model passes a = −kk, b = kk⊙a). s0 / s_out as wkv6
+     * (s_out may alias a per-sequence s0). */
+    int (*wkv7_fwd)(rp_backend *be, void *y, void *s_out, const void *r, const void *w, const void *k,
+                    const void *v, const void *a, const void *b, const void *s0, int s0_shared, int B,
+                    int T, int H, int N);
+    /* gr, gw (∂L/∂w raw), gk, gv, ga, gb written (A); gs0 += (P, NULL = not wanted; summed
+     * over B when shared); gs_out = ∂L/∂(final state) or NULL. */
+    int (*wkv7_bwd)(rp_backend *be, void *gr, void *gw, void *gk, void *gv, void *ga, void *gb, void *gs0,
+                    const void *gy, const void *gs_out, const void *r, const void *w, const void *k,
+                    const void *v, const void *a, const void *b, const void *s0, int s0_shared, int B,
+                    int T, int H, int N);
 };
 
 /* ---- backend registry (lib/backend.c) -------------------------------------------------- */

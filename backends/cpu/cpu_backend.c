@@ -665,6 +665,171 @@ static int cpu_wkv6_bwd(rp_backend *be, void *gr_, void *gk_, void *gv_, void *g
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* WKV7                                                                                 */
+/* ------------------------------------------------------------------------------------ */
+
+static void wkv7_step(real *S, const real *w, const real *k, const real *v, const real *a, const real *b, real *d,
+                      real *sa, int N) {
+    for (int i = 0; i < N; i++) d[i] = (real)exp(-exp((double)w[i]));
+    for (int j = 0; j < N; j++) {
+        real *Sj = S + (int64_t)j * N;
+        double acc = 0;
+        for (int i = 0; i < N; i++) acc += (double)a[i] * Sj[i];
+        sa[j] = (real)acc;
+        for (int i = 0; i < N; i++) Sj[i] = Sj[i] * d[i] + sa[j] * b[i] + v[j] * k[i];
+    }
+}
+
+static int cpu_wkv7_fwd(rp_backend *be, void *y_, void *sout_, const void *r_, const void *w_, const void *k_,
+                        const void *v_, const void *a_, const void *b_, const void *s0_, int s0_shared, int B, int T,
+                        int H, int N) {
+    real *y = (real *)y_, *sout = (real *)sout_;
+    const real *r = (const real *)r_, *w = (const real *)w_, *k = (const real *)k_, *v = (const real *)v_,
+               *a = (const real *)a_, *b = (const real *)b_, *s0 = (const real *)s0_;
+    int64_t C = (int64_t)H * N, NN = (int64_t)N * N;
+    int nt = be->n_threads > 0 ? be->n_threads : 1;
+    real *scr = (real *)cpu_scratch(be, sizeof(real) * (size_t)(nt * (NN + 2 * N)));
+    if (!scr) return cpu_fail(be, RWKVPEFT_E_OUT_OF_MEMORY, "wkv7_fwd: scratch");
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int bh = 0; bh < B * H; bh++) {
+        int bb = bh / H, h = bh % H;
+        real *S = scr + (int64_t)omp_get_thread_num() * (NN + 2 * N), *d = S + NN, *sa = d + N;
+        if (s0)
+            memcpy(S, s0 + (s0_shared ? (int64_t)h * NN : (int64_t)bh * NN), sizeof(real) * (size_t)NN);
+        else
+            memset(S, 0, sizeof(real) * (size_t)NN);
+        for (int t = 0; t < T; t++) {
+            int64_t o = ((int64_t)bb * T + t) * C + (int64_t)h * N;
+            wkv7_step(S, w + o, k + o, v + o, a + o, b + o, d, sa, N);
+            for (int j = 0; j < N; j++) {
+                double acc = 0;
+                for (int i = 0; i < N; i++) acc += (double)S[(int64_t)j * N + i] * r[o + i];
+                y[o + j] = (real)acc;
+            }
+        }
+        if (sout) memcpy(sout + (int64_t)bh * NN, S, sizeof(real) * (size_t)NN);
+    }
+    return 0;
+}
+
+/* Reverse sweep with dS = ∂L/∂(state after step t); states are rebuilt per segment of
+ * WKV_SEG steps from checkpoints of a forward re-run (no backstepping division by d):
+ *   gr_t[i] = Σ_j S_t[j][i]·gy_t[j];  dS += gy_t ⊗ r_t
+ *   gw: Σ_j dS[j][i]·S_{t−1}[j][i]·d_t[i]·(−exp(w_t[i]));  gk_t[i] = Σ_j dS[j][i]·v_t[j]
+ *   gv_t[j] = Σ_i dS[j][i]·k_t[i];  dsa[j] = Σ_i dS[j][i]·b_t[i];  gb_t[i] = Σ_j dS[j][i]·sa_t[j]
+ *   ga_t[i] = Σ_j S_{t−1}[j][i]·dsa[j];  dS ← dS·diag(d_t) + dsa ⊗ a_t */
+static int cpu_wkv7_bwd(rp_backend *be, void *gr_, void *gw_, void *gk_, void *gv_, void *ga_, void *gb_, void *gs0_,
+                        const void *gy_, const void *gsout_, const void *r_, const void *w_, const void *k_,
+                        const void *v_, const void *a_, const void *b_, const void *s0_, int s0_shared, int B, int T,
+                        int H, int N) {
+    real *gr = (real *)gr_, *gw = (real *)gw_, *gk = (real *)gk_, *gv = (real *)gv_, *ga = (real *)ga_,
+         *gb = (real *)gb_, *gs0 = (real *)gs0_;
+    const real *gy = (const real *)gy_, *gsout = (const real *)gsout_, *r = (const real *)r_, *w = (const real *)w_,
+               *k = (const real *)k_, *v = (const real *)v_, *a = (const real *)a_, *b = (const real *)b_,
+               *s0 = (const real *)s0_;
+    int64_t C = (int64_t)H * N, NN = (int64_t)N * N;
+    int ncp = (T + WKV_SEG - 1) / WKV_SEG;
+    int nt = be->n_threads > 0 ? be->n_threads : 1;
+    /* per thread: checkpoints ncp·NN, segment states (WKV_SEG+1)·NN, dS NN, d, sa, dsa */
+    int64_t per = (int64_t)(ncp + WKV_SEG + 2) * NN + 3 * N;
+    int64_t per_round = (per + 7) & ~(int64_t)7;
+    size_t gs_bytes = (size_t)(gs0 ? B * H : 0) * (size_t)NN * sizeof(double);
+    char *scr = (char *)cpu_scratch(be, sizeof(real) * (size_t)(nt * per_round) + gs_bytes + 64);
+    if (!scr) return cpu_fail(be, RWKVPEFT_E_OUT_OF_MEMORY, "wkv7_bwd: scratch");
+    double *gs_all = (double *)(scr + ((sizeof(real) * (size_t)(nt * per_round) + 63) & ~(size_t)63));
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int bh = 0; bh < B * H; bh++) {
+        int bb = bh / H, h = bh % H;
+        real *cps = (real *)scr + (int64_t)omp_get_thread_num() * per_round;
+        real *seg = cps + (int64_t)ncp * NN, *dS = seg + (int64_t)(WKV_SEG + 1) * NN;
+        real *d = dS + NN, *sa = d + N, *dsa = sa + N;
+        real *S = seg;
+        if (s0)
+            memcpy(S, s0 + (s0_shared ? (int64_t)h * NN : (int64_t)bh * NN), sizeof(real) * (size_t)NN);
+        else
+            memset(S, 0, sizeof(real) * (size_t)NN);
+        for (int t = 0; t < T; t++) {
+            if (t % WKV_SEG == 0) memcpy(cps + (int64_t)(t / WKV_SEG) * NN, S, sizeof(real) * (size_t)NN);
+            int64_t o = ((int64_t)bb * T + t) * C + (int64_t)h * N;
+            wkv7_step(S, w + o, k + o, v + o, a + o, b + o, d, sa, N);
+        }
+        if (gsout)
+            memcpy(dS, gsout + (int64_t)bh * NN, sizeof(real) * (size_t)NN);
+        else
+            memset(dS, 0, sizeof(real) * (size_t)NN);
+        for (int sg = ncp - 1; sg >= 0; sg--) {
+            int t0 = sg * WKV_SEG, t1 = t0 + WKV_SEG < T ? t0 + WKV_SEG : T;
+            memcpy(seg, cps + (int64_t)sg * NN, sizeof(real) * (size_t)NN);
+            for (int t = t0; t < t1; t++) { /* seg[t-t0] = state before step t; seg[t1-t0] = after t1-1 */
+                int64_t o = ((int64_t)bb * T + t) * C + (int64_t)h * N;
+                real *Sn = seg + (int64_t)(t - t0 + 1) * NN;
+                memcpy(Sn, Sn - NN, sizeof(real) * (size_t)NN);
+                wkv7_step(Sn, w + o, k + o, v + o, a + o, b + o, d, sa, N);
+            }
+            for (int t = t1 - 1; t >= t0; t--) {
+                int64_t o = ((int64_t)bb * T + t) * C + (int64_t)h * N;
+                const real *Sp = seg + (int64_t)(t - t0) * NN, *Sc = Sp + NN;
+                const real *rt = r + o, *kt = k + o, *vt = v + o, *at = a + o, *bt = b + o, *gyt = gy + o;
+                for (int i = 0; i < N; i++) {
+                    double acc = 0;
+                    for (int j = 0; j < N; j++) acc += (double)Sc[(int64_t)j * N + i] * gyt[j];
+                    gr[o + i] = (real)acc;
+                    d[i] = (real)exp(-exp((double)w[o + i]));
+                }
+                for (int j = 0; j < N; j++) {
+                    real *dSj = dS + (int64_t)j * N;
+                    double acc = 0;
+                    for (int i = 0; i < N; i++) {
+                        dSj[i] += gyt[j] * rt[i];
+                        acc += (double)at[i] * Sp[(int64_t)j * N + i];
+                    }
+                    sa[j] = (real)acc;
+                }
+                for (int i = 0; i < N; i++) {
+                    double ad = 0, ak = 0, ab = 0;
+                    for (int j = 0; j < N; j++) {
+                        double ds = dS[(int64_t)j * N + i];
+                        ad += ds * Sp[(int64_t)j * N + i];
+                        ak += ds * vt[j];
+                        ab += ds * sa[j];
+                    }
+                    gw[o + i] = (real)(ad * d[i] * -exp((double)w[o + i]));
+                    gk[o + i] = (real)ak;
+                    gb[o + i] = (real)ab;
+                }
+                for (int j = 0; j < N; j++) {
+                    const real *dSj = dS + (int64_t)j * N;
+                    double av = 0, as = 0;
+                    for (int i = 0; i < N; i++) {
+                        av += (double)dSj[i] * kt[i];
+                        as += (double)dSj[i] * bt[i];
+                    }
+                    gv[o + j] = (real)av;
+                    dsa[j] = (real)as;
+                }
+                for (int i = 0; i < N; i++) {
+                    double acc = 0;
+                    for (int j = 0; j < N; j++) acc += (double)Sp[(int64_t)j * N + i] * dsa[j];
+                    ga[o + i] = (real)acc;
+                }
+                for (int j = 0; j < N; j++) {
+                    real *dSj = dS + (int64_t)j * N;
+                    for (int i = 0; i < N; i++) dSj[i] = dSj[i] * d[i] + dsa[j] * at[i];
+                }
+            }
+        }
+        if (gs0)
+            for (int64_t q = 0; q < NN; q++) gs_all[(int64_t)bh * NN + q] = dS[q];
+    }
+    if (gs0) /* fixed-order reduction over the batch */
+        for (int bh = 0; bh < B * H; bh++) {
+            real *dst = gs0 + (s0_shared ? (int64_t)(bh % H) * NN : (int64_t)bh * NN);
+            for (int64_t q = 0; q < NN; q++) dst[q] += (real)gs_all[(int64_t)bh * NN + q];
+        }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* loss                                                                                 */
 /* ------------------------------------------------------------------------------------ */
 
@@ -874,6 +1039,8 @@ const rp_backend_ops THIS_OPS = {
     .sumsq = cpu_sumsq,
     .adam_update = cpu_adam_update,
     .dequant = cpu_dequant,
+    .wkv7_fwd = cpu_wkv7_fwd,
+    .wkv7_bwd = cpu_wkv7_bwd,
 };
 
 static rp_backend *cpu_create(int device, int n_threads, rp_err *err) {
