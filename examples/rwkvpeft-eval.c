@@ -1,10 +1,15 @@
 /* rwkvpeft-eval — try a model and adapter without merging: validation loss/perplexity on a
  * dataset, and text generation.
  *
- *   rwkvpeft-eval --load_model base.pth [--adapter rwkv-3.pth --peft lora --lora_config '{...}']
+ *   rwkvpeft-eval --load_model base.pth [--adapter rwkv-3.pth [--peft lora --lora_config '{...}']]
  *                 [--data_file valid_text_document --ctx_len 1024 --micro_bsz 4 --max_batches N]
  *                 [--vocab rwkv_vocab_v20230424.txt --prompt "text" --max_new_tokens 100
  *                  --temperature 1.0 --top_p 0.85 --seed 0]
+ *
+ * The adapter's method comes from rwkvpeft-train's sidecar <adapter>.adapter.json when
+ * --peft is not given, else from the same flags as rwkvpeft-train (--peft lora|pissa|bone|
+ * disha|none, --lora_config, --pissa_config with pissa_init, --bone_config, --disha_config,
+ * --train_type state).
  *
  * Loss: the binidx token stream is cut into consecutive windows of ctx_len+1 tokens (the
  * last partial window is dropped); mean cross-entropy over all predicted tokens, and its
@@ -17,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "peft_flags.h"
 #include "rwkvpeft.h"
 
 static int die(const char *what, const char *detail) {
@@ -25,15 +31,17 @@ static int die(const char *what, const char *detail) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: rwkvpeft-eval --load_model M [--adapter A --peft lora --lora_config JSON]\n"
+    fprintf(f, "usage: rwkvpeft-eval --load_model M [--adapter A [--peft lora|pissa|bone|disha|none --lora_config JSON\n"
+               "         --pissa_config JSON --bone_config JSON --disha_config JSON --train_type state]]\n"
                "         [--data_file PREFIX --ctx_len T --micro_bsz B --max_batches N]\n"
                "         [--vocab V --prompt TEXT --max_new_tokens N --temperature X --top_p P --seed S]\n"
                "         [--backend auto|cpu|cuda|hip] [--train_parts \"time,ln\"]\n");
 }
 
 int main(int argc, char **argv) {
-    const char *model_path = NULL, *adapter = NULL, *peft = "lora", *lora_config = NULL, *data = NULL, *vocab = NULL,
-               *prompt = NULL, *backend = NULL, *train_parts = "time,ln";
+    const char *model_path = NULL, *adapter = NULL, *peft = NULL, *lora_config = NULL, *data = NULL, *vocab = NULL,
+               *prompt = NULL, *backend = NULL, *train_parts = "time,ln", *pissa_config = NULL, *bone_config = NULL,
+               *disha_config = NULL, *train_type = NULL;
     long ctx_len = 1024, micro_bsz = 4, max_batches = 0, max_new = 100;
     double temperature = 1.0, top_p = 0.85;
     unsigned long long seed = 0;
@@ -52,6 +60,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--adapter")) adapter = v;
         else if (!strcmp(a, "--peft")) peft = v;
         else if (!strcmp(a, "--lora_config")) lora_config = v;
+        else if (!strcmp(a, "--pissa_config")) pissa_config = v;
+        else if (!strcmp(a, "--bone_config")) bone_config = v;
+        else if (!strcmp(a, "--disha_config")) disha_config = v;
+        else if (!strcmp(a, "--train_type")) train_type = v;
         else if (!strcmp(a, "--train_parts")) train_parts = v;
         else if (!strcmp(a, "--data_file")) data = v;
         else if (!strcmp(a, "--ctx_len")) ctx_len = atol(v);
@@ -84,22 +96,31 @@ int main(int argc, char **argv) {
     if (adapter) {
         rwkvpeft_adapter_params ap;
         rwkvpeft_adapter_params_init(&ap);
+        peft_cli pc;
+        peft_cli_init(&pc);
+        char side_parts[256] = "", perr[512];
+        int side = peft ? 0 : peft_sidecar_read(adapter, &pc, side_parts, sizeof side_parts);
+        if (side < 0) return die("malformed sidecar next to the adapter", adapter);
+        if (side > 0) {
+            if (pc.method == RWKVPEFT_PEFT_NONE && !side_parts[0]) {
+                /* a full fine-tune's adapter is a whole model: every tensor overwrites */
+                snprintf(side_parts, sizeof side_parts, "time,ln");
+            }
+            train_parts = side_parts;
+        } else {
+            pc.peft = peft ? peft : "lora";
+            pc.lora_config = lora_config;
+            pc.pissa_config = pissa_config;
+            pc.bone_config = bone_config;
+            pc.disha_config = disha_config;
+            pc.train_type = train_type;
+            if (peft_cli_resolve(&pc, perr, sizeof perr)) return die(perr, NULL);
+        }
+        peft_cli_apply(&pc, &ap);
         ap.dropout = 0;
         ap.train_parts = train_parts;
-        if (!strcmp(peft, "none")) {
-            ap.method = RWKVPEFT_PEFT_NONE;
-        } else if (!strcmp(peft, "lora")) {
-            if (lora_config) {
-                cJSON *j = cJSON_Parse(lora_config);
-                if (!j) return die("--lora_config is not JSON", lora_config);
-                cJSON *r = cJSON_GetObjectItem(j, "lora_r"), *al = cJSON_GetObjectItem(j, "lora_alpha");
-                if (cJSON_IsNumber(r)) ap.r = r->valueint;
-                if (cJSON_IsNumber(al)) ap.alpha = (float)al->valuedouble;
-                cJSON_Delete(j);
-            }
-        } else {
-            return die("--peft must be lora or none in this build", peft);
-        }
+        if (ap.method == RWKVPEFT_PEFT_PISSA && !ap.pissa_init)
+            return die("a PiSSA adapter needs its init file: pissa_init in --pissa_config", adapter);
         if (rwkvpeft_adapter_attach(m, &ap) || rwkvpeft_adapter_load(m, adapter))
             return die(rwkvpeft_model_last_error(m), NULL);
     }

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "peft_flags.h"
 #include "rwkvpeft.h"
 
 /* ------------------------------------------------------------------------------------ */
@@ -130,7 +131,7 @@ static const flag flags[] = {
     F("head_size_a", T_LONG, head_size_a, "head size of a fresh model; default 64"),
     F("head_size_divisor", T_LONG, head_size_divisor, "only 8 is implemented"),
     F("my_testing", T_STR, my_testing, "architecture: x060 (RWKV-6); a loaded model's own version wins"),
-    F("peft", T_STR, peft, "none or lora"),
+    F("peft", T_STR, peft, "none (full fine-tune, or only --train_parts), lora, pissa, bone or disha"),
     F("train_parts", T_STR, train_parts, "extra trainable tensors: space/comma list or [\"time\",\"ln\"]; default time ln"),
     F("lora_config", T_STR, lora_config, "JSON: lora_load, lora_r, lora_alpha, lora_dropout"),
     F("quant", T_STR, quant, "only none is implemented"),
@@ -138,7 +139,7 @@ static const flag flags[] = {
     F("loss_mask", T_STR, loss_mask, "none (default), pad, qa or se"),
     F("mask_id", T_STR, mask_id, "JSON {\"mask0\":\"0\",\"mask1\":\"1\"} for loss_mask se"),
     F("data_shuffle", T_LONG, data_shuffle, "1 (default): shuffle every epoch"),
-    F("train_type", T_STR, train_type, "only none is implemented"),
+    F("train_type", T_STR, train_type, "none, or state (state tuning: only blocks.L.att.time_state trains)"),
     F("accumulate_grad_batches", T_LONG, accumulate_grad_batches, "micro-batches per optimizer step; default 1"),
     F("precision", T_STR, precision, "bf16 (default), fp32, tf32, fp16: the backend's own precision is used"),
     F("strategy", T_STR, strategy, "accepted and ignored (DeepSpeed strategies do not apply)"),
@@ -156,9 +157,9 @@ static const flag flags[] = {
     F("fla", T_FLAG, quiet, "accepted, our kernels are used"),
     F("dropout", T_DBL, dropout, "only 0"),
     F("chunk_ctx", T_LONG, chunk_ctx, "infctx chunk (infctx is not implemented yet)"),
-    F("pissa_config", T_STR, pissa_config, "PiSSA is not implemented yet"),
-    F("bone_config", T_STR, bone_config, "Bone is not implemented yet"),
-    F("disha_config", T_STR, disha_config, "DiSHA is not implemented yet"),
+    F("pissa_config", T_STR, pissa_config, "JSON: pissa_load, pissa_init, pissa_r, svd_niter (init file: <proj_dir>/init_pissa.pth)"),
+    F("bone_config", T_STR, bone_config, "JSON: bone_load, bone_r (block-affine, as Nov-2024), bone_mode bone|bat"),
+    F("disha_config", T_STR, disha_config, "JSON: mode bone|bat, load, r"),
     /* additions */
     F("backend", T_STR, backend, "auto (default; $RWKVPEFT_BACKEND), cpu, cuda or hip"),
     F("threads", T_LONG, threads, "CPU threads; 0 = all cores"),
@@ -306,6 +307,17 @@ static int mkdir_p(const char *path) {
     return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
 }
 
+static const char *method_title(int method) {
+    switch (method) {
+    case RWKVPEFT_PEFT_LORA: return "LoRA";
+    case RWKVPEFT_PEFT_PISSA: return "PiSSA";
+    case RWKVPEFT_PEFT_BONE: return "Bone";
+    case RWKVPEFT_PEFT_BAT: return "Bat";
+    case RWKVPEFT_PEFT_STATE: return "state tuning";
+    }
+    return "none";
+}
+
 static void show_sample(rwkvpeft_model *m, rwkvpeft_tokenizer *tok, const opts *o, const char *title) {
     size_t n = 0, cap = strlen(o->sample_prompt) + 16;
     int32_t *ids = malloc(sizeof(int32_t) * cap);
@@ -352,12 +364,17 @@ int main(int argc, char **argv) {
     if (parse_args(argc, argv, &o)) return 2;
 
     /* ---- flags this build does not implement: say so instead of training differently */
-    if (strcmp(o.peft, "none") && strcmp(o.peft, "lora"))
-        return die("--peft %s is not implemented yet (this build: none, lora)", o.peft);
-    if (o.pissa_config || o.bone_config || o.disha_config)
-        return die("--pissa_config/--bone_config/--disha_config: PiSSA, Bone and DiSHA are not implemented yet");
+    peft_cli pc;
+    peft_cli_init(&pc);
+    pc.peft = o.peft;
+    pc.train_type = o.train_type;
+    pc.lora_config = o.lora_config;
+    pc.pissa_config = o.pissa_config;
+    pc.bone_config = o.bone_config;
+    pc.disha_config = o.disha_config;
+    char perr[512];
+    if (peft_cli_resolve(&pc, perr, sizeof perr)) return die("%s", perr);
     if (strcmp(o.quant, "none")) return die("--quant %s is not implemented yet", o.quant);
-    if (strcmp(o.train_type, "none")) return die("--train_type %s is not implemented yet", o.train_type);
     if (o.wandb[0]) return die("--wandb is not implemented; plot %s/train_log.jsonl instead", o.proj_dir);
     if (strcmp(o.optim, "none")) return die("--optim %s is not implemented (Adam is used)", o.optim);
     if (o.devices != 1 || o.num_nodes != 1) return die("only --devices 1 --num_nodes 1 are implemented");
@@ -383,26 +400,6 @@ int main(int argc, char **argv) {
     int use_st = !strcmp(o.save_format, "safetensors");
     if (!use_st && strcmp(o.save_format, "pth")) return die("--save_format must be pth or safetensors");
 
-    /* LoRA config (JSON) */
-    int lora_r = 8;
-    double lora_alpha = 32, lora_dropout = 0.01;
-    char lora_load[1024] = "";
-    if (!strcmp(o.peft, "lora")) {
-        cJSON *j = cJSON_Parse(o.lora_config);
-        if (!j || !cJSON_IsObject(j)) return die("--lora_config is not a JSON object: %s", o.lora_config);
-        for (cJSON *it = j->child; it; it = it->next) {
-            if (!strcmp(it->string, "lora_r") && cJSON_IsNumber(it)) lora_r = it->valueint;
-            else if (!strcmp(it->string, "lora_alpha") && cJSON_IsNumber(it)) lora_alpha = it->valuedouble;
-            else if (!strcmp(it->string, "lora_dropout") && cJSON_IsNumber(it)) lora_dropout = it->valuedouble;
-            else if (!strcmp(it->string, "lora_load") && cJSON_IsString(it)) snprintf(lora_load, sizeof lora_load, "%s", it->valuestring);
-            else {
-                cJSON_Delete(j);
-                return die("--lora_config: unknown or mistyped key \"%s\" (lora_load, lora_r, lora_alpha, lora_dropout)",
-                           it->string);
-            }
-        }
-        cJSON_Delete(j);
-    }
     char parts[256];
     normalise_parts(o.train_parts ? o.train_parts : "time,ln", parts, sizeof parts);
 
@@ -457,15 +454,41 @@ int main(int argc, char **argv) {
     }
     rwkvpeft_adapter_params ap;
     rwkvpeft_adapter_params_init(&ap);
-    ap.method = !strcmp(o.peft, "lora") ? RWKVPEFT_PEFT_LORA : RWKVPEFT_PEFT_NONE;
-    ap.r = lora_r;
-    ap.alpha = (float)lora_alpha;
-    ap.dropout = (float)lora_dropout;
+    peft_cli_apply(&pc, &ap);
     ap.train_parts = parts;
     ap.full_finetune = ap.method == RWKVPEFT_PEFT_NONE && !o.train_parts;
     ap.seed = seed ^ 0x5eedull;
+    /* PiSSA's init file (spec §3.3). Our SVD is deterministic, so a fresh run computes it and
+     * writes <proj_dir>/init_pissa.pth; an existing file there is kept when it is the same
+     * init and refused when it belongs to another run (the reference always aborts, §9.10).
+     * Resuming (pissa_load, or --resume) reads the init instead: pissa_init, else the file
+     * in proj_dir. */
+    char pissa_file[1100] = "", pissa_path[1100];
+    snprintf(pissa_path, sizeof pissa_path, "%s/init_pissa.pth", o.proj_dir);
+    if (ap.method == RWKVPEFT_PEFT_PISSA) {
+        if (pc.pissa_init[0]) {
+            snprintf(pissa_file, sizeof pissa_file, "%s", pc.pissa_init);
+        } else if (pc.load[0] || o.resume) {
+            if (access(pissa_path, R_OK))
+                return die("resuming a PiSSA adapter needs its init file: give pissa_init in --pissa_config (%s is missing)",
+                           pissa_path);
+            snprintf(pissa_file, sizeof pissa_file, "%s", pissa_path);
+        }
+        ap.pissa_init = pissa_file[0] ? pissa_file : NULL;
+    }
     if (rwkvpeft_adapter_attach(m, &ap)) return die("%s", rwkvpeft_model_last_error(m));
-    if (lora_load[0] && rwkvpeft_adapter_load(m, lora_load)) return die("%s", rwkvpeft_model_last_error(m));
+    if (ap.method == RWKVPEFT_PEFT_PISSA && !pissa_file[0]) {
+        if (access(pissa_path, F_OK) == 0) {
+            if (rwkvpeft_pissa_check_init(m, pissa_path))
+                return die("%s exists and holds another PiSSA init (%s): to continue that run pass it as pissa_init "
+                           "with pissa_load, otherwise use another --proj_dir",
+                           pissa_path, rwkvpeft_model_last_error(m));
+        } else if (rwkvpeft_pissa_save_init(m, pissa_path, RWKVPEFT_FORMAT_PTH)) {
+            return die("%s", rwkvpeft_model_last_error(m));
+        }
+        snprintf(pissa_file, sizeof pissa_file, "%s", pissa_path);
+    }
+    if (pc.load[0] && rwkvpeft_adapter_load(m, pc.load)) return die("%s", rwkvpeft_model_last_error(m));
     long epoch_first = 0;
     char resume_state[1100] = "";
     if (o.resume) {
@@ -534,7 +557,7 @@ int main(int argc, char **argv) {
             "rwkvpeft-train: backend %s | RWKV-%d L%d C%d vocab %d | %s | trainable %.3fM of %.1fM | ctx %ld x bsz %ld | "
             "epochs %ld-%ld x %ld steps\n",
             rwkvpeft_context_backend(ctx), info.version, info.n_layer, info.n_embd, info.vocab_size,
-            ap.method == RWKVPEFT_PEFT_LORA ? "LoRA" : (ap.full_finetune ? "full fine-tune" : "train_parts"),
+            ap.method != RWKVPEFT_PEFT_NONE ? method_title(ap.method) : (ap.full_finetune ? "full fine-tune" : "train_parts"),
             info.n_trainable / 1e6, info.n_params / 1e6, o.ctx_len, o.micro_bsz, epoch_first, o.epoch_count - 1,
             o.epoch_steps);
     if (o.sample_prompt) show_sample(m, tok, &o, "sample before training");
@@ -648,6 +671,15 @@ int main(int argc, char **argv) {
             fprintf(f, "{\"next_epoch\": %ld, \"adapter_dtype\": \"%s\"}\n", ep + 1,
                     adtype == RWKVPEFT_DTYPE_F32 ? "fp32" : "bf16");
             fclose(f);
+            char abs_init[4096] = "", cwd[2048];
+            if (pissa_file[0] == '/' || (pissa_file[0] && !getcwd(cwd, sizeof cwd)))
+                snprintf(abs_init, sizeof abs_init, "%s", pissa_file);
+            else if (pissa_file[0])
+                snprintf(abs_init, sizeof abs_init, "%s/%s", cwd, pissa_file);
+            if (peft_sidecar_write(path, &pc, parts, abs_init[0] ? abs_init : NULL)) {
+                rc = die("cannot write %s.adapter.json", path);
+                break;
+            }
             fprintf(stderr, "rwkvpeft-train: saved %s (epoch %ld, mean loss %.4f)\n", path, ep, mean);
         }
     }

@@ -2,8 +2,9 @@
  * rwkvpeft.h — public C API of librwkvpeft.
  *
  * librwkvpeft fine-tunes RWKV language models with parameter-efficient methods
- * (LoRA first; see docs/) on a CPU, CUDA or HIP backend chosen at run time. It reads
- * and writes the checkpoint and adapter files of the Python project RWKV-PEFT.
+ * (LoRA, PiSSA, Bone, Bat, state tuning; see docs/peft.md) on a CPU, CUDA or HIP backend
+ * chosen at run time. It reads and writes the checkpoint and adapter files of the Python
+ * project RWKV-PEFT.
  *
  * Conventions that hold for every function below
  * ------------------------------------------------
@@ -236,7 +237,8 @@ typedef enum rwkvpeft_dtype {
 } rwkvpeft_dtype;
 
 /* Writes the model's current weights (the base weights; an attached adapter is not
- * folded in) as a plain RWKV checkpoint with the reference's key names. */
+ * folded in: use rwkvpeft_model_merge first for that; with PiSSA attached the linears hold
+ * W_res = W − B₀A₀) as a plain RWKV checkpoint with the reference's key names. */
 RWKVPEFT_API rwkvpeft_status rwkvpeft_model_save(rwkvpeft_model *model, const char *path,
                                                  rwkvpeft_file_format format,
                                                  rwkvpeft_dtype dtype);
@@ -271,15 +273,30 @@ RWKVPEFT_API const char *rwkvpeft_model_last_error(const rwkvpeft_model *model);
 
 typedef enum rwkvpeft_peft_method {
     RWKVPEFT_PEFT_NONE = 0, /* no adapter: only train_parts (or everything, full_finetune) */
-    RWKVPEFT_PEFT_LORA = 1
+    RWKVPEFT_PEFT_LORA = 1,
+    /* LoRA initialised from a randomized SVD of W (rank r, svd_niter power iterations):
+     * A = diag(√S)·Vᵀ, B = U·diag(√S), W ← W − B·A; no scaling, no dropout. */
+    RWKVPEFT_PEFT_PISSA = 2,
+    /* Bone (RWKV-PEFT Nov-2024 "bone" 2-D / DiSHA mode "bone"): a zero-initialised [r,out]
+     * tensor P, y = x·Wᵀ + fold(x)·P with fold(x)[c] = Σ_g x[g·r + c] (x zero-padded). */
+    RWKVPEFT_PEFT_BONE = 3,
+    /* Bat (block-affine; RWKV-PEFT d39f69c "bone" 3-D / DiSHA mode "bat"): a zero-initialised
+     * [in/r,r,r] tensor D, each r×r block W_ab ← W_ab + W_ab·D_b + D_b. Needs in%r == out%r
+     * == 0 for every adapted linear. */
+    RWKVPEFT_PEFT_BAT = 4,
+    /* State tuning: a trainable initial WKV state blocks.L.att.time_state [H,N,N] per layer
+     * (zeros), shared by every sequence; nothing else trains (train_parts is ignored). */
+    RWKVPEFT_PEFT_STATE = 5
 } rwkvpeft_peft_method;
 
 typedef struct rwkvpeft_adapter_params {
     uint32_t struct_size;
     int32_t method;  /* rwkvpeft_peft_method; default LoRA */
-    int32_t r;       /* LoRA rank; default 8 (the reference's lora_config default) */
-    float alpha;     /* LoRA alpha; scaling = alpha / r; default 32 */
-    float dropout;   /* LoRA dropout on the branch input; default 0.01 */
+    /* Rank: LoRA/PiSSA rank, Bone fold width, Bat block size (unused by state tuning).
+     * Default 8 (the reference's lora_config default; its Bone/DiSHA default is 64). */
+    int32_t r;
+    float alpha;     /* LoRA only: scaling = alpha / r; default 32 */
+    float dropout;   /* LoRA only: dropout on the branch input; default 0.01 */
     /* Substrings selecting extra trainable base tensors, separated by commas or spaces,
      * matched against full tensor names as the reference does: "time" (all time_*),
      * "ln" (all layer/group norms), "emb", "head". Default "time,ln" (the reference's
@@ -290,23 +307,36 @@ typedef struct rwkvpeft_adapter_params {
     /* 1: also train emb.weight and head.weight, as the reference does when the model was
      * not loaded from a file (fresh init). Default -1 = decide that way automatically. */
     int32_t train_emb_head;
-    uint64_t seed; /* for A's init and dropout masks; default 42 */
+    uint64_t seed; /* for A's init and dropout masks (PiSSA: the SVD test matrix); default 42 */
+    /* ---- appended fields (PiSSA, Bone/Bat) ---- */
+    int32_t svd_niter; /* PiSSA: power iterations of the randomized SVD; default 4 */
+    /* PiSSA: an init file (init_pissa.pth as RWKV-PEFT writes it: "<module>.init_lora_A"
+     * [r,in] and ".init_lora_B" [out,r], float32, optionally prefixed "model.") used
+     * instead of computing the SVD: W ← W − B₀·A₀, A ← A₀, B ← B₀. Load the trained A,B
+     * afterwards with rwkvpeft_adapter_load (the reference's pissa_load). NULL = compute. */
+    const char *pissa_init;
+    /* Bone/Bat: suffix of the adapter tensor in saved files, "disha" (RWKV-PEFT 2025, the
+     * default) or "bone" (Nov-2024). Loading accepts either name. */
+    const char *key_name;
 } rwkvpeft_adapter_params;
 
 RWKVPEFT_API void rwkvpeft_adapter_params_init(rwkvpeft_adapter_params *params);
 
 /* Attaches an adapter to every target linear (v6: att receptance/key/value/output/gate,
  * ffn key/receptance/value), initialised as the reference does (LoRA: A ~ U(-1/sqrt(in),
- * 1/sqrt(in)), B = 0), and marks the trainable tensors. Once per model; call before
- * rwkvpeft_trainer_create. */
+ * 1/sqrt(in)), B = 0; PiSSA: randomized SVD of W, see RWKVPEFT_PEFT_PISSA; Bone/Bat:
+ * zeros; state: zeros), and marks the trainable tensors. Once per model; call before
+ * rwkvpeft_trainer_create. Method details and key names: docs/peft.md. */
 RWKVPEFT_API rwkvpeft_status rwkvpeft_adapter_attach(rwkvpeft_model *model,
                                                      const rwkvpeft_adapter_params *params);
 
 /* Loads trainable tensors from an adapter file written by rwkvpeft_save_adapter or by
- * RWKV-PEFT (reference key names, e.g. "blocks.0.att.key.lora_A"). Every tensor in the
- * file must be a trainable tensor of the attached adapter with the same shape (an
- * RWKVPEFT_E_SHAPE error names the first one that is not); trainable tensors absent from
- * the file keep their values, and their count is logged. */
+ * RWKV-PEFT (reference key names, e.g. "blocks.0.att.key.lora_A"; Bone/Bat tensors may be
+ * named ".bone" or ".disha" whichever key_name the attach used). Every tensor in the file
+ * must be a tensor of the model with the attached adapter with the same shape (an
+ * RWKVPEFT_E_SHAPE error names the first one that is not; base-model keys overwrite the
+ * base tensor); trainable tensors absent from the file keep their values, and their count
+ * is logged. */
 RWKVPEFT_API rwkvpeft_status rwkvpeft_adapter_load(rwkvpeft_model *model, const char *path);
 
 /* Writes every trainable tensor under the reference's key names (the content of
@@ -315,6 +345,57 @@ RWKVPEFT_API rwkvpeft_status rwkvpeft_adapter_load(rwkvpeft_model *model, const 
 RWKVPEFT_API rwkvpeft_status rwkvpeft_save_adapter(rwkvpeft_model *model, const char *path,
                                                    rwkvpeft_file_format format,
                                                    rwkvpeft_dtype dtype);
+
+/* PiSSA: writes the init file the merge needs (RWKV-PEFT's init_pissa.pth): for every
+ * adapted linear "<module>.init_lora_A" [r,in] and "<module>.init_lora_B" [out,r] in
+ * float32, the values A and B had right after the attach. RWKVPEFT_E_STATE without an
+ * attached PiSSA adapter. */
+RWKVPEFT_API rwkvpeft_status rwkvpeft_pissa_save_init(rwkvpeft_model *model, const char *path,
+                                                      rwkvpeft_file_format format);
+
+/* PiSSA: RWKVPEFT_OK when the init file at `path` holds the init of the attached adapter
+ * (every element within 1e-4 of the tensor's largest magnitude: the float64 SVD may round
+ * differently on another CPU or thread count), RWKVPEFT_E_SHAPE naming the first tensor that
+ * is missing or differs otherwise (e.g. an init_pissa.pth left by a run on another base
+ * model). */
+RWKVPEFT_API rwkvpeft_status rwkvpeft_pissa_check_init(rwkvpeft_model *model, const char *path);
+
+/* Folds the attached adapter into the model's weights in place and detaches it, so the
+ * model is afterwards a plain model (rwkvpeft_model_save then writes a merged checkpoint;
+ * another adapter may be attached). LoRA: W += (alpha/r)·B·A; PiSSA: W ← W_res + B·A;
+ * Bone: W[o,i] += P[i mod r, o]; Bat: W_ab += W_ab·D_b + D_b; trained base tensors
+ * (train_parts) simply stay; state tuning: time_state stays a model tensor. Arithmetic in
+ * float32 on the host. Free the model's trainers first (RWKVPEFT_E_STATE otherwise). */
+RWKVPEFT_API rwkvpeft_status rwkvpeft_model_merge(rwkvpeft_model *model);
+
+/* File-to-file merge, as RWKV-PEFT's merge scripts (merge.py, merge_pissa.py,
+ * merge_bone.py/merge_disha.py, merge_state.py) but without a model or device: every
+ * adapter tensor that is not an adapter-only tensor (lora_*, bone, disha) overwrites or
+ * adds the base tensor of that name (trained time/ln tensors, time_state), then the
+ * method's formula folds the adapter tensors into their ".weight". Arithmetic in float32
+ * (the reference computes in bf16); the result is rounded once to `dtype`. */
+typedef struct rwkvpeft_merge_params {
+    uint32_t struct_size;
+    const char *base_path;    /* base checkpoint (.pth or .safetensors) */
+    const char *adapter_path; /* adapter file (rwkv-N.pth) */
+    const char *output_path;  /* merged checkpoint */
+    /* rwkvpeft_peft_method of the adapter; -1 (default) = from the tensors: lora_A/B →
+     * LoRA (PiSSA when pissa_init is set), 2-D bone/disha → Bone, 3-D → Bat, only
+     * time_state (or no adapter tensor) → state / plain overwrite (NONE). */
+    int32_t method;
+    /* LoRA alpha. Required for LoRA (NAN, the default, is an error naming the flag): the
+     * reference's merge.py default of 16 silently mis-scales adapters trained with 32. */
+    float lora_alpha;
+    const char *pissa_init;   /* PiSSA init file (required for PiSSA) */
+    int32_t format;           /* rwkvpeft_file_format of the output; default AUTO */
+    int32_t dtype;            /* rwkvpeft_dtype of the output; default BF16 */
+} rwkvpeft_merge_params;
+
+RWKVPEFT_API void rwkvpeft_merge_params_init(rwkvpeft_merge_params *params);
+
+/* Runs the file merge. Errors name the file and tensor (a missing .weight for an adapter
+ * tensor, a shape that does not fit the method, a PiSSA init that lacks a module). */
+RWKVPEFT_API rwkvpeft_status rwkvpeft_merge_files(const rwkvpeft_merge_params *params);
 
 /* ------------------------------------------------------------------------------------ */
 /* Batches and evaluation                                                               */

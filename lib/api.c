@@ -1,5 +1,6 @@
 /* api.c — the public C API: argument checks, size-versioned option structs, handles and
  * their last-error slots. Everything real happens in the internal modules. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -327,6 +328,9 @@ void rwkvpeft_adapter_params_init(rwkvpeft_adapter_params *p) {
     p->full_finetune = 0;
     p->train_emb_head = -1;
     p->seed = 42;
+    p->svd_niter = 4;
+    p->pissa_init = NULL;
+    p->key_name = NULL;
 }
 
 rwkvpeft_status rwkvpeft_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *params) {
@@ -354,6 +358,41 @@ rwkvpeft_status rwkvpeft_save_adapter(rwkvpeft_model *m, const char *path, rwkvp
     if (format < RWKVPEFT_FORMAT_AUTO || format > RWKVPEFT_FORMAT_SAFETENSORS)
         return (rwkvpeft_status)rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "unknown file format %d", format);
     return (rwkvpeft_status)rp_model_save_file(m, path, kind_of(format), dt, 1);
+}
+
+rwkvpeft_status rwkvpeft_pissa_save_init(rwkvpeft_model *m, const char *path, rwkvpeft_file_format format) {
+    if (!m || !path) return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT, "model and path are required");
+    if (format < RWKVPEFT_FORMAT_AUTO || format > RWKVPEFT_FORMAT_SAFETENSORS)
+        return (rwkvpeft_status)rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "unknown file format %d", format);
+    return (rwkvpeft_status)rp_pissa_save_init(m, path, kind_of(format));
+}
+
+rwkvpeft_status rwkvpeft_pissa_check_init(rwkvpeft_model *m, const char *path) {
+    if (!m || !path) return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT, "model and path are required");
+    return (rwkvpeft_status)rp_pissa_check_init(m, path);
+}
+
+rwkvpeft_status rwkvpeft_model_merge(rwkvpeft_model *m) {
+    if (!m) return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT, "model is NULL");
+    return (rwkvpeft_status)rp_model_merge(m);
+}
+
+void rwkvpeft_merge_params_init(rwkvpeft_merge_params *p) {
+    if (!p) return;
+    memset(p, 0, sizeof *p);
+    p->struct_size = sizeof *p;
+    p->method = -1;
+    p->lora_alpha = NAN;
+    p->format = RWKVPEFT_FORMAT_AUTO;
+    p->dtype = RWKVPEFT_DTYPE_BF16;
+}
+
+rwkvpeft_status rwkvpeft_merge_files(const rwkvpeft_merge_params *params) {
+    if (!params) return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT, "params is NULL");
+    rwkvpeft_merge_params p;
+    rwkvpeft_merge_params_init(&p);
+    take_params(&p, sizeof p, params);
+    return (rwkvpeft_status)rp_merge_files(&p, NULL);
 }
 
 /* ---- evaluation ---------------------------------------------------------------------- */

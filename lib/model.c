@@ -169,6 +169,7 @@ int rp_model_alloc_params(rwkvpeft_model *m) {
 
 void rp_model_destroy(rwkvpeft_model *m) {
     if (!m) return;
+    rp_adapter_release(m);
     if (m->params && m->be)
         for (int i = 0; i < m->n_params; i++)
             if (m->params[i].owns_data) m->be->ops->free(m->be, m->params[i].data);
@@ -474,7 +475,8 @@ int rp_model_load_file(rwkvpeft_model *m, const char *path) {
     }
     if (!rp_tensorfile_find(f, "blocks.0.att.time_maa_x")) {
         for (int i = 0; i < f->count; i++)
-            if (strstr(f->tensors[i].name, "lora_") || strstr(f->tensors[i].name, ".bone")) {
+            if (strstr(f->tensors[i].name, "lora_") || strstr(f->tensors[i].name, ".bone") ||
+                strstr(f->tensors[i].name, ".disha") || strstr(f->tensors[i].name, "time_state")) {
                 rc = rp_fail(&m->err, RWKVPEFT_E_SHAPE,
                              "%s: this is an adapter file (it holds %s), not a base model; load the base model "
                              "and pass this file as the adapter",

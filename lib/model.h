@@ -36,14 +36,21 @@ typedef struct rp_param {
     int optional;      /* may be absent from a checkpoint (e.g. att.time_state) */
 } rp_param;
 
-/* A linear layer y = x·Wᵀ (+ LoRA branch). */
+/* Kinds of the D adapter tensor of a linear (docs/peft.md). */
+enum { RP_DMODE_NONE = 0, RP_DMODE_BONE = 1 /* [r,out], row-shared */, RP_DMODE_BAT = 2 /* [in/r,r,r] */ };
+
+/* A linear layer y = x·Wᵀ (+ one adapter branch: LoRA/PiSSA through A,B, Bone/Bat
+ * through D). */
 typedef struct rp_linear {
     rp_param *W; /* [out,in] */
-    rp_param *A; /* LoRA [r,in] or NULL */
-    rp_param *B; /* LoRA [out,r] */
+    rp_param *A; /* LoRA/PiSSA [r,in] or NULL */
+    rp_param *B; /* LoRA/PiSSA [out,r] */
+    rp_param *D; /* Bone [r,out] or Bat [in/r,r,r], or NULL */
+    int d_mode;  /* RP_DMODE_* */
     int in, out, r;
     float scale, dropout;
     int id; /* unique per model: seeds the dropout masks */
+    float *pissa_A0, *pissa_B0; /* host copies of the PiSSA init (for init_pissa.pth) */
 } rp_linear;
 
 enum { RP_LIN_ATT_R, RP_LIN_ATT_K, RP_LIN_ATT_V, RP_LIN_ATT_G, RP_LIN_ATT_O, RP_LIN_FFN_K, RP_LIN_FFN_R, RP_LIN_FFN_V, RP_LIN_COUNT };
@@ -89,6 +96,10 @@ typedef struct rp_adapter_cfg {
     int full_finetune;
     int train_emb_head;
     uint64_t seed;
+    int svd_niter;         /* PiSSA */
+    char key_name[16];     /* Bone/Bat tensor suffix ("bone" or "disha") */
+    int n_base_params;     /* parameters before the attach (adapter tensors follow) */
+    int added_state;       /* the attach created the time_state tensors */
 } rp_adapter_cfg;
 
 struct rwkvpeft_model {
@@ -107,6 +118,8 @@ struct rwkvpeft_model {
     rp_param *emb, *head, *ln_out_w, *ln_out_b;
 
     rp_adapter_cfg adapter;
+    void *fold;          /* Bone/Bat: P [fold_rows, r] with fold[i][c] = (i mod r == c) */
+    int64_t fold_rows;
     void *flat;          /* trainable flat buffer (par dtype) */
     int64_t flat_numel;
     int64_t n_trainable; /* elements that train (may be < flat_numel for packs) */
@@ -136,6 +149,28 @@ void *rp_param_grad(const rwkvpeft_model *m, const rp_param *p, void *grad_flat)
 /* ---- peft.c: adapters ------------------------------------------------------------------- */
 int rp_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap);
 int rp_adapter_load(rwkvpeft_model *m, const char *path);
+/* Frees what an attach added beyond parameters (host PiSSA copies, the fold matrix). */
+void rp_adapter_release(rwkvpeft_model *m);
+/* Writes init_pissa.pth ({module}.init_lora_A/B, float32) of the attached PiSSA adapter. */
+int rp_pissa_save_init(rwkvpeft_model *m, const char *path, int kind);
+/* 0 when the file holds exactly the attached PiSSA init, else E_SHAPE (or the open error). */
+int rp_pissa_check_init(rwkvpeft_model *m, const char *path);
+
+/* ---- pissa.c: randomized low-rank SVD (Halko et al.), host, float64 ------------------- */
+/* W row-major [out,in] (float32). Writes A0 = diag(√S)·Vᵀ [r,in] and B0 = U·diag(√S)
+ * [out,r] of a rank-r approximation W ≈ U·diag(S)·Vᵀ found with a Gaussian test matrix
+ * drawn from `seed` and `niter` power iterations (QR re-orthonormalised). Deterministic.
+ * Needs 1 <= r <= min(out,in). */
+int rp_pissa_svd(const float *W, int out, int in, int r, int niter, uint64_t seed, float *A0, float *B0, rp_err *err);
+/* Exact SVD reference for tests: the r largest singular values of W (host, float64 LAPACK)
+ * and the Frobenius norm of W minus its best rank-r approximation. */
+int rp_svd_best_rank_error(const float *W, int out, int in, int r, double *err_fro, rp_err *err);
+
+/* ---- merge.c: folding adapters into weights --------------------------------------------- */
+/* Folds the attached adapter into the base weights (host float32 arithmetic) and detaches
+ * it: the model becomes a plain model (time_state of state tuning stays a parameter). */
+int rp_model_merge(rwkvpeft_model *m);
+int rp_merge_files(const rwkvpeft_merge_params *p, rp_err *err);
 
 /* ---- rwkv6.c: the graph --------------------------------------------------------------- */
 typedef struct rp_workspace rp_workspace;

@@ -1,5 +1,6 @@
-/* peft.c — attaching adapters: which tensors train (spec §3.6), LoRA tensors (§3.2), the
- * flat trainable buffer, and loading adapter files. */
+/* peft.c — attaching adapters: which tensors train (spec §3.6), the adapter tensors of
+ * LoRA (§3.2), PiSSA (§3.3), Bone/Bat (§3.4) and state tuning (§3.5), the flat trainable
+ * buffer, loading adapter files and writing PiSSA's init file. Methods: docs/peft.md. */
 #include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
@@ -57,26 +58,240 @@ static int move_into_flat(rwkvpeft_model *m, rp_param *p, int64_t off) {
     return 0;
 }
 
+/* "blocks.0.att.key.weight" -> "blocks.0.att.key" */
+static void module_of(const rp_linear *lin, char *out, size_t n) {
+    size_t len = strlen(lin->W->name);
+    if (len >= n) len = n - 1; /* names are far shorter than RP_NAME_MAX */
+    memcpy(out, lin->W->name, len);
+    out[len] = 0;
+    char *dot = strrchr(out, '.');
+    if (dot && strcmp(dot, ".weight") == 0) *dot = 0;
+}
+
+/* Appends an adapter tensor (small, trainable, data placed in the flat buffer later). */
+static rp_param *add_adapter_param(rwkvpeft_model *m, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2) {
+    if (m->n_params >= m->cap_params) {
+        rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "parameter table full");
+        return NULL;
+    }
+    rp_param *p = &m->params[m->n_params++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, RP_NAME_MAX, "%s", name);
+    snprintf(p->part_names[0], RP_NAME_MAX, "%s", name);
+    p->nparts = 1;
+    p->ndim = ndim;
+    int64_t dims[3] = {d0, d1, d2};
+    p->part_numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        p->shape[i] = dims[i];
+        p->part_numel *= dims[i];
+    }
+    p->numel = p->part_numel;
+    p->cls = RP_CLS_SMALL;
+    p->trainable = 1;
+    p->is_adapter = 1;
+    p->flat_off = -1;
+    p->lr_scale = 1;
+    return p;
+}
+
+static const char *method_name(int method) {
+    switch (method) {
+    case RWKVPEFT_PEFT_NONE: return "none";
+    case RWKVPEFT_PEFT_LORA: return "LoRA";
+    case RWKVPEFT_PEFT_PISSA: return "PiSSA";
+    case RWKVPEFT_PEFT_BONE: return "Bone";
+    case RWKVPEFT_PEFT_BAT: return "Bat";
+    case RWKVPEFT_PEFT_STATE: return "state tuning";
+    }
+    return "?";
+}
+
+/* Finds "<module>.<suffix>" or "model.<module>.<suffix>" (HEAD's init_pissa.pth prefix). */
+static const rp_named_tensor *find_init(const rp_tensorfile *f, const char *module, const char *suffix) {
+    char name[RP_NAME_MAX + 32];
+    snprintf(name, sizeof name, "%s.%s", module, suffix);
+    const rp_named_tensor *t = rp_tensorfile_find(f, name);
+    if (t) return t;
+    snprintf(name, sizeof name, "model.%s.%s", module, suffix);
+    return rp_tensorfile_find(f, name);
+}
+
+/* Reads one init tensor into host f32 with a shape check. */
+static int read_init(rwkvpeft_model *m, const rp_tensorfile *f, const char *path, const char *module, const char *suffix,
+                     int64_t d0, int64_t d1, float *dst) {
+    const rp_named_tensor *t = find_init(f, module, suffix);
+    if (!t) return rp_fail(&m->err, RWKVPEFT_E_SHAPE, "%s: PiSSA init file lacks %s.%s", path, module, suffix);
+    if (t->ndim != 2 || t->shape[0] != d0 || t->shape[1] != d1)
+        return rp_fail(&m->err, RWKVPEFT_E_SHAPE, "%s: %s.%s has shape [%lld,%lld] (%d-D), expected [%lld,%lld] (PiSSA rank r = %lld?)",
+                       path, module, suffix, (long long)(t->ndim > 0 ? t->shape[0] : 0),
+                       (long long)(t->ndim > 1 ? t->shape[1] : 0), t->ndim, (long long)d0, (long long)d1,
+                       (long long)(strstr(suffix, "_A") ? t->shape[0] : t->ndim > 1 ? t->shape[1] : 0));
+    if (rp_convert_to_f32(dst, t->data, t->dtype, (size_t)(d0 * d1)))
+        return rp_fail(&m->err, RWKVPEFT_E_UNSUPPORTED, "%s: %s.%s has unsupported type %s", path, module, suffix,
+                       rp_dtype_name(t->dtype));
+    for (int64_t e = 0; e < d0 * d1; e++)
+        if (!isfinite(dst[e])) return rp_fail(&m->err, RWKVPEFT_E_NUMERIC, "%s: %s.%s contains NaN or Inf", path, module, suffix);
+    return 0;
+}
+
+/* PiSSA step before the flat buffer exists: A₀, B₀ of every linear (SVD or init file) into
+ * host arrays. W is changed later (pissa_apply_residual). */
+static int pissa_prepare(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
+    rp_tensorfile *f = NULL;
+    if (ap->pissa_init) RP_TRY(rp_tensorfile_open(ap->pissa_init, &f, &m->err));
+    int rc = 0;
+    float *w = NULL;
+    for (int l = 0; l < m->n_layer && !rc; l++)
+        for (int i = 0; i < RP_LIN_COUNT && !rc; i++) {
+            rp_linear *lin = &m->layers[l].lin[i];
+            int r = ap->r;
+            lin->pissa_A0 = (float *)rp_malloc(sizeof(float) * (size_t)r * lin->in);
+            lin->pissa_B0 = (float *)rp_malloc(sizeof(float) * (size_t)lin->out * r);
+            if (!lin->pissa_A0 || !lin->pissa_B0) {
+                rc = rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory for the PiSSA init");
+                break;
+            }
+            char mod[RP_NAME_MAX];
+            module_of(lin, mod, sizeof mod);
+            if (f) {
+                rc = read_init(m, f, ap->pissa_init, mod, "init_lora_A", r, lin->in, lin->pissa_A0);
+                if (!rc) rc = read_init(m, f, ap->pissa_init, mod, "init_lora_B", lin->out, r, lin->pissa_B0);
+                continue;
+            }
+            free(w);
+            w = (float *)rp_malloc(sizeof(float) * (size_t)lin->W->numel);
+            if (!w) {
+                rc = rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of host memory for the PiSSA SVD of %s", lin->W->name);
+                break;
+            }
+            rc = rp_param_download_f32(m, lin->W, w);
+            uint64_t seed = rp_mix64(ap->seed ^ rp_mix64((uint64_t)lin->id + 0x5069535341ull));
+            if (!rc) rc = rp_pissa_svd(w, lin->out, lin->in, r, ap->svd_niter, seed, lin->pissa_A0, lin->pissa_B0, &m->err);
+            if (rc) rp_fail_prefix(&m->err, "PiSSA init of %s", lin->W->name);
+        }
+    free(w);
+    rp_tensorfile_close(f);
+    return rc;
+}
+
+/* W ← W − B₀·A₀ (float64 accumulation, one rounding). */
+static int pissa_apply_residual(rwkvpeft_model *m) {
+    int rc = 0;
+    for (int l = 0; l < m->n_layer && !rc; l++)
+        for (int i = 0; i < RP_LIN_COUNT && !rc; i++) {
+            rp_linear *lin = &m->layers[l].lin[i];
+            int64_t n = lin->W->numel;
+            float *w = (float *)rp_malloc(sizeof(float) * (size_t)n);
+            if (!w) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of host memory for %s", lin->W->name);
+            rc = rp_param_download_f32(m, lin->W, w);
+            for (int o = 0; !rc && o < lin->out; o++) {
+                const float *b = lin->pissa_B0 + (size_t)o * lin->r;
+                float *row = w + (size_t)o * lin->in;
+                for (int c = 0; c < lin->in; c++) {
+                    double acc = row[c];
+                    for (int k = 0; k < lin->r; k++) acc -= (double)b[k] * lin->pissa_A0[(size_t)k * lin->in + c];
+                    row[c] = (float)acc;
+                }
+            }
+            if (!rc) rc = rp_param_upload_f32(m, lin->W, -1, w);
+            free(w);
+        }
+    return rc;
+}
+
+void rp_adapter_release(rwkvpeft_model *m) {
+    for (int l = 0; m->layers && l < m->n_layer; l++)
+        for (int i = 0; i < RP_LIN_COUNT; i++) {
+            rp_linear *lin = &m->layers[l].lin[i];
+            free(lin->pissa_A0);
+            free(lin->pissa_B0);
+            lin->pissa_A0 = lin->pissa_B0 = NULL;
+        }
+    if (m->fold && m->be) m->be->ops->free(m->be, m->fold);
+    m->fold = NULL;
+    m->fold_rows = 0;
+}
+
+/* The constant fold matrix F [rows, r], F[i][c] = (i mod r == c): x·F sums the r-wide
+ * groups of x's columns, z·Fᵀ repeats z across groups. */
+static int make_fold(rwkvpeft_model *m, int r) {
+    int64_t rows = 1;
+    for (int l = 0; l < m->n_layer; l++)
+        for (int i = 0; i < RP_LIN_COUNT; i++) {
+            const rp_linear *lin = &m->layers[l].lin[i];
+            if (lin->in > rows) rows = lin->in;
+            if (lin->out > rows) rows = lin->out;
+        }
+    rp_dtype P_ = m->be->ops->par_dtype;
+    size_t ps = rp_dtype_size(P_), n = (size_t)rows * r;
+    float *h = (float *)rp_calloc(n, sizeof(float));
+    void *conv = rp_malloc(ps * n);
+    int rc = 0;
+    if (!h || !conv) rc = rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+    if (!rc) {
+        for (int64_t i = 0; i < rows; i++) h[(size_t)i * r + (size_t)(i % r)] = 1.0f;
+        rp_convert_from_f32(conv, P_, h, n);
+        if (m->be->ops->alloc(m->be, &m->fold, ps * n))
+            rc = rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "cannot allocate the fold matrix: %s", m->be->err.msg);
+        else if (m->be->ops->memcpy_h2d(m->be, m->fold, conv, ps * n))
+            rc = rp_be_fail(m->be, RWKVPEFT_E_BACKEND, &m->err);
+        else
+            m->fold_rows = rows;
+    }
+    free(h);
+    free(conv);
+    return rc;
+}
+
 int rp_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
     rp_adapter_cfg *cfg = &m->adapter;
     if (cfg->attached) return rp_fail(&m->err, RWKVPEFT_E_STATE, "an adapter is already attached to this model");
     if (m->n_trainers) return rp_fail(&m->err, RWKVPEFT_E_STATE, "free the model's trainers before attaching");
-    if (ap->method != RWKVPEFT_PEFT_NONE && ap->method != RWKVPEFT_PEFT_LORA)
-        return rp_fail(&m->err, RWKVPEFT_E_UNSUPPORTED, "PEFT method %d is not supported by this build (LoRA = 1, none = 0)",
-                       ap->method);
-    if (ap->method == RWKVPEFT_PEFT_LORA) {
-        if (ap->r <= 0 || ap->r > 65536) return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "LoRA rank r must be in [1, 65536], got %d", ap->r);
+    /* a cached evaluation workspace is sized for the previous adapter ranks */
+    rp_workspace_free(m, m->eval_ws);
+    m->eval_ws = NULL;
+    int method = ap->method;
+    if (method < RWKVPEFT_PEFT_NONE || method > RWKVPEFT_PEFT_STATE)
+        return rp_fail(&m->err, RWKVPEFT_E_UNSUPPORTED,
+                       "PEFT method %d is not supported by this build (none 0, LoRA 1, PiSSA 2, Bone 3, Bat 4, state 5)", method);
+    int lowrank = method == RWKVPEFT_PEFT_LORA || method == RWKVPEFT_PEFT_PISSA;
+    int dmode = method == RWKVPEFT_PEFT_BONE ? RP_DMODE_BONE : method == RWKVPEFT_PEFT_BAT ? RP_DMODE_BAT : RP_DMODE_NONE;
+    const char *key = ap->key_name ? ap->key_name : "disha";
+    if (method != RWKVPEFT_PEFT_NONE && ap->full_finetune)
+        return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "full_finetune needs method NONE, not %s", method_name(method));
+    if (lowrank || dmode) {
+        if (ap->r <= 0 || ap->r > 65536)
+            return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "%s rank r must be in [1, 65536], got %d", method_name(method), ap->r);
+    }
+    if (method == RWKVPEFT_PEFT_LORA) {
         if (!isfinite(ap->alpha)) return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "LoRA alpha must be finite");
         if (!(ap->dropout >= 0 && ap->dropout < 1))
             return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "LoRA dropout must be in [0, 1), got %g", (double)ap->dropout);
-        if (ap->full_finetune)
-            return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "full_finetune needs method NONE, not LoRA");
     }
+    if (method == RWKVPEFT_PEFT_PISSA && (ap->svd_niter < 0 || ap->svd_niter > 1000))
+        return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "svd_niter must be in [0, 1000], got %d", ap->svd_niter);
+    if (dmode && strcmp(key, "bone") && strcmp(key, "disha"))
+        return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "key_name must be \"bone\" or \"disha\", got \"%s\"", key);
+    for (int l = 0; l < m->n_layer && (dmode == RP_DMODE_BAT || method == RWKVPEFT_PEFT_PISSA); l++)
+        for (int i = 0; i < RP_LIN_COUNT; i++) {
+            const rp_linear *lin = &m->layers[l].lin[i];
+            if (dmode == RP_DMODE_BAT && (lin->in % ap->r || lin->out % ap->r))
+                return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT,
+                               "Bat rank r = %d must divide both sizes of every adapted linear; %s is [%d,%d] "
+                               "(in %% r = %d, out %% r = %d); use Bone or a divisor of %d",
+                               ap->r, lin->W->name, lin->out, lin->in, lin->in % ap->r, lin->out % ap->r, lin->in);
+            if (method == RWKVPEFT_PEFT_PISSA && (ap->r > lin->in || ap->r > lin->out))
+                return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "PiSSA rank r = %d exceeds the size of %s [%d,%d]", ap->r,
+                               lin->W->name, lin->out, lin->in);
+        }
     const char *tp = ap->train_parts ? ap->train_parts : "time,ln";
+    if (method == RWKVPEFT_PEFT_STATE) tp = ""; /* spec §3.5: only the state trains */
     if (strlen(tp) >= sizeof cfg->train_parts) return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "train_parts is too long");
     char parts[16][32];
     int np = split_parts(tp, parts, 16);
-    int emb_head = ap->train_emb_head < 0 ? !m->from_file : ap->train_emb_head != 0;
+    int emb_head = method == RWKVPEFT_PEFT_STATE ? 0 : ap->train_emb_head < 0 ? !m->from_file : ap->train_emb_head != 0;
+    int n_base = m->n_params;
 
     /* 1. trainability of base tensors */
     for (int i = 0; i < m->n_params; i++) {
@@ -96,49 +311,50 @@ int rp_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
         if (emb_head && (p == m->emb || p == m->head)) p->trainable = 1;
     }
 
-    /* 2. LoRA tensors */
-    int64_t lora_elems = 0;
-    if (ap->method == RWKVPEFT_PEFT_LORA) {
-        for (int l = 0; l < m->n_layer; l++)
-            for (int i = 0; i < RP_LIN_COUNT; i++) {
-                rp_linear *lin = &m->layers[l].lin[i];
-                if (m->n_params + 2 > m->cap_params) return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "parameter table full");
-                char base[RP_NAME_MAX - 8]; /* room for ".lora_A"; names are far shorter */
-                size_t bl = strlen(lin->W->name);
-                if (bl >= sizeof base) bl = sizeof base - 1;
-                memcpy(base, lin->W->name, bl);
-                base[bl] = 0;
-                char *dot = strrchr(base, '.');
-                if (dot) *dot = 0; /* drop ".weight" */
-                rp_param *pa = &m->params[m->n_params++], *pb = &m->params[m->n_params++];
-                memset(pa, 0, sizeof *pa);
-                memset(pb, 0, sizeof *pb);
-                snprintf(pa->name, RP_NAME_MAX, "%s.lora_A", base);
-                snprintf(pb->name, RP_NAME_MAX, "%s.lora_B", base);
-                rp_param *ab[2] = {pa, pb};
-                for (int k = 0; k < 2; k++) {
-                    rp_param *p = ab[k];
-                    snprintf(p->part_names[0], RP_NAME_MAX, "%s", p->name);
-                    p->nparts = 1;
-                    p->ndim = 2;
-                    p->shape[0] = k == 0 ? ap->r : lin->out;
-                    p->shape[1] = k == 0 ? lin->in : ap->r;
-                    p->part_numel = p->numel = p->shape[0] * p->shape[1];
-                    p->cls = RP_CLS_SMALL;
-                    p->trainable = 1;
-                    p->is_adapter = 1;
-                    p->flat_off = -1;
-                    p->lr_scale = 1;
-                    lora_elems += p->numel;
-                }
+    /* 2. adapter tensors */
+    int rc = 0;
+    for (int l = 0; l < m->n_layer && (lowrank || dmode) && !rc; l++)
+        for (int i = 0; i < RP_LIN_COUNT && !rc; i++) {
+            rp_linear *lin = &m->layers[l].lin[i];
+            char mod[RP_NAME_MAX - 8], name[RP_NAME_MAX];
+            module_of(lin, mod, sizeof mod);
+            lin->r = ap->r;
+            if (lowrank) {
+                snprintf(name, sizeof name, "%s.lora_A", mod);
+                rp_param *pa = add_adapter_param(m, name, 2, ap->r, lin->in, 0);
+                snprintf(name, sizeof name, "%s.lora_B", mod);
+                rp_param *pb = pa ? add_adapter_param(m, name, 2, lin->out, ap->r, 0) : NULL;
+                if (!pb) return m->err.code;
                 lin->A = pa;
                 lin->B = pb;
-                lin->r = ap->r;
-                lin->scale = ap->alpha / (float)ap->r;
-                lin->dropout = ap->dropout;
+                lin->scale = method == RWKVPEFT_PEFT_LORA ? ap->alpha / (float)ap->r : 1.0f;
+                lin->dropout = method == RWKVPEFT_PEFT_LORA ? ap->dropout : 0.0f;
+            } else {
+                snprintf(name, sizeof name, "%s.%s", mod, key);
+                rp_param *pd = dmode == RP_DMODE_BONE ? add_adapter_param(m, name, 2, ap->r, lin->out, 0)
+                                                      : add_adapter_param(m, name, 3, lin->in / ap->r, ap->r, ap->r);
+                if (!pd) return m->err.code;
+                lin->D = pd;
+                lin->d_mode = dmode;
+                lin->scale = 1.0f;
+                lin->dropout = 0.0f;
             }
+        }
+    int added_state = 0;
+    if (method == RWKVPEFT_PEFT_STATE) {
+        for (int l = 0; l < m->n_layer; l++) {
+            rp_v6_layer *ly = &m->layers[l];
+            if (!ly->time_state) {
+                char name[RP_NAME_MAX];
+                snprintf(name, sizeof name, "blocks.%d.att.time_state", l);
+                ly->time_state = add_adapter_param(m, name, 3, m->H, m->N, m->N);
+                if (!ly->time_state) return m->err.code;
+                added_state = 1;
+            }
+            ly->time_state->trainable = 1;
+        }
     }
-    (void)lora_elems;
+    if (method == RWKVPEFT_PEFT_PISSA) RP_TRY(pissa_prepare(m, ap));
 
     /* 3. the flat trainable buffer, in parameter order */
     int64_t total = 0;
@@ -153,6 +369,9 @@ int rp_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
                        m->be->err.msg);
     m->flat_numel = total;
     m->n_trainable = total;
+    if (dmode) RP_TRY(make_fold(m, ap->r));
+    /* PiSSA: W ← W − B₀A₀ before W's storage may move (train_parts selecting it) */
+    if (method == RWKVPEFT_PEFT_PISSA) RP_TRY(pissa_apply_residual(m));
     int64_t off = 0;
     for (int i = 0; i < m->n_params; i++) {
         rp_param *p = &m->params[i];
@@ -161,24 +380,40 @@ int rp_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
         off += p->numel;
     }
 
-    /* 4. LoRA init: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform a=sqrt(5)), B = 0 */
-    for (int l = 0; l < m->n_layer && ap->method == RWKVPEFT_PEFT_LORA; l++)
+    /* 4. init. LoRA: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform a=sqrt(5)), B = 0;
+     * PiSSA: A = A₀, B = B₀; Bone/Bat: D = 0; state: 0 (a loaded time_state keeps its value) */
+    for (int l = 0; l < m->n_layer && (lowrank || dmode); l++)
         for (int i = 0; i < RP_LIN_COUNT; i++) {
             rp_linear *lin = &m->layers[l].lin[i];
+            if (dmode) {
+                if (m->be->ops->memset_zero(m->be, lin->D->data, (size_t)lin->D->numel * ps))
+                    return rp_be_fail(m->be, RWKVPEFT_E_BACKEND, &m->err);
+                continue;
+            }
+            if (method == RWKVPEFT_PEFT_PISSA) {
+                RP_TRY(rp_param_upload_f32(m, lin->A, -1, lin->pissa_A0));
+                RP_TRY(rp_param_upload_f32(m, lin->B, -1, lin->pissa_B0));
+                continue;
+            }
             float *buf = (float *)rp_malloc(sizeof(float) * (size_t)lin->A->numel);
             if (!buf) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
             double bound = 1.0 / sqrt((double)lin->in);
             uint64_t s = rp_mix64(ap->seed ^ rp_mix64((uint64_t)lin->id + 0x4c6f5241ull));
             for (int64_t e = 0; e < lin->A->numel; e++)
                 buf[e] = (float)(-bound + 2.0 * bound * (double)rp_uniform01(s, (uint64_t)e));
-            int rc = rp_param_upload_f32(m, lin->A, -1, buf);
+            rc = rp_param_upload_f32(m, lin->A, -1, buf);
             free(buf);
             RP_TRY(rc);
             RP_TRY(m->be->ops->memset_zero(m->be, lin->B->data, (size_t)lin->B->numel * ps) ? rp_be_fail(m->be, RWKVPEFT_E_BACKEND, &m->err) : 0);
         }
+    for (int l = 0; l < m->n_layer && added_state; l++) {
+        rp_param *p = m->layers[l].time_state;
+        if (p->is_adapter && m->be->ops->memset_zero(m->be, p->data, (size_t)p->numel * ps))
+            return rp_be_fail(m->be, RWKVPEFT_E_BACKEND, &m->err);
+    }
 
     cfg->attached = 1;
-    cfg->method = ap->method;
+    cfg->method = method;
     cfg->r = ap->r;
     cfg->alpha = ap->alpha;
     cfg->dropout = ap->dropout;
@@ -186,7 +421,101 @@ int rp_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
     cfg->full_finetune = ap->full_finetune;
     cfg->train_emb_head = emb_head;
     cfg->seed = ap->seed;
+    cfg->svd_niter = ap->svd_niter;
+    snprintf(cfg->key_name, sizeof cfg->key_name, "%s", dmode ? key : "");
+    cfg->n_base_params = n_base;
+    cfg->added_state = added_state;
     return 0;
+}
+
+int rp_pissa_save_init(rwkvpeft_model *m, const char *path, int kind) {
+    if (!m->adapter.attached || m->adapter.method != RWKVPEFT_PEFT_PISSA)
+        return rp_fail(&m->err, RWKVPEFT_E_STATE, "no PiSSA adapter is attached");
+    int n = m->n_layer * RP_LIN_COUNT * 2, k = 0;
+    rp_named_tensor *ts = (rp_named_tensor *)rp_calloc((size_t)n, sizeof *ts);
+    char(*names)[RP_NAME_MAX + 16] = (char(*)[RP_NAME_MAX + 16])rp_calloc((size_t)n, RP_NAME_MAX + 16);
+    if (!ts || !names) {
+        free(ts);
+        free(names);
+        return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+    }
+    for (int l = 0; l < m->n_layer; l++)
+        for (int i = 0; i < RP_LIN_COUNT; i++) {
+            const rp_linear *lin = &m->layers[l].lin[i];
+            char mod[RP_NAME_MAX];
+            module_of(lin, mod, sizeof mod);
+            for (int ab = 0; ab < 2; ab++) {
+                rp_named_tensor *t = &ts[k];
+                snprintf(names[k], RP_NAME_MAX + 16, "%s.%s", mod, ab ? "init_lora_B" : "init_lora_A");
+                t->name = names[k];
+                t->dtype = RP_F32;
+                t->ndim = 2;
+                t->shape[0] = ab ? lin->out : lin->r;
+                t->shape[1] = ab ? lin->r : lin->in;
+                t->nbytes = sizeof(float) * (size_t)(t->shape[0] * t->shape[1]);
+                t->data = ab ? lin->pissa_B0 : lin->pissa_A0;
+                k++;
+            }
+        }
+    int rc = rp_tensorfile_write(path, (rp_file_kind)kind, ts, k, &m->err);
+    free(ts);
+    free(names);
+    return rc;
+}
+
+int rp_pissa_check_init(rwkvpeft_model *m, const char *path) {
+    if (!m->adapter.attached || m->adapter.method != RWKVPEFT_PEFT_PISSA)
+        return rp_fail(&m->err, RWKVPEFT_E_STATE, "no PiSSA adapter is attached");
+    rp_tensorfile *f = NULL;
+    RP_TRY(rp_tensorfile_open(path, &f, &m->err));
+    int rc = 0;
+    float *buf = NULL;
+    for (int l = 0; l < m->n_layer && !rc; l++)
+        for (int i = 0; i < RP_LIN_COUNT && !rc; i++) {
+            const rp_linear *lin = &m->layers[l].lin[i];
+            char mod[RP_NAME_MAX];
+            module_of(lin, mod, sizeof mod);
+            for (int ab = 0; ab < 2 && !rc; ab++) {
+                int64_t d0 = ab ? lin->out : lin->r, d1 = ab ? lin->r : lin->in;
+                const float *own = ab ? lin->pissa_B0 : lin->pissa_A0;
+                free(buf);
+                buf = (float *)rp_malloc(sizeof(float) * (size_t)(d0 * d1));
+                if (!buf) {
+                    rc = rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+                    break;
+                }
+                rc = read_init(m, f, path, mod, ab ? "init_lora_B" : "init_lora_A", d0, d1, buf);
+                /* equal up to the float64 rounding noise of another BLAS thread count or CPU */
+                double big = 0, diff = 0;
+                for (int64_t e = 0; !rc && e < d0 * d1; e++) {
+                    big = fmax(big, fabs((double)own[e]));
+                    diff = fmax(diff, fabs((double)own[e] - buf[e]));
+                }
+                if (!rc && diff > 1e-4 * big)
+                    rc = rp_fail(&m->err, RWKVPEFT_E_SHAPE, "%s: %s.%s differs from the attached adapter's init (max |diff| %g)",
+                                 path, mod, ab ? "init_lora_B" : "init_lora_A", diff);
+            }
+        }
+    free(buf);
+    rp_tensorfile_close(f);
+    return rc;
+}
+
+/* Adapter files name the Bone/Bat tensor "bone" (Nov 2024) or "disha" (2025): either is
+ * accepted for the attached one. */
+static rp_param *find_param_alias(rwkvpeft_model *m, const char *name, int *part) {
+    rp_param *p = rp_model_find_param(m, name, part);
+    if (p) return p;
+    size_t n = strlen(name);
+    const char *alt = NULL;
+    size_t cut = 0;
+    if (n > 5 && strcmp(name + n - 5, ".bone") == 0) alt = ".disha", cut = n - 5;
+    else if (n > 6 && strcmp(name + n - 6, ".disha") == 0) alt = ".bone", cut = n - 6;
+    if (!alt || cut + 8 >= RP_NAME_MAX) return NULL;
+    char buf[RP_NAME_MAX];
+    memcpy(buf, name, cut);
+    snprintf(buf + cut, sizeof buf - cut, "%s", alt);
+    return rp_model_find_param(m, buf, part);
 }
 
 int rp_adapter_load(rwkvpeft_model *m, const char *path) {
@@ -200,12 +529,15 @@ int rp_adapter_load(rwkvpeft_model *m, const char *path) {
     for (int i = 0; i < f->count && !rc; i++) {
         const rp_named_tensor *t = &f->tensors[i];
         int part;
-        rp_param *p = rp_model_find_param(m, t->name, &part);
+        rp_param *p = find_param_alias(m, t->name, &part);
         if (!p) {
-            rc = rp_fail(&m->err, RWKVPEFT_E_SHAPE,
-                         strstr(t->name, "lora_") ? "%s: tensor %s does not match the attached adapter (attach LoRA first)"
-                                                  : "%s: tensor %s is not a parameter of this model",
-                         path, t->name);
+            const char *hint = strstr(t->name, "lora_")                               ? " (attach LoRA or PiSSA first)"
+                               : strstr(t->name, ".bone") || strstr(t->name, ".disha") ? " (attach Bone or Bat first)"
+                               : strstr(t->name, "time_state")                         ? " (attach state tuning first)"
+                               : strstr(t->name, "init_lora")                          ? " (a PiSSA init file: pass it as pissa_init)"
+                                                                                       : "";
+            rc = rp_fail(&m->err, RWKVPEFT_E_SHAPE, "%s: tensor %s is not a parameter of the model with the attached adapter%s",
+                         path, t->name, hint);
             break;
         }
         int same = t->ndim == p->ndim;
@@ -214,7 +546,7 @@ int rp_adapter_load(rwkvpeft_model *m, const char *path) {
             rc = rp_fail(&m->err, RWKVPEFT_E_SHAPE,
                          "%s: tensor %s has shape [%lld,...] (%d-D), the attached model expects [%lld,...] (%d-D)%s", path,
                          t->name, (long long)(t->ndim ? t->shape[0] : 0), t->ndim, (long long)p->shape[0], p->ndim,
-                         strstr(t->name, "lora_") ? " (different LoRA rank?)" : "");
+                         strstr(t->name, "lora_") || strstr(t->name, ".bone") || strstr(t->name, ".disha") ? " (different rank r, or Bone vs Bat?)" : "");
             break;
         }
         free(buf);

@@ -102,7 +102,7 @@ static int max_lora_r(const rwkvpeft_model *m) {
     int r = 1;
     for (int l = 0; l < m->n_layer; l++)
         for (int i = 0; i < RP_LIN_COUNT; i++)
-            if (m->layers[l].lin[i].A && m->layers[l].lin[i].r > r) r = m->layers[l].lin[i].r;
+            if ((m->layers[l].lin[i].A || m->layers[l].lin[i].D) && m->layers[l].lin[i].r > r) r = m->layers[l].lin[i].r;
     return r;
 }
 
@@ -254,13 +254,42 @@ static uint64_t lin_seed(uint64_t base, const rp_linear *lin) {
     return base ? rp_mix64(base ^ ((uint64_t)lin->id * 0x9e3779b97f4a7c15ull)) : 0;
 }
 
-/* y = x·Wᵀ + scale·(drop(x)·Aᵀ)·Bᵀ; t_save receives drop(x)·Aᵀ. */
+/* Bat: u_b = x_b·D_bᵀ for every r-wide column block b of x [n,in] into u [n,in]
+ * (one strided batched gemm over the in/r blocks). */
+static int bat_blocks(rwkvpeft_model *m, const rp_linear *lin, void *u, const void *x, int64_t n) {
+    rp_backend *be = m->be;
+    rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
+    int in = lin->in, r = lin->r;
+    OP(gemm(be, 0, 1, (int)n, r, r, 1.0f, x, A_, in, r, lin->D->data, P_, r, (int64_t)r * r, 0.0f, u, A_, in, r, in / r));
+    return 0;
+}
+
+/* y = x·Wᵀ plus the adapter branch:
+ *   LoRA/PiSSA  + scale·(drop(x)·Aᵀ)·Bᵀ            t_save = drop(x)·Aᵀ [n,r]
+ *   Bone        + fold(x)·P, fold(x) = x·F           t_save = fold(x) [n,r]
+ *   Bat         = x̃·Wᵀ + fold(u)·Fᵀ, u = (x_b·D_bᵀ)_b, x̃ = x + u
+ * where F [rows,r] is the model's 0/1 fold matrix (F[i][c] = i mod r == c). Bat equals
+ * y = x·W'ᵀ with W'_ab = W_ab + W_ab·D_b + D_b (spec §3.4) without forming W'. */
 static int linear_fwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin, void *y, const void *x, int64_t n,
                       void *t_save, uint64_t seed) {
     rp_backend *be = m->be;
     rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
-    int in = lin->in, out = lin->out;
+    int in = lin->in, out = lin->out, r = lin->r;
+    if (lin->d_mode == RP_DMODE_BAT) {
+        void *xt = ws->lora_x;
+        RP_TRY(bat_blocks(m, lin, xt, x, n));
+        OP(gemm(be, 0, 0, (int)n, r, in, 1.0f, xt, A_, in, 0, m->fold, P_, r, 0, 0.0f, t_save, A_, r, 0, 1));
+        OP(add(be, xt, x, 1.0f, n * in));
+        OP(gemm(be, 0, 1, (int)n, out, in, 1.0f, xt, A_, in, 0, lin->W->data, A_, in, 0, 0.0f, y, A_, out, 0, 1));
+        OP(gemm(be, 0, 1, (int)n, out, r, 1.0f, t_save, A_, r, 0, m->fold, P_, r, 0, 1.0f, y, A_, out, 0, 1));
+        return 0;
+    }
     OP(gemm(be, 0, 1, (int)n, out, in, 1.0f, x, A_, in, 0, lin->W->data, A_, in, 0, 0.0f, y, A_, out, 0, 1));
+    if (lin->d_mode == RP_DMODE_BONE) {
+        OP(gemm(be, 0, 0, (int)n, r, in, 1.0f, x, A_, in, 0, m->fold, P_, r, 0, 0.0f, t_save, A_, r, 0, 1));
+        OP(gemm(be, 0, 0, (int)n, out, r, 1.0f, t_save, A_, r, 0, lin->D->data, P_, out, 0, 1.0f, y, A_, out, 0, 1));
+        return 0;
+    }
     if (lin->A) {
         const void *xd = x;
         uint64_t s = lin_seed(seed, lin);
@@ -268,23 +297,56 @@ static int linear_fwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin,
             OP(dropout(be, ws->lora_x, x, n * in, lin->dropout, s));
             xd = ws->lora_x;
         }
-        OP(gemm(be, 0, 1, (int)n, lin->r, in, 1.0f, xd, A_, in, 0, lin->A->data, P_, in, 0, 0.0f, t_save, A_, lin->r, 0, 1));
-        OP(gemm(be, 0, 1, (int)n, out, lin->r, lin->scale, t_save, A_, lin->r, 0, lin->B->data, P_, lin->r, 0, 1.0f, y, A_,
-                out, 0, 1));
+        OP(gemm(be, 0, 1, (int)n, r, in, 1.0f, xd, A_, in, 0, lin->A->data, P_, in, 0, 0.0f, t_save, A_, r, 0, 1));
+        OP(gemm(be, 0, 1, (int)n, out, r, lin->scale, t_save, A_, r, 0, lin->B->data, P_, r, 0, 1.0f, y, A_, out, 0, 1));
     }
     return 0;
 }
 
-/* dx (= or += per accumulate) from dy; dW, dA, dB accumulate when trainable. */
+/* Bat backward (see linear_fwd): with dx̃ = dy·W and du = dx̃ + (dy·F)·Fᵀ,
+ *   dx = dx̃ + (du_b·D_b)_b,  dD_b += du_bᵀ·x_b,  dW += dyᵀ·x̃. */
+static int bat_bwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin, void *dx, int accumulate, const void *dy,
+                   const void *x, int64_t n, void *grad_flat) {
+    rp_backend *be = m->be;
+    rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
+    int in = lin->in, out = lin->out, r = lin->r, nb = in / r;
+    void *du = ws->lora_x, *dz = ws->lora_dt;
+    void *dW = rp_param_grad(m, lin->W, grad_flat), *dD = rp_param_grad(m, lin->D, grad_flat);
+    if (dW) { /* recompute x̃ (only when W itself trains) */
+        RP_TRY(bat_blocks(m, lin, du, x, n));
+        OP(add(be, du, x, 1.0f, n * in));
+        OP(gemm(be, 1, 0, out, in, (int)n, 1.0f, dy, A_, out, 0, du, A_, in, 0, 1.0f, dW, P_, in, 0, 1));
+    }
+    OP(gemm(be, 0, 0, (int)n, in, out, 1.0f, dy, A_, out, 0, lin->W->data, A_, in, 0, 0.0f, du, A_, in, 0, 1)); /* ∂L/∂x̃ */
+    if (accumulate) /* x̃ = x + u: the direct path */
+        OP(add(be, dx, du, 1.0f, n * in));
+    else
+        OP(memcpy_d2d(be, dx, du, (size_t)(n * in) * rp_dtype_size(A_)));
+    OP(gemm(be, 0, 0, (int)n, r, out, 1.0f, dy, A_, out, 0, m->fold, P_, r, 0, 0.0f, dz, A_, r, 0, 1));
+    OP(gemm(be, 0, 1, (int)n, in, r, 1.0f, dz, A_, r, 0, m->fold, P_, r, 0, 1.0f, du, A_, in, 0, 1)); /* ∂L/∂u */
+    OP(gemm(be, 0, 0, (int)n, r, r, 1.0f, du, A_, in, r, lin->D->data, P_, r, (int64_t)r * r, 1.0f, dx, A_, in, r, nb));
+    if (dD) OP(gemm(be, 1, 0, r, r, (int)n, 1.0f, du, A_, in, r, x, A_, in, r, 1.0f, dD, P_, r, (int64_t)r * r, nb));
+    return 0;
+}
+
+/* dx (= or += per accumulate) from dy; dW, dA, dB, dD accumulate when trainable. */
 static int linear_bwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin, void *dx, int accumulate,
                       const void *dy, const void *x, const void *t, int64_t n, uint64_t seed, void *grad_flat) {
     rp_backend *be = m->be;
     rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
     int in = lin->in, out = lin->out, r = lin->r;
+    if (lin->d_mode == RP_DMODE_BAT) return bat_bwd(m, ws, lin, dx, accumulate, dy, x, n, grad_flat);
     void *dW = rp_param_grad(m, lin->W, grad_flat);
     if (dW) OP(gemm(be, 1, 0, out, in, (int)n, 1.0f, dy, A_, out, 0, x, A_, in, 0, 1.0f, dW, P_, in, 0, 1));
     OP(gemm(be, 0, 0, (int)n, in, out, 1.0f, dy, A_, out, 0, lin->W->data, A_, in, 0, accumulate ? 1.0f : 0.0f, dx, A_, in,
             0, 1));
+    if (lin->d_mode == RP_DMODE_BONE) { /* y += t·P, t = x·F */
+        void *dP = rp_param_grad(m, lin->D, grad_flat), *dt = ws->lora_dt;
+        if (dP) OP(gemm(be, 1, 0, r, out, (int)n, 1.0f, t, A_, r, 0, dy, A_, out, 0, 1.0f, dP, P_, out, 0, 1));
+        OP(gemm(be, 0, 1, (int)n, r, out, 1.0f, dy, A_, out, 0, lin->D->data, P_, out, 0, 0.0f, dt, A_, r, 0, 1));
+        OP(gemm(be, 0, 1, (int)n, in, r, 1.0f, dt, A_, r, 0, m->fold, P_, r, 0, 1.0f, dx, A_, in, 0, 1));
+        return 0;
+    }
     if (!lin->A) return 0;
     void *dA = rp_param_grad(m, lin->A, grad_flat), *dB = rp_param_grad(m, lin->B, grad_flat);
     void *dt = ws->lora_dt;

@@ -8,7 +8,7 @@ want=(build-essential cmake ninja-build pkg-config libopenblas-dev libopenblas-o
       python3 python3-pip)
 for a in "$@"; do
   case "$a" in
-    --test) want+=(check valgrind) ;;
+    --test) want+=(check valgrind python3-numpy python3-pytest python3-venv) ;;
     --hip) want+=(hipcc libamdhip64-dev) ;;
     *) echo "deps.sh: unknown option $a" >&2; exit 2 ;;
   esac

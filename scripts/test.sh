@@ -44,7 +44,7 @@ if [ "${RWKVPEFT_TEST_QUICK:-0}" != 1 ]; then
   step "valgrind (memcheck)"
   # test_model's finite-difference case runs thousands of float64 forwards: too slow under
   # valgrind (it runs under ASan above); its other cases run here
-  for t in test_io test_binidx test_jsonl test_sampler test_tokenizer test_model:core test_backend_ops; do
+  for t in test_io test_binidx test_jsonl test_sampler test_tokenizer test_model:core test_backend_ops test_peft:core test_quant test_wkv7; do
     name=${t%%:*}; case_=${t#*:}; [ "$case_" = "$t" ] && case_=""
     echo "-- $t"
     ( cd build/tests && RWKVPEFT_TEST_DATA=$PWD/../../tests/data RWKVPEFT_TEST_TMP=$PWD CK_FORK=no CK_DEFAULT_TIMEOUT=0 \
@@ -61,4 +61,6 @@ else
   echo "PyTorch is not installed here: the PyTorch parity run is skipped (it runs on the GPU machine: bench/gpu_check.sh)"
 fi
 
+step "bindings and install"
+scripts/test_bindings.sh
 step "all tests passed"

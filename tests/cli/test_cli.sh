@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end test of the tools: jsonl -> binidx, training with RWKV-PEFT flags, determinism,
-# exact resume from a saved checkpoint, evaluation, generation, and rejected flags.
+# exact resume from a saved checkpoint, evaluation, generation, rejected flags, full fine-tune,
+# every PEFT method (LoRA, PiSSA, Bone, Bat, state tuning) and merge round trips.
 #   test_cli.sh BUILD_DIR SOURCE_DIR   (needs RWKVPEFT_WORLD_VOCAB)
 set -euo pipefail
 bin=$1
@@ -55,7 +56,7 @@ grep -q "perplexity" "$tmp/eval.out" || fail "no perplexity line"
 grep -q "^Keeper's note" "$tmp/eval.out" || fail "no generated text"
 
 # 4. flags that are not implemented or unknown are rejected, not ignored
-for bad in "--quant nf4" "--train_type infctx" "--peft pissa" "--devices 2" "--no_such_flag 1" "--wandb proj"; do
+for bad in "--quant nf4" "--train_type infctx" "--train_type state" "--peft dora" "--devices 2" "--no_such_flag 1" "--wandb proj"; do
   # shellcheck disable=SC2086
   if train "$tmp/x" $bad > "$tmp/x.out" 2>&1; then fail "accepted: $bad"; fi
   grep -qE "not implemented|unknown flag|only" "$tmp/x.out" || { cat "$tmp/x.out"; fail "no clear message for $bad"; }
@@ -63,4 +64,78 @@ done
 if "$bin/rwkvpeft-train" --load_model "$tmp/a/rwkv-init.pth" --n_layer 5 --data_file "$tmp/keeper" --backend cpu \
    --proj_dir "$tmp/y" > "$tmp/y.out" 2>&1; then fail "a disagreeing --n_layer was accepted"; fi
 grep -q "disagrees" "$tmp/y.out" || { cat "$tmp/y.out"; fail "no message for --n_layer mismatch"; }
+
+# 5. full fine-tune (--peft none, no --train_parts): everything trains; its rwkv-N.pth is a
+# whole model, used below as the base for every PEFT method
+base0=$tmp/a/rwkv-init.pth
+method() { # proj_dir, base, extra flags...
+  local dir=$1 base=$2; shift 2
+  "$bin/rwkvpeft-train" --backend cpu --quiet --random_seed 3 --load_model "$base" --data_file "$tmp/keeper" \
+    --ctx_len 16 --micro_bsz 2 --epoch_steps 6 --epoch_count 2 --epoch_save 1 --lr_init 3e-3 --lr_final 3e-3 \
+    --proj_dir "$dir" "$@"
+}
+evloss() { # model, extra flags... -> loss on the whole dataset
+  "$bin/rwkvpeft-eval" --backend cpu --load_model "$1" --data_file "$tmp/keeper" --ctx_len 16 --micro_bsz 4 --max_batches 3 "${@:2}" \
+    2>/dev/null | sed -n 's/.*loss \([0-9.]*\).*/\1/p'
+}
+lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
+near() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 2e-5 * (a < 0 ? -a : a) + 1e-6) }'; }
+method "$tmp/full" "$base0" --peft none > "$tmp/full.out" 2>&1 || { cat "$tmp/full.out"; fail "full fine-tune"; }
+grep -q "full fine-tune" "$tmp/full.out" || { cat "$tmp/full.out"; fail "full fine-tune not selected"; }
+base=$tmp/full/rwkv-1.pth
+l0=$(evloss "$base0"); l1=$(evloss "$base")
+lt "$l1" "$l0" || fail "full fine-tune did not lower the loss ($l0 -> $l1)"
+
+# 6. every PEFT method trains (eval loss with the adapter < base loss), and a merge round
+# trip (rwkvpeft-merge, fp32) gives the loss of eval with the adapter attached
+declare -A flags=(
+  [lora]="--peft lora --lora_config {\"lora_load\":\"\",\"lora_r\":8,\"lora_alpha\":16,\"lora_dropout\":0.01}"
+  [pissa]="--peft pissa --pissa_config {\"pissa_load\":\"\",\"pissa_init\":\"\",\"pissa_r\":8,\"svd_niter\":4}"
+  [bone]="--peft bone --bone_config {\"bone_load\":\"\",\"bone_r\":24,\"bone_mode\":\"bone\"}"
+  [nov_bone]="--peft bone --bone_config {\"bone_load\":\"\",\"bone_r\":16}"
+  [bat]="--peft disha --disha_config {\"mode\":\"bat\",\"load\":\"\",\"r\":16}"
+  [state]="--train_type state --lr_init 0.3 --lr_final 0.3"
+)
+lb=$(evloss "$base")
+for m in lora pissa bone nov_bone bat state; do
+  # shellcheck disable=SC2086
+  method "$tmp/$m" "$base" ${flags[$m]} > "$tmp/$m.out" 2>&1 || { cat "$tmp/$m.out"; fail "training with $m"; }
+  [ -s "$tmp/$m/rwkv-1.pth" ] && [ -s "$tmp/$m/rwkv-1.pth.adapter.json" ] || fail "$m: adapter or sidecar not saved"
+  la=$(evloss "$base" --adapter "$tmp/$m/rwkv-1.pth")
+  echo "  $m: loss $lb -> $la" >&2
+  lt "$la" "$lb" || fail "$m did not lower the loss ($lb -> $la)"
+  "$bin/rwkvpeft-merge" --base "$base" --lora "$tmp/$m/rwkv-1.pth" --output "$tmp/$m/merged.pth" --dtype fp32 \
+    > "$tmp/$m.merge" 2>&1 || { cat "$tmp/$m.merge"; fail "merging $m"; }
+  lm=$(evloss "$tmp/$m/merged.pth")
+  near "$lm" "$la" || fail "$m: merged model loss $lm != loss with the adapter attached $la"
+done
+grep -q "lora_alpha 16 from" "$tmp/lora.merge" || { cat "$tmp/lora.merge"; fail "lora_alpha not taken from the sidecar"; }
+grep -q '"key":.*"bone"' "$tmp/bone/rwkv-1.pth.adapter.json" || fail "bone key name not recorded"
+[ -s "$tmp/pissa/init_pissa.pth" ] || fail "init_pissa.pth not written"
+# the default bf16 merge is close, and the adapter's own keys are gone (checked by loading it as a model)
+"$bin/rwkvpeft-merge" --base "$base" --lora "$tmp/lora/rwkv-1.pth" --output "$tmp/lora/merged16.pth" > /dev/null 2>&1 \
+  || fail "bf16 merge"
+l16=$(evloss "$tmp/lora/merged16.pth")
+awk -v a="$l16" -v b="$(evloss "$tmp/lora/merged.pth")" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 0.01) }' \
+  || fail "bf16 merge loss $l16 far from fp32"
+# a LoRA merge without the sidecar needs --lora_alpha (no silent default of 16)
+cp "$tmp/lora/rwkv-1.pth" "$tmp/bare.pth"
+if "$bin/rwkvpeft-merge" --base "$base" --lora "$tmp/bare.pth" --output "$tmp/bare-merged.pth" > "$tmp/bare.out" 2>&1; then
+  fail "a LoRA merge without alpha was accepted"
+fi
+grep -q "lora_alpha" "$tmp/bare.out" || { cat "$tmp/bare.out"; fail "no lora_alpha message"; }
+"$bin/rwkvpeft-merge" --base "$base" --lora "$tmp/bare.pth" --lora_alpha 16 --type lora --output "$tmp/bare-merged.pth" \
+  --dtype fp32 > /dev/null 2>&1 || fail "merge with --lora_alpha"
+near "$(evloss "$tmp/bare-merged.pth")" "$(evloss "$tmp/lora/merged.pth")" || fail "explicit alpha merge differs"
+# PiSSA: the same run again in the same proj_dir reuses its init; another rank is refused (the
+# reference aborts whenever the file exists); resuming with pissa_load + pissa_init works
+# shellcheck disable=SC2086
+method "$tmp/pissa" "$base" ${flags[pissa]} --epoch_count 1 > /dev/null 2>&1 || fail "PiSSA rerun in the same proj_dir"
+if method "$tmp/pissa" "$base" --peft pissa --pissa_config '{"pissa_r":4}' > "$tmp/p4.out" 2>&1; then
+  fail "a PiSSA run with another init in the same proj_dir was accepted"
+fi
+grep -q "another PiSSA init" "$tmp/p4.out" || { cat "$tmp/p4.out"; fail "no message for a foreign init_pissa.pth"; }
+method "$tmp/pissa2" "$base" --peft pissa --epoch_count 1 \
+  --pissa_config "{\"pissa_load\":\"$tmp/pissa/rwkv-0.pth\",\"pissa_init\":\"$tmp/pissa/init_pissa.pth\",\"pissa_r\":8}" \
+  > "$tmp/p5.out" 2>&1 || { cat "$tmp/p5.out"; fail "PiSSA resume with pissa_load + pissa_init"; }
 echo "cli: all checks passed"

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Independent PyTorch reference of RWKV-6 (x060) + LoRA, for parity tests of librwkvpeft.
 
-Written from /work/shared/spec/rwkv-peft-reference.md (sections 1.1, 1.2, 1.3, 1.5, 1.7,
-2.1-2.3, 3.1, 3.2, 3.6).  Nothing is imported from RWKV-PEFT or RWKV-LM.  Clarity over speed:
+Written from /work/shared/spec/rwkv-peft-reference.md (sections 1.1, 1.2, 1.3, 1.5, 1.7, 1.8,
+2.1-2.3, 3.1-3.4, 3.6).  Nothing is imported from RWKV-PEFT or RWKV-LM.  Clarity over speed:
 the WKV recurrence is a plain Python loop over time and autograd differentiates through it,
 so keep T small.
 
@@ -307,23 +307,57 @@ def loss_with_l2wrap(logits: Tensor, targets: Tensor, l2wrap: bool = True) -> Te
 # ----------------------------------------------------------------------------------------------
 # the model
 # ----------------------------------------------------------------------------------------------
+def bone_delta(weight: Tensor, p: Tensor) -> Tensor:
+    """Spec 3.4 (LATE-NOV bone / DiSHA mode "bone"): P [r, out] -> dW[o, i] = P[i mod r, o] for i < in."""
+    r, out = p.shape
+    n_in = weight.shape[1]
+    idx = torch.arange(n_in, device=p.device) % r
+    return p[idx, :].transpose(0, 1)                                          # [out, in]
+
+
+def bat_weight(weight: Tensor, d: Tensor) -> Tensor:
+    """Spec 3.4 (NOV bone / DiSHA mode "bat"): D [in/r, r, r]; per r x r block (a = out block,
+    b = in block) W'_{a,b} = W_{a,b} + W_{a,b} D_b + D_b. Materialised, as the spec writes it."""
+    out, n_in = weight.shape
+    nb, r, r2 = d.shape
+    assert r == r2 and n_in == nb * r and out % r == 0, "bat needs in % r == out % r == 0"
+    blocks = weight.reshape(out // r, r, nb, r).permute(0, 2, 1, 3)          # [a, b, r1, r2]
+    new = blocks + blocks @ d[None] + d[None]
+    return new.permute(0, 2, 1, 3).reshape(out, n_in)
+
+
 class RWKV6:
     """Functional RWKV-6 over a dict of tensors.
 
-    params: base tensors keyed as in spec 1.2; lora: {"<module>.lora_A": [r,in], "<module>.lora_B": [out,r]}
-    for any subset of the 8 target linears per block; lora_scale = alpha / r.
+    params: base tensors keyed as in spec 1.2 (an optional "blocks.L.att.time_state" [H, N(value), N(key)]
+    is the shared initial WKV state of state tuning, spec 1.8); lora: {"<module>.lora_A": [r,in],
+    "<module>.lora_B": [out,r]} for any subset of the 8 target linears per block; lora_scale = alpha / r
+    (PiSSA: 1, with params holding W_res = W - B0 A0); extra: {"<module>.bone" or ".disha": tensor}, a
+    2-D [r,out] tensor is Bone, a 3-D [in/r,r,r] one is Bat (spec 3.4).
     """
 
     def __init__(self, cfg: Config, params: Dict[str, Tensor], lora: Optional[Dict[str, Tensor]] = None,
-                 lora_scale: float = 1.0):
+                 lora_scale: float = 1.0, extra: Optional[Dict[str, Tensor]] = None):
         self.cfg = cfg
         self.p = params
         self.lora = lora or {}
         self.lora_scale = lora_scale
+        self.extra = extra or {}
 
-    # y = x W^T + s (x A^T) B^T  (spec 3.2, dropout 0)
+    # y = x W^T + s (x A^T) B^T  (spec 3.2, dropout 0); Bone / Bat (spec 3.4)
     def linear(self, x: Tensor, module: str) -> Tensor:
-        y = x @ self.p[module + ".weight"].transpose(0, 1)
+        weight = self.p[module + ".weight"]
+        d = self.extra.get(module + ".bone", self.extra.get(module + ".disha"))
+        if d is not None and d.dim() == 3:
+            return x @ bat_weight(weight, d).transpose(0, 1)
+        y = x @ weight.transpose(0, 1)
+        if d is not None:
+            # zero-pad x to a multiple of r, fold the groups, multiply by P (the module's own form)
+            r = d.shape[0]
+            pad = (r - x.shape[-1] % r) % r
+            xp = F.pad(x, (0, pad))
+            xf = xp.reshape(*x.shape[:-1], xp.shape[-1] // r, r).sum(dim=-2)
+            y = y + xf @ d
         a = self.lora.get(module + ".lora_A")
         if a is not None:
             b = self.lora[module + ".lora_B"]
@@ -350,7 +384,10 @@ class RWKV6:
         w = p[pre + "time_decay"] + torch.tanh(xs["w"] @ p[pre + "time_decay_w1"]) @ p[pre + "time_decay_w2"]
         d = torch.exp(-torch.exp(w))
         shp = (B, T, H, N)
-        y = wkv6(r.reshape(shp), k.reshape(shp), v.reshape(shp), d.reshape(shp), p[pre + "time_faaaa"])
+        s0 = p.get(pre + "time_state")  # [H, N(value j), N(key i)] -> wkv6's [1, H, i, j]
+        if s0 is not None:
+            s0 = s0.transpose(-1, -2)[None]
+        y = wkv6(r.reshape(shp), k.reshape(shp), v.reshape(shp), d.reshape(shp), p[pre + "time_faaaa"], s0)
         o = group_norm_heads(y.reshape(B, T, cfg.dim_att), H, p[pre + "ln_x.weight"], p[pre + "ln_x.bias"])
         return self.linear(o * g, pre + "output")
 

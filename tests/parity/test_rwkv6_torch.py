@@ -217,6 +217,48 @@ def test_compute_reference_includes_l2wrap_and_selection():
     assert not torch.allclose(no["grad.ln_out.bias"], gb, rtol=1e-9, atol=0)
 
 
+def test_bone_fold_equals_spec_delta():
+    """Bone: the module's zero-pad-and-fold form equals the spec's dW[o, i] = P[i mod r, o]."""
+    g = torch.Generator().manual_seed(3)
+    for n_in, r in ((12, 5), (12, 4), (7, 9)):
+        W = torch.randn(6, n_in, generator=g, dtype=D64)
+        P = torch.randn(r, 6, generator=g, dtype=D64)
+        x = torch.randn(2, 3, n_in, generator=g, dtype=D64)
+        m = R.RWKV6(None, {"l.weight": W}, extra={"l.bone": P})
+        dw = torch.zeros(6, n_in, dtype=D64)
+        for o in range(6):
+            for i in range(n_in):
+                dw[o, i] = P[i % r, o]
+        assert torch.allclose(m.linear(x, "l"), x @ (W + dw).T, rtol=1e-12, atol=1e-12)
+
+
+def test_bat_equals_spec_elementwise():
+    """Bat: W'[a r+p, b r+q] = W + sum_m W[a r+p, b r+m] D_b[m,q] + D_b[p,q] (spec 3.4)."""
+    g = torch.Generator().manual_seed(4)
+    r, out, n_in = 3, 6, 9
+    W = torch.randn(out, n_in, generator=g, dtype=D64)
+    D = torch.randn(n_in // r, r, r, generator=g, dtype=D64)
+    ref = W.clone()
+    for o in range(out):
+        for i in range(n_in):
+            a, p_, b, q = o // r, o % r, i // r, i % r
+            ref[o, i] += sum(W[a * r + p_, b * r + m] * D[b, m, q] for m in range(r)) + D[b, p_, q]
+    assert torch.allclose(R.bat_weight(W, D), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_time_state_is_the_initial_state():
+    """State tuning: time_state [H, value, key] is S_0 of every sequence (spec 1.8, 2.2)."""
+    r, k, v, w, u = _rand_wkv_inputs(B=2, T=1, H=2, N=4, seed=9)
+    d = torch.exp(-torch.exp(w))
+    ts = torch.randn(2, 4, 4, dtype=D64).to(DEV)  # [h][j value][i key]
+    y = R.wkv6(r, k, v, d, u, ts.transpose(-1, -2)[None])
+    for b in range(2):
+        for h in range(2):
+            for j in range(4):
+                want = sum(r[b, 0, h, i] * (ts[h, j, i] + u[h, i] * k[b, 0, h, i] * v[b, 0, h, j]) for i in range(4))
+                assert abs(y[b, 0, h, j] - want) < 1e-12
+
+
 def test_init_reference_selftest():
     import init_reference
     assert init_reference._selftest() == 0
