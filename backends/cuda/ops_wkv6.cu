@@ -1,178 +1,578 @@
 /* ops_wkv6.cu — the RWKV-6 recurrence, forward and backward, with fp32 state.
  *
- * Per (b,h), with state S[j=value][i=key] and d = exp(−exp(w)):
- *   y_t[j] = Σ_i r_t[i]·(S[j][i] + u[i]·k_t[i]·v_t[j]);   S[j][i] ← d_t[i]·S[j][i] + k_t[i]·v_t[j]
+ * Per (b,h), with state S[j=value][i=key] (S_0 = s0) and d = exp(−exp(w)):
+ *   y_t[j] = Σ_i r_t[i]·S_t[j][i] + v_t[j]·(Σ_i r_t[i]·u[i]·k_t[i])      (S_t: before step t)
+ *   S_{t+1}[j][i] = d_t[i]·S_t[j][i] + k_t[i]·v_t[j]
+ * Every element S[j][i] evolves on its own; rows j meet only in the sum over i (y), columns i
+ * only in sums over j (the backward below). So the kernels are recurrent — exact step by step,
+ * any T, no exp(±cumsum log d) anywhere, so any w is safe — and the parallelism comes from
+ * tiling the N×N state over threads and blocks:
  *
- * Both kernels are recurrent: one block per (b,h), N threads, each thread holding one row or
- * column of the N×N state in registers, stepping through T (any T: nothing is sized by a
- * compile-time context length). N is a template parameter (32, 64, 128 are built).
+ *   a thread holds a TJ×TI tile of S in registers; the G lanes that share a row (or a column)
+ *   are adjacent lanes of one warp and finish the sum over their tiles with shuffles (a
+ *   "transposing" reduction: TJ values over G lanes cost TJ − TJ/G shuffles for TJ ≥ G, each
+ *   lane ends with whole sums); a block owns JB rows (or IB columns) of one head, so a head can be
+ *   split over N/JB blocks when B·H alone cannot fill the GPU (B = 1).
+ *   Time runs in chunks of L steps: the block stages r, k, w→d, v of a chunk into shared memory
+ *   (decay and the per-step scalar Σ r·u·k computed once there) while the next chunk's raw
+ *   bf16 is already loading into registers; the L steps then read only shared memory, so there
+ *   are two barriers per chunk and none per step.
  *
- * Backward (three sweeps in one kernel; dS = ∂L/∂S after the current step):
- *  1. forward, thread i owns key column S[·][i]:
- *       gr_t[i] = Σ_j gy_t[j]·S_t[j][i] + u[i]·k_t[i]·(gy_t·v_t);   a_t[i] = r_t[i]·Σ_j gy_t[j]·S_t[j][i]
- *       gu[i] += r_t[i]·k_t[i]·(gy_t·v_t)
- *  2. reverse, thread i owns dS[·][i], starting from gs_out:
- *       gk_t[i] = Σ_j dS[j][i]·v_t[j] + u[i]·r_t[i]·(gy_t·v_t)
- *       the decay gradient G_t[i] = ∂L/∂log d_t[i] = Σ_j dS_{t+1}[j][i]·d_t[i]·S_t[j][i] comes
- *       from E_t = Σ_j dS_t[j][i]·S_t[j][i], which obeys E_{t+1} = G_t + k_t[i]·(Σ_j dS_{t+1}[j][i] v_t[j])
- *       and E_t = G_t + a_t[i]; so walking back from E_T = Σ_j gs_out[j][i]·S_T[j][i]:
- *       G_t = E_{t+1} − k_t[i]·gk'_t[i],  E_t = G_t + a_t[i],  gw_t = G_t·(−exp(w_t)).
- *       dS ← dS·d_t[i] + gy_t ⊗ r_t[i]; the final dS is ∂L/∂S_0 (gs0).
- *  3. reverse, thread j owns dS[j][·]:  gv_t[j] = Σ_i dS[j][i]·k_t[i] + (Σ_i r_t[i]u[i]k_t[i])·gy_t[j]
- * a_t lives in fp32 scratch [B,T,H,N]; gu and a shared gs0 are summed over B in a second,
- * fixed-order kernel (deterministic). */
+ * Forward — the "row sweep" (reduce over i), one kernel; blocks = B·H·(N/JB).
+ *
+ * Backward (dS_t = ∂L/∂S_t; dS_T = gs_out; gy·v and Σ r·u·k are per-step scalars):
+ *   dS_t[j][i] = d_t[i]·dS_{t+1}[j][i] + gy_t[j]·r_t[i]
+ *   gr_t[i] = Σ_j gy_t[j]·S_t[j][i] + u[i]·k_t[i]·(gy_t·v_t)
+ *   gk_t[i] = Σ_j dS_{t+1}[j][i]·v_t[j] + u[i]·r_t[i]·(gy_t·v_t)
+ *   gv_t[j] = Σ_i dS_{t+1}[j][i]·k_t[i] + gy_t[j]·(Σ_i r_t[i]·u[i]·k_t[i])
+ *   gu[i]  += Σ_t r_t[i]·k_t[i]·(gy_t·v_t);   gs0 = dS_0
+ *   gw_t[i] = −exp(w_t[i])·G_t[i],  G_t[i] = ∂L/∂log d_t[i] = Σ_j dS_{t+1}[j][i]·d_t[i]·S_t[j][i].
+ *   G comes without storing S: E_t = Σ_j dS_t[j][i]·S_t[j][i] obeys E_t = G_t + a_t[i] with
+ *   a_t[i] = r_t[i]·Σ_j gy_t[j]·S_t[j][i], and E_{t+1} = G_t + k_t[i]·Σ_j dS_{t+1}[j][i]·v_t[j];
+ *   walking back from E_T = Σ_j gs_out[j][i]·S_T[j][i]: G_t = E_{t+1} − k_t[i]·gk'_t[i],
+ *   E_t = G_t + a_t[i].
+ * One launch, two kinds of block (independent of each other):
+ *   column blocks (IB key columns, all N rows; reduce over j): a forward sweep carrying S gives
+ *     gr and a_t (a_t to fp32 scratch [B,T,H,N]) and gu; a reverse sweep carrying dS gives gk,
+ *     gw (through E) and gs0;
+ *   row blocks (JB value rows; reduce over i): the forward's row sweep run backwards in time
+ *     on dS with (r,k,v) → (k,r,gy) gives gv.
+ * gu, and gs0 of a shared s0, are summed over B by a second, fixed-order kernel
+ * (deterministic).
+ *
+ * Tiles come in three tiers (wkv_tier below): wide (1–2 blocks per head, 64-element tiles),
+ * mid (2–4 blocks, 32) and narrow (4–8 blocks, 16–32); a launch takes the biggest tiles that
+ * still give it 3 blocks per SM, else the narrow ones (B = 1). RWKVPEFT_WKV6_TILES=wide|mid|
+ * narrow forces a tier (benchmarking). Threads per block are 64 or 128 (warp-size
+ * independent: every shuffle stays within a group of ≤ 8 adjacent lanes). Design notes and
+ * measurements: docs/backends.md, "WKV6 kernels". */
+#include <stdlib.h>
+#include <string.h>
+
 #include "common.cuh"
+
+namespace {
+
+__host__ __device__ constexpr int cmin(int a, int b) { return a < b ? a : b; }
+__host__ __device__ constexpr int cmax(int a, int b) { return a > b ? a : b; }
+__host__ __device__ constexpr int clog2(int x) { return x <= 1 ? 0 : 1 + clog2(x / 2); }
+__host__ __device__ constexpr bool pow2(int x) { return x > 0 && (x & (x - 1)) == 0; }
 
 RP_DEV float decay_of(float w) { return expf(-expf(w)); }
 
-template <int N>
-__global__ void __launch_bounds__(N) wkv6_forward_kernel(int T, int H, const act_t *__restrict__ r,
-                                                          const act_t *__restrict__ k, const act_t *__restrict__ v,
-                                                          const act_t *__restrict__ w, const par_t *__restrict__ u,
-                                                          const par_t *s0, int s0_shared, act_t *__restrict__ y,
-                                                          par_t *s_out) {
-    /* s_out may be the per-sequence s0 (state advanced in place): thread j reads its row of s0
-     * before the loop and writes the same row of s_out after it, so no restrict on either */
-    const int bh = blockIdx.x, b = bh / H, h = bh % H, j = threadIdx.x;
-    const int64_t C = (int64_t)H * N, NN = (int64_t)N * N;
-    __shared__ float sr[N], sk[N], sd[N], su[N];
-    float S[N]; /* row j: S[j][i] */
-    const par_t *s0row = s0 ? s0 + (s0_shared ? (int64_t)h * NN : (int64_t)bh * NN) + (int64_t)j * N : NULL;
-#pragma unroll
-    for (int i = 0; i < N; i++) S[i] = s0row ? s0row[i] : 0.0f;
-    su[j] = u[(int64_t)h * N + j];
-    int64_t o = (int64_t)b * T * C + (int64_t)h * N + j;
-    for (int t = 0; t < T; t++, o += C) {
-        __syncthreads(); /* the previous step is done with the shared vectors */
-        sr[j] = tof(r[o]);
-        sk[j] = tof(k[o]);
-        sd[j] = decay_of(tof(w[o]));
-        const float vj = tof(v[o]);
-        __syncthreads();
-        float acc = 0.0f;
-#pragma unroll
-        for (int i = 0; i < N; i++) {
-            acc += sr[i] * (S[i] + su[i] * sk[i] * vj);
-            S[i] = sd[i] * S[i] + sk[i] * vj;
-        }
-        y[o] = fromf<act_t>(acc);
-    }
-    if (s_out) {
-        par_t *dst = s_out + (int64_t)bh * NN + (int64_t)j * N;
-#pragma unroll
-        for (int i = 0; i < N; i++) dst[i] = S[i];
+/* ---- register tiles ------------------------------------------------------------------ */
+
+/* A thread owns E elements of an axis shared by G lanes, interleaved in vectors of
+ * W = min(E, 4): its element e sits at W·(G·(e/W) + g) + e%W, so the G lanes read one
+ * contiguous run of shared memory per vector (no bank conflicts). */
+template <int E, int G> RP_DEV int own_pos(int e, int g) {
+    constexpr int W = cmin(E, 4);
+    return W * (G * (e / W) + g) + e % W;
+}
+
+template <int W> RP_DEV void lds_vec(float *d, const float *s) {
+    if constexpr (W == 4) {
+        const float4 t = *reinterpret_cast<const float4 *>(s);
+        d[0] = t.x;
+        d[1] = t.y;
+        d[2] = t.z;
+        d[3] = t.w;
+    } else if constexpr (W == 2) {
+        const float2 t = *reinterpret_cast<const float2 *>(s);
+        d[0] = t.x;
+        d[1] = t.y;
+    } else {
+        d[0] = s[0];
     }
 }
 
-template <int N>
-__global__ void __launch_bounds__(N)
-    wkv6_backward_kernel(int T, int H, const act_t *__restrict__ r, const act_t *__restrict__ k,
-                         const act_t *__restrict__ v, const act_t *__restrict__ w, const par_t *__restrict__ u,
-                         const par_t *__restrict__ s0, int s0_shared, const act_t *__restrict__ gy,
-                         const par_t *__restrict__ gs_out, act_t *__restrict__ gr, act_t *__restrict__ gk,
-                         act_t *__restrict__ gv, act_t *__restrict__ gw, float *__restrict__ a_scr,
-                         float *__restrict__ gu_part, float *__restrict__ gs0_dst, int gs0_accumulate) {
-    const int bh = blockIdx.x, b = bh / H, h = bh % H, tid = threadIdx.x;
-    const int64_t C = (int64_t)H * N, NN = (int64_t)N * N;
-    const int64_t base = (int64_t)b * T * C + (int64_t)h * N + tid;
-    const float ui = u[(int64_t)h * N + tid];
-    __shared__ float s1[N], s2[N], s3[N], s4[N];
+/* The E owned elements of one shared-memory row. */
+template <int E, int G> RP_DEV void lds_own(float (&d)[E], const float *row, int g) {
+    constexpr int W = cmin(E, 4);
+#pragma unroll
+    for (int q = 0; q < E / W; q++) lds_vec<W>(d + q * W, row + W * (G * q + g));
+}
 
-    /* ---- sweep 1: forward, thread = key i, column S[·][i] ---- */
-    float S[N];
-    {
-        const par_t *s0p = s0 ? s0 + (s0_shared ? (int64_t)h * NN : (int64_t)bh * NN) + tid : NULL;
+/* Sum of x over the G adjacent lanes of a group (V, G powers of two). Halving first: for each
+ * mask from G/2 down, a lane keeps half of its values and trades the other half with its
+ * partner, so V ≥ G values cost V − V/G shuffles and leave V/G whole sums per lane; once one
+ * value is left, plain butterflies. Afterwards x[q], q < max(V/G, 1), is the sum of the value
+ * that had index reduce_base(g) + q. */
+template <int V, int G> RP_DEV void group_reduce(float (&x)[V], int g) {
+    constexpr int NH = clog2(cmin(V, G));
 #pragma unroll
-        for (int j = 0; j < N; j++) S[j] = s0p ? s0p[(int64_t)j * N] : 0.0f;
-    }
-    float gu_acc = 0.0f;
-    int64_t o = base;
-    for (int t = 0; t < T; t++, o += C) {
-        __syncthreads();
-        s1[tid] = tof(v[o]);  /* v_t */
-        s2[tid] = tof(gy[o]); /* gy_t */
-        const float ri = tof(r[o]), ki = tof(k[o]), di = decay_of(tof(w[o]));
-        __syncthreads();
-        float gyv = 0.0f, grp = 0.0f;
+    for (int s = 0; s < NH; s++) {
+        const int m = G >> (s + 1), hv = V >> (s + 1);
+        const bool up = (g & m) != 0;
 #pragma unroll
-        for (int j = 0; j < N; j++) {
-            gyv += s2[j] * s1[j];
-            grp += s2[j] * S[j];
-            S[j] = di * S[j] + ki * s1[j];
+        for (int q = 0; q < hv; q++) {
+            const float send = up ? x[q] : x[q + hv];
+            const float keep = up ? x[q + hv] : x[q];
+            x[q] = keep + rp_shfl_xor(send, m);
         }
-        gr[o] = fromf<act_t>(grp + ui * ki * gyv);
-        a_scr[o] = ri * grp;
-        gu_acc += ri * ki * gyv;
     }
-    gu_part[(int64_t)bh * N + tid] = gu_acc;
+#pragma unroll
+    for (int m = G / (2 * V); m >= 1; m >>= 1) x[0] += rp_shfl_xor(x[0], m);
+}
+template <int V, int G> RP_DEV int reduce_base(int g) {
+    constexpr int NH = clog2(cmin(V, G));
+    int base = 0;
+#pragma unroll
+    for (int s = 0; s < NH; s++)
+        if (g & (G >> (s + 1))) base += V >> (s + 1);
+    return base;
+}
+/* V < G: several lanes end with the same sum; the one with zero butterfly bits writes it. */
+template <int V, int G> RP_DEV bool reduce_owner(int g) { return V >= G || (g & (G / V - 1)) == 0; }
 
-    /* ---- sweep 2: reverse, thread = key i, column dS[·][i]; gk, gw, gs0 ---- */
-    float dS[N];
-    {
-        const par_t *gp = gs_out ? gs_out + (int64_t)bh * NN + tid : NULL;
-#pragma unroll
-        for (int j = 0; j < N; j++) dS[j] = gp ? gp[(int64_t)j * N] : 0.0f;
-    }
-    float E = 0.0f; /* Σ_j dS_T[j][i]·S_T[j][i] */
-#pragma unroll
-    for (int j = 0; j < N; j++) E += dS[j] * S[j];
-    o = base + (int64_t)(T - 1) * C;
-    for (int t = T - 1; t >= 0; t--, o -= C) {
-        __syncthreads();
-        s1[tid] = tof(v[o]);
-        s2[tid] = tof(gy[o]);
-        const float ri = tof(r[o]), ki = tof(k[o]), wi = tof(w[o]);
-        const float ew = expf(wi), di = expf(-ew);
-        __syncthreads();
-        float gyv = 0.0f, gkp = 0.0f;
-#pragma unroll
-        for (int j = 0; j < N; j++) {
-            gyv += s2[j] * s1[j];
-            gkp += dS[j] * s1[j];
-            dS[j] = dS[j] * di + s2[j] * ri;
-        }
-        gk[o] = fromf<act_t>(gkp + ui * ri * gyv);
-        const float G = E - ki * gkp;
-        gw[o] = fromf<act_t>(G * -ew);
-        E = G + a_scr[o];
-    }
-    if (gs0_dst) {
-        par_t *dst = gs0_dst + (int64_t)bh * NN + tid;
-        if (gs0_accumulate) {
-#pragma unroll
-            for (int j = 0; j < N; j++) dst[(int64_t)j * N] += dS[j];
-        } else {
-#pragma unroll
-            for (int j = 0; j < N; j++) dst[(int64_t)j * N] = dS[j];
-        }
-    }
+/* ---- chunk staging: global → registers → shared ---------------------------------------- */
 
-    /* ---- sweep 3: reverse, thread = value j, row dS[j][·]; gv ---- */
-    {
-        const par_t *gp = gs_out ? gs_out + (int64_t)bh * NN + (int64_t)tid * N : NULL;
+struct alignas(16) q16 {
+    uint32_t w[4];
+};
+
+/* n elements of T that one staging thread moves per step row; loaded as 16-byte pieces when
+ * n fills whole pieces (W = 16/sizeof(T) elements each), else one by one (W = 1). Piece q of
+ * lane sg of the TPS lanes staging a row sits at W·(TPS·q + sg): the lanes read contiguous
+ * memory together. */
+template <typename T, int n> struct raw_seg {
+    static constexpr int VE = 16 / (int)sizeof(T);
+    static constexpr int W = n % VE == 0 ? VE : 1;
+    union {
+        q16 q[W == VE ? n / VE : 1];
+        T e[n];
+    };
+};
+template <typename T, int n, int TPS> RP_DEV int stage_pos(int e, int sg) {
+    constexpr int W = raw_seg<T, n>::W;
+    return W * (TPS * (e / W) + sg) + e % W;
+}
+template <int TPS, typename T, int n> RP_DEV void seg_load(raw_seg<T, n> &s, const T *row, int sg, bool vec) {
+    constexpr int W = raw_seg<T, n>::W;
+    if constexpr (W == raw_seg<T, n>::VE) {
+        if (vec) {
 #pragma unroll
-        for (int i = 0; i < N; i++) dS[i] = gp ? gp[i] : 0.0f;
-    }
-    o = base + (int64_t)(T - 1) * C;
-    for (int t = T - 1; t >= 0; t--, o -= C) {
-        __syncthreads();
-        const float rj = tof(r[o]), kj = tof(k[o]);
-        s1[tid] = rj;
-        s2[tid] = kj;
-        s3[tid] = decay_of(tof(w[o]));
-        s4[tid] = rj * ui * kj;
-        const float gyj = tof(gy[o]);
-        __syncthreads();
-        float ruk = 0.0f, gvp = 0.0f;
-#pragma unroll
-        for (int i = 0; i < N; i++) {
-            ruk += s4[i];
-            gvp += dS[i] * s2[i];
-            dS[i] = dS[i] * s3[i] + gyj * s1[i];
+            for (int q = 0; q < n / W; q++) s.q[q] = *reinterpret_cast<const q16 *>(row + W * (TPS * q + sg));
+            return;
         }
-        gv[o] = fromf<act_t>(gvp + ruk * gyj);
+    }
+#pragma unroll
+    for (int e = 0; e < n; e++) s.e[e] = row[stage_pos<T, n, TPS>(e, sg)];
+}
+/* n staged floats into a shared row at the positions of raw_seg<T, n> (float4 stores). */
+template <typename T, int n, int TPS> RP_DEV void sts_seg(float *row, const float (&x)[n], int sg) {
+    constexpr int W = raw_seg<T, n>::W;
+    if constexpr (W % 4 == 0) {
+#pragma unroll
+        for (int e = 0; e < n; e += 4) {
+            float4 f;
+            f.x = x[e];
+            f.y = x[e + 1];
+            f.z = x[e + 2];
+            f.w = x[e + 3];
+            *reinterpret_cast<float4 *>(row + stage_pos<T, n, TPS>(e, sg)) = f;
+        }
+    } else {
+#pragma unroll
+        for (int e = 0; e < n; e++) row[stage_pos<T, n, TPS>(e, sg)] = x[e];
     }
 }
+
+/* Σ over the TPS staging lanes of one step (adjacent lanes). */
+template <int TPS> RP_DEV float stage_sum(float x) {
+#pragma unroll
+    for (int m = TPS / 2; m >= 1; m >>= 1) x += rp_shfl_xor(x, m);
+    return x;
+}
+
+/* ---- tile configurations ------------------------------------------------------------------ */
+
+/* Row sweep (forward; backward gv): JB value rows of a head, each thread a TJ×TI tile; the
+ * G = N/TI lanes of a row group reduce over i. */
+template <int N_, int TJ_, int TI_, int JB_, int L_> struct row_cfg {
+    static constexpr int N = N_, TJ = TJ_, TI = TI_, JB = JB_, L = L_;
+    static constexpr int G = N / TI, P = JB / TJ, NT = G * P, TPS = NT / L;
+    static constexpr int SX = N / TPS, SY = JB / TPS; /* staged per thread: along i, along j */
+    static constexpr int SMEM = L * (3 * N + JB) + L;  /* floats */
+    static_assert(pow2(TJ) && pow2(TI) && pow2(G) && pow2(TPS) && G <= 8 && TPS <= 8, "row_cfg");
+    static_assert(N % JB == 0 && NT % 64 == 0 && NT % L == 0 && N % TPS == 0 && JB % TPS == 0, "row_cfg");
+};
+
+/* Column blocks of the backward: IB key columns × all N rows, each thread a TJ×TI tile; the
+ * G = N/TJ lanes of a column group reduce over j. */
+template <int N_, int TJ_, int TI_, int IB_, int L_> struct col_cfg {
+    static constexpr int N = N_, TJ = TJ_, TI = TI_, IB = IB_, L = L_;
+    static constexpr int G = N / TJ, P = IB / TI, NT = G * P, TPS = NT / L;
+    static constexpr int SJ = N / TPS, SI = IB / TPS;
+    static constexpr int SMEM = L * (2 * N + 5 * IB) + L;
+    static_assert(pow2(TJ) && pow2(TI) && pow2(G) && pow2(TPS) && G <= 8 && TPS <= 8, "col_cfg");
+    static_assert(N % IB == 0 && NT % 64 == 0 && NT % L == 0 && N % TPS == 0 && IB % TPS == 0, "col_cfg");
+};
+
+/* Tile tiers per head size, from big tiles (few blocks per head) to small ones (many):
+ *   0 wide, 1 mid, 2 narrow.  TIER(N, t, row: TJ TI JB, col: TJ TI IB); L = 16.
+ * The backward's row blocks use the forward's configuration; both kinds of block of one
+ * launch have the same thread count. */
+template <int N, int TIER> struct wkv_tier;
+#define RP_WKV_TIER(N_, T_, RTJ, RTI, JB, CTJ, CTI, IB)   \
+    template <> struct wkv_tier<N_, T_> {                  \
+        using row = row_cfg<N_, RTJ, RTI, JB, 16>;         \
+        using col = col_cfg<N_, CTJ, CTI, IB, 16>;         \
+    };
+RP_WKV_TIER(32, 0, 2, 8, 32, 8, 2, 32)
+RP_WKV_TIER(32, 1, 2, 8, 32, 8, 2, 32)
+RP_WKV_TIER(32, 2, 1, 4, 8, 4, 1, 8)
+RP_WKV_TIER(64, 0, 4, 16, 64, 16, 4, 64)
+RP_WKV_TIER(64, 1, 4, 8, 32, 8, 4, 32)
+RP_WKV_TIER(64, 2, 2, 8, 16, 8, 2, 16)
+RP_WKV_TIER(128, 0, 4, 16, 64, 16, 4, 64)
+RP_WKV_TIER(128, 1, 2, 16, 32, 16, 2, 32)
+RP_WKV_TIER(128, 2, 2, 16, 16, 16, 2, 16)
+#undef RP_WKV_TIER
+
+struct wkv_args {
+    int B, T, H;
+    int vec; /* r, k, v, w, gy 16-byte aligned: staging loads 16-byte pieces */
+    const act_t *r, *k, *v, *w, *gy;
+    const par_t *u, *s0, *gs_out;
+    int s0_shared;
+    act_t *y, *gr, *gk, *gv, *gw;
+    par_t *s_out;
+    float *a_scr, *gu_part, *gs0_dst;
+    int gs0_acc;
+};
+
+/* ---- the row sweep: forward, and the backward's gv ------------------------------------------ *
+ * Over the JB rows j0.. of head (b,h), with X, Y along i and Z along j:
+ *   out_t[j] = Σ_i X_t[i]·M[j][i] + Z_t[j]·Σ_i X_t[i]·u[i]·Y_t[i];   M[j][i] ← d_t[i]·M[j][i] + Y_t[i]·Z_t[j]
+ * forward: (X,Y,Z) = (r,k,v), M = S from s0, t = 0..T−1, final M to m_out;
+ * backward: (X,Y,Z) = (k,r,gy), M = dS from gs_out, t = T−1..0 (REV). */
+template <class K, bool REV>
+RP_DEV void row_sweep(float *sm, int b, int h, int js, int T, int H, bool vec, const act_t *X, const act_t *Y,
+                      const act_t *w, const act_t *Z, const par_t *u, const par_t *m0, act_t *out, par_t *m_out) {
+    constexpr int N = K::N, TJ = K::TJ, TI = K::TI, JB = K::JB, L = K::L, G = K::G, P = K::P, TPS = K::TPS;
+    constexpr int SX = K::SX, SY = K::SY, KO = cmax(TJ / G, 1);
+    float *sX = sm, *sY = sX + L * N, *sD = sY + L * N, *sZ = sD + L * N, *sS = sZ + L * JB;
+    const int tid = threadIdx.x, g = tid % G, p = tid / G, st = tid / TPS, sg = tid % TPS;
+    const int64_t C = (int64_t)H * N;
+    const int j0 = js * JB;
+
+    float M[TJ][TI];
+#pragma unroll
+    for (int a = 0; a < TJ; a++)
+#pragma unroll
+        for (int c = 0; c < TI; c++)
+            M[a][c] = m0 ? m0[(int64_t)(j0 + own_pos<TJ, P>(a, p)) * N + own_pos<TI, G>(c, g)] : 0.0f;
+    float uS[SX];
+#pragma unroll
+    for (int e = 0; e < SX; e++) uS[e] = u[(int64_t)h * N + stage_pos<act_t, SX, TPS>(e, sg)];
+
+    raw_seg<act_t, SX> pX, pY, pW;
+    raw_seg<act_t, SY> pZ;
+    bool pv = false;
+    auto fetch = [&](int ch) { /* raw inputs of step ch·L + st into registers */
+        const int t = ch * L + st;
+        pv = t < T;
+        if (pv) {
+            const int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N;
+            seg_load<TPS>(pX, X + o, sg, vec);
+            seg_load<TPS>(pY, Y + o, sg, vec);
+            seg_load<TPS>(pW, w + o, sg, vec);
+            seg_load<TPS>(pZ, Z + o + j0, sg, vec);
+        }
+    };
+    auto stage = [&]() { /* steps past T: X = Y = Z = 0, d = 1 (the state is left alone) */
+        float x[SX], y[SX], d[SX], z[SY], part = 0.0f;
+#pragma unroll
+        for (int e = 0; e < SX; e++) {
+            x[e] = pv ? tof(pX.e[e]) : 0.0f;
+            y[e] = pv ? tof(pY.e[e]) : 0.0f;
+            d[e] = pv ? decay_of(tof(pW.e[e])) : 1.0f;
+            part = fmaf(x[e] * uS[e], y[e], part);
+        }
+#pragma unroll
+        for (int e = 0; e < SY; e++) z[e] = pv ? tof(pZ.e[e]) : 0.0f;
+        sts_seg<act_t, SX, TPS>(sX + st * N, x, sg);
+        sts_seg<act_t, SX, TPS>(sY + st * N, y, sg);
+        sts_seg<act_t, SX, TPS>(sD + st * N, d, sg);
+        sts_seg<act_t, SY, TPS>(sZ + st * JB, z, sg);
+        part = stage_sum<TPS>(part);
+        if (sg == 0) sS[st] = part;
+    };
+
+    const int nch = (T + L - 1) / L;
+    if (nch > 0) fetch(REV ? nch - 1 : 0);
+    for (int n = 0; n < nch; n++) {
+        const int ch = REV ? nch - 1 - n : n;
+        __syncthreads(); /* the previous chunk is done with shared memory */
+        stage();
+        if (n + 1 < nch) fetch(REV ? ch - 1 : ch + 1);
+        __syncthreads();
+#pragma unroll 2
+        for (int ss = 0; ss < L; ss++) {
+            const int s = REV ? L - 1 - ss : ss, t = ch * L + s;
+            float xi[TI], yi[TI], di[TI], zj[TJ], acc[TJ];
+            lds_own<TI, G>(xi, sX + s * N, g);
+            lds_own<TI, G>(yi, sY + s * N, g);
+            lds_own<TI, G>(di, sD + s * N, g);
+            lds_own<TJ, P>(zj, sZ + s * JB, p);
+#pragma unroll
+            for (int a = 0; a < TJ; a++) acc[a] = 0.0f;
+#pragma unroll
+            for (int c = 0; c < TI; c++)
+#pragma unroll
+                for (int a = 0; a < TJ; a++) {
+                    acc[a] = fmaf(xi[c], M[a][c], acc[a]);
+                    M[a][c] = fmaf(di[c], M[a][c], yi[c] * zj[a]);
+                }
+            group_reduce<TJ, G>(acc, g);
+            if (t < T && reduce_owner<TJ, G>(g)) {
+                const int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N + j0;
+                const int base = reduce_base<TJ, G>(g);
+#pragma unroll
+                for (int q = 0; q < KO; q++) {
+                    const int j = own_pos<TJ, P>(base + q, p);
+                    out[o + j] = fromf<act_t>(fmaf(sS[s], sZ[s * JB + j], acc[q]));
+                }
+            }
+        }
+    }
+    if (m_out) { /* may be m0 itself (state advanced in place): this thread read exactly these */
+#pragma unroll
+        for (int a = 0; a < TJ; a++)
+#pragma unroll
+            for (int c = 0; c < TI; c++)
+                m_out[(int64_t)(j0 + own_pos<TJ, P>(a, p)) * N + own_pos<TI, G>(c, g)] = M[a][c];
+    }
+}
+
+/* ---- the backward's column blocks: gr, a, gu (forward sweep); gk, gw, gs0 (reverse) ------- */
+template <class K> RP_DEV void col_role(float *sm, const wkv_args &A, int b, int h, int is) {
+    constexpr int N = K::N, TJ = K::TJ, TI = K::TI, IB = K::IB, L = K::L, G = K::G, P = K::P, TPS = K::TPS;
+    constexpr int SJ = K::SJ, SI = K::SI, KO = cmax(TI / G, 1);
+    float *sV = sm, *sG = sV + L * N, *sR = sG + L * N, *sK = sR + L * IB, *sD = sK + L * IB, *sE = sD + L * IB,
+          *sA = sE + L * IB, *sS = sA + L * IB;
+    const int tid = threadIdx.x, g = tid % G, p = tid / G, st = tid / TPS, sg = tid % TPS;
+    const int T = A.T, H = A.H, bh = b * H + h;
+    const int64_t C = (int64_t)H * N, NN = (int64_t)N * N;
+    const int i0 = is * IB;
+    const bool own = reduce_owner<TI, G>(g);
+    const int obase = reduce_base<TI, G>(g);
+
+    float uO[KO], guO[KO], EO[KO];
+#pragma unroll
+    for (int q = 0; q < KO; q++) {
+        uO[q] = A.u[(int64_t)h * N + i0 + own_pos<TI, P>(obase + q, p)];
+        guO[q] = 0.0f;
+    }
+    float M[TJ][TI]; /* S in the forward sweep, dS in the reverse one */
+    {
+        const par_t *m0 = A.s0 ? A.s0 + (A.s0_shared ? (int64_t)h : (int64_t)bh) * NN : NULL;
+#pragma unroll
+        for (int a = 0; a < TJ; a++)
+#pragma unroll
+            for (int c = 0; c < TI; c++)
+                M[a][c] = m0 ? m0[(int64_t)own_pos<TJ, G>(a, g) * N + i0 + own_pos<TI, P>(c, p)] : 0.0f;
+    }
+
+    raw_seg<act_t, SJ> pV, pG;
+    raw_seg<act_t, SI> pR, pK, pW;
+    raw_seg<float, SI> pA;
+    bool pv = false;
+    auto fetch = [&](int ch, bool with_a) {
+        const int t = ch * L + st;
+        pv = t < T;
+        if (pv) {
+            const int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N;
+            seg_load<TPS>(pV, A.v + o, sg, A.vec);
+            seg_load<TPS>(pG, A.gy + o, sg, A.vec);
+            seg_load<TPS>(pR, A.r + o + i0, sg, A.vec);
+            seg_load<TPS>(pK, A.k + o + i0, sg, A.vec);
+            seg_load<TPS>(pW, A.w + o + i0, sg, A.vec);
+            if (with_a) seg_load<TPS>(pA, A.a_scr + o + i0, sg, true);
+        }
+    };
+    auto stage = [&](bool with_a) { /* steps past T: r = k = v = gy = a = 0, d = 1 */
+        float v[SJ], gy[SJ], r[SI], k[SI], d[SI], ew[SI], part = 0.0f;
+#pragma unroll
+        for (int e = 0; e < SJ; e++) {
+            v[e] = pv ? tof(pV.e[e]) : 0.0f;
+            gy[e] = pv ? tof(pG.e[e]) : 0.0f;
+            part = fmaf(v[e], gy[e], part);
+        }
+#pragma unroll
+        for (int e = 0; e < SI; e++) {
+            r[e] = pv ? tof(pR.e[e]) : 0.0f;
+            k[e] = pv ? tof(pK.e[e]) : 0.0f;
+            ew[e] = pv ? expf(tof(pW.e[e])) : 0.0f;
+            d[e] = expf(-ew[e]);
+        }
+        sts_seg<act_t, SJ, TPS>(sV + st * N, v, sg);
+        sts_seg<act_t, SJ, TPS>(sG + st * N, gy, sg);
+        sts_seg<act_t, SI, TPS>(sR + st * IB, r, sg);
+        sts_seg<act_t, SI, TPS>(sK + st * IB, k, sg);
+        sts_seg<act_t, SI, TPS>(sD + st * IB, d, sg);
+        sts_seg<act_t, SI, TPS>(sE + st * IB, ew, sg);
+        if (with_a) {
+            float av[SI];
+#pragma unroll
+            for (int e = 0; e < SI; e++) av[e] = pv ? pA.e[e] : 0.0f;
+            sts_seg<float, SI, TPS>(sA + st * IB, av, sg);
+        }
+        part = stage_sum<TPS>(part);
+        if (sg == 0) sS[st] = part;
+    };
+    const int nch = (T + L - 1) / L;
+
+    /* forward sweep: gr_t[i] = Σ_j gy[j]·S[j][i] + u·k·(gy·v);  a_t[i] = r·Σ_j gy[j]·S[j][i] */
+    if (nch > 0) fetch(0, false);
+    for (int ch = 0; ch < nch; ch++) {
+        __syncthreads();
+        stage(false);
+        if (ch + 1 < nch) fetch(ch + 1, false);
+        __syncthreads();
+#pragma unroll 2
+        for (int s = 0; s < L; s++) {
+            const int t = ch * L + s;
+            float vj[TJ], gj[TJ], ki[TI], di[TI], acc[TI];
+            lds_own<TJ, G>(vj, sV + s * N, g);
+            lds_own<TJ, G>(gj, sG + s * N, g);
+            lds_own<TI, P>(ki, sK + s * IB, p);
+            lds_own<TI, P>(di, sD + s * IB, p);
+#pragma unroll
+            for (int c = 0; c < TI; c++) {
+                acc[c] = 0.0f;
+#pragma unroll
+                for (int a = 0; a < TJ; a++) {
+                    acc[c] = fmaf(gj[a], M[a][c], acc[c]);
+                    M[a][c] = fmaf(di[c], M[a][c], ki[c] * vj[a]);
+                }
+            }
+            group_reduce<TI, G>(acc, g);
+            const float gyv = sS[s];
+            const int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N + i0;
+#pragma unroll
+            for (int q = 0; q < KO; q++) {
+                const int i = own_pos<TI, P>(obase + q, p);
+                const float ri = sR[s * IB + i], kv = sK[s * IB + i];
+                guO[q] = fmaf(ri * kv, gyv, guO[q]);
+                if (own && t < T) {
+                    A.gr[o + i] = fromf<act_t>(fmaf(uO[q] * kv, gyv, acc[q]));
+                    A.a_scr[o + i] = ri * acc[q];
+                }
+            }
+        }
+    }
+    __syncthreads(); /* a_t written above is read back by other threads below */
+
+    /* E_T = Σ_j gs_out[j][i]·S_T[j][i]; M becomes dS_T */
+    {
+        const par_t *gso = A.gs_out ? A.gs_out + (int64_t)bh * NN : NULL;
+        float e[TI];
+#pragma unroll
+        for (int c = 0; c < TI; c++) {
+            e[c] = 0.0f;
+#pragma unroll
+            for (int a = 0; a < TJ; a++) {
+                const float ds = gso ? gso[(int64_t)own_pos<TJ, G>(a, g) * N + i0 + own_pos<TI, P>(c, p)] : 0.0f;
+                e[c] = fmaf(ds, M[a][c], e[c]);
+                M[a][c] = ds;
+            }
+        }
+        group_reduce<TI, G>(e, g);
+#pragma unroll
+        for (int q = 0; q < KO; q++) EO[q] = e[q];
+    }
+
+    /* reverse sweep: gk_t[i] = Σ_j dS[j][i]·v[j] + u·r·(gy·v); G = E − k·gk'; gw = −exp(w)·G; E = G + a */
+    if (nch > 0) fetch(nch - 1, true);
+    for (int ch = nch - 1; ch >= 0; ch--) {
+        __syncthreads();
+        stage(true);
+        if (ch > 0) fetch(ch - 1, true);
+        __syncthreads();
+#pragma unroll 2
+        for (int ss = 0; ss < L; ss++) {
+            const int s = L - 1 - ss, t = ch * L + s;
+            float vj[TJ], gj[TJ], ri[TI], di[TI], acc[TI];
+            lds_own<TJ, G>(vj, sV + s * N, g);
+            lds_own<TJ, G>(gj, sG + s * N, g);
+            lds_own<TI, P>(ri, sR + s * IB, p);
+            lds_own<TI, P>(di, sD + s * IB, p);
+#pragma unroll
+            for (int c = 0; c < TI; c++) {
+                acc[c] = 0.0f;
+#pragma unroll
+                for (int a = 0; a < TJ; a++) {
+                    acc[c] = fmaf(vj[a], M[a][c], acc[c]);
+                    M[a][c] = fmaf(di[c], M[a][c], ri[c] * gj[a]);
+                }
+            }
+            group_reduce<TI, G>(acc, g);
+            const float gyv = sS[s];
+            const int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N + i0;
+#pragma unroll
+            for (int q = 0; q < KO; q++) {
+                const int i = own_pos<TI, P>(obase + q, p);
+                const float rv = sR[s * IB + i], kv = sK[s * IB + i];
+                const float Gt = fmaf(-kv, acc[q], EO[q]);
+                if (own && t < T) {
+                    A.gk[o + i] = fromf<act_t>(fmaf(uO[q] * rv, gyv, acc[q]));
+                    A.gw[o + i] = fromf<act_t>(-sE[s * IB + i] * Gt);
+                }
+                EO[q] = Gt + sA[s * IB + i];
+            }
+        }
+    }
+
+    if (A.gs0_dst) { /* M = dS_0 */
+        float *dst = A.gs0_dst + (int64_t)bh * NN;
+#pragma unroll
+        for (int a = 0; a < TJ; a++)
+#pragma unroll
+            for (int c = 0; c < TI; c++) {
+                float *q = dst + (int64_t)own_pos<TJ, G>(a, g) * N + i0 + own_pos<TI, P>(c, p);
+                *q = A.gs0_acc ? *q + M[a][c] : M[a][c];
+            }
+    }
+    if (A.gu_part && own) {
+#pragma unroll
+        for (int q = 0; q < KO; q++) A.gu_part[(int64_t)bh * N + i0 + own_pos<TI, P>(obase + q, p)] = guO[q];
+    }
+}
+
+/* ---- kernels ------------------------------------------------------------------------------- */
+
+template <class K> __global__ void __launch_bounds__(K::NT) wkv6_forward_kernel(wkv_args A) {
+    __shared__ float4 sm4[(K::SMEM + 3) / 4];
+    constexpr int SPLIT = K::N / K::JB;
+    const int bh = (int)(blockIdx.x / SPLIT), js = (int)(blockIdx.x % SPLIT), b = bh / A.H, h = bh % A.H;
+    const int64_t NN = (int64_t)K::N * K::N;
+    const par_t *m0 = A.s0 ? A.s0 + (A.s0_shared ? (int64_t)h : (int64_t)bh) * NN : NULL;
+    row_sweep<K, false>(reinterpret_cast<float *>(sm4), b, h, js, A.T, A.H, A.vec != 0, A.r, A.k, A.w, A.v, A.u,
+                        m0, A.y, A.s_out ? A.s_out + (int64_t)bh * NN : NULL);
+}
+
+/* blocks [0, B·H·N/IB): column blocks; the rest: row blocks */
+template <class KC, class KR> __global__ void __launch_bounds__(KC::NT) wkv6_backward_kernel(wkv_args A) {
+    static_assert(KC::NT == KR::NT && KC::N == KR::N, "one block size per launch");
+    __shared__ float4 sm4[(cmax(KC::SMEM, KR::SMEM) + 3) / 4];
+    float *sm = reinterpret_cast<float *>(sm4);
+    constexpr int CSPLIT = KC::N / KC::IB, RSPLIT = KR::N / KR::JB;
+    const unsigned ncol = (unsigned)A.B * (unsigned)A.H * CSPLIT;
+    if (blockIdx.x < ncol) {
+        const int bh = (int)(blockIdx.x / CSPLIT), is = (int)(blockIdx.x % CSPLIT);
+        col_role<KC>(sm, A, bh / A.H, bh % A.H, is);
+    } else {
+        const unsigned x = blockIdx.x - ncol;
+        const int bh = (int)(x / RSPLIT), js = (int)(x % RSPLIT);
+        const int64_t NN = (int64_t)KR::N * KR::N;
+        row_sweep<KR, true>(sm, bh / A.H, bh % A.H, js, A.T, A.H, A.vec != 0, A.k, A.r, A.w, A.gy, A.u,
+                            A.gs_out ? A.gs_out + (int64_t)bh * NN : NULL, A.gv, NULL);
+    }
+}
+
+} // namespace
 
 /* gu[h,i] += Σ_b part[b,h,i]; gs0[h,q] += Σ_b part[b,h,q] (shared s0) — fixed order. */
 __global__ void wkv6_sum_over_batch_kernel(par_t *__restrict__ dst, const float *__restrict__ part, int B,
@@ -186,43 +586,114 @@ __global__ void wkv6_sum_over_batch_kernel(par_t *__restrict__ dst, const float 
 
 /* ---- launchers ---- */
 
-template <int N>
-static void launch_fwd(cudaStream_t s, int B, int T, int H, const void *r, const void *k, const void *v,
-                       const void *w, const void *u, const void *s0, int s0_shared, void *y, void *s_out) {
-    wkv6_forward_kernel<N><<<(unsigned)(B * H), N, 0, s>>>(T, H, (const act_t *)r, (const act_t *)k,
-                                                           (const act_t *)v, (const act_t *)w, (const par_t *)u,
-                                                           (const par_t *)s0, s0_shared, (act_t *)y, (par_t *)s_out);
+/* -1 = by size, else the tier forced by RWKVPEFT_WKV6_TILES=wide|mid|narrow (read once) */
+static int wkv_tiles_mode(void) {
+    static int mode = -2;
+    if (mode == -2) {
+        const char *e = getenv("RWKVPEFT_WKV6_TILES");
+        static const char *const names[] = {"wide", "mid", "narrow"};
+        mode = -1;
+        for (int i = 0; e && i < 3; i++)
+            if (!strcmp(e, names[i])) mode = i;
+    }
+    return mode;
 }
 
-template <int N>
-static void launch_bwd(cudaStream_t s, int B, int T, int H, const void *r, const void *k, const void *v,
-                       const void *w, const void *u, const void *s0, int s0_shared, const void *gy,
-                       const void *gs_out, void *gr, void *gk, void *gv, void *gw, float *a_scr, float *gu_part,
-                       float *gs0_dst, int gs0_acc) {
-    wkv6_backward_kernel<N><<<(unsigned)(B * H), N, 0, s>>>(
-        T, H, (const act_t *)r, (const act_t *)k, (const act_t *)v, (const act_t *)w, (const par_t *)u,
-        (const par_t *)s0, s0_shared, (const act_t *)gy, (const par_t *)gs_out, (act_t *)gr, (act_t *)gk,
-        (act_t *)gv, (act_t *)gw, a_scr, gu_part, gs0_dst, gs0_acc);
+static int wkv_sm_count(void) {
+    static int count[16];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 16) return 108;
+    if (count[dev] == 0) {
+        cudaDeviceProp p;
+        count[dev] = cudaGetDeviceProperties(&p, dev) == cudaSuccess && p.multiProcessorCount > 0
+                         ? p.multiProcessorCount
+                         : 108;
+    }
+    return count[dev];
+}
+
+/* The biggest tiles that still give the launch at least 3 blocks per SM, else the narrow ones
+ * (measured on an H200, docs/backends.md "WKV6 kernels": B·H = 256 runs the forward best with
+ * mid tiles and the backward with wide ones, 512 both with wide ones, B = 1 both with narrow
+ * ones; smaller tiles than narrow lose to their per-step overhead). */
+static int wkv_pick(const int64_t blocks[3]) {
+    const int mode = wkv_tiles_mode();
+    if (mode >= 0) return mode;
+    const int64_t want = 3 * (int64_t)wkv_sm_count();
+    return blocks[0] >= want ? 0 : blocks[1] >= want ? 1 : 2;
+}
+
+template <int N, int TIER> static void launch_fwd_tier(cudaStream_t s, const wkv_args &a) {
+    using K = typename wkv_tier<N, TIER>::row;
+    wkv6_forward_kernel<K><<<(unsigned)((int64_t)a.B * a.H * (N / K::JB)), K::NT, 0, s>>>(a);
+}
+template <int N, int TIER> static int64_t fwd_blocks(int64_t BH) { return BH * (N / wkv_tier<N, TIER>::row::JB); }
+
+template <int N> static void launch_fwd(cudaStream_t s, const wkv_args &a) {
+    const int64_t BH = (int64_t)a.B * a.H;
+    const int64_t blocks[3] = {fwd_blocks<N, 0>(BH), fwd_blocks<N, 1>(BH), fwd_blocks<N, 2>(BH)};
+    switch (wkv_pick(blocks)) {
+    case 0: launch_fwd_tier<N, 0>(s, a); break;
+    case 1: launch_fwd_tier<N, 1>(s, a); break;
+    default: launch_fwd_tier<N, 2>(s, a); break;
+    }
+}
+
+template <int N, int TIER> static int64_t bwd_blocks(int64_t BH) {
+    return BH * (N / wkv_tier<N, TIER>::col::IB + N / wkv_tier<N, TIER>::row::JB);
+}
+template <int N, int TIER> static void launch_bwd_tier(cudaStream_t s, const wkv_args &a) {
+    using KC = typename wkv_tier<N, TIER>::col;
+    using KR = typename wkv_tier<N, TIER>::row;
+    const unsigned grid = (unsigned)bwd_blocks<N, TIER>((int64_t)a.B * a.H);
+    wkv6_backward_kernel<KC, KR><<<grid, KC::NT, 0, s>>>(a);
+}
+template <int N> static void launch_bwd(cudaStream_t s, const wkv_args &a) {
+    const int64_t BH = (int64_t)a.B * a.H;
+    const int64_t blocks[3] = {bwd_blocks<N, 0>(BH), bwd_blocks<N, 1>(BH), bwd_blocks<N, 2>(BH)};
+    switch (wkv_pick(blocks)) {
+    case 0: launch_bwd_tier<N, 0>(s, a); break;
+    case 1: launch_bwd_tier<N, 1>(s, a); break;
+    default: launch_bwd_tier<N, 2>(s, a); break;
+    }
 }
 
 static int wkv_check(rp_backend *be, const char *op, int B, int T, int H, int N) {
     if (B < 0 || T < 0 || H < 0) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "%s: negative size", op);
     if (N != 32 && N != 64 && N != 128)
         return CU_FAIL(be, RWKVPEFT_E_UNSUPPORTED, "%s: head size %d is not built (32, 64, 128)", op, N);
-    if ((int64_t)B * H > 0x7fffffffLL) return CU_FAIL(be, RWKVPEFT_E_UNSUPPORTED, "%s: B·H too large", op);
+    /* blocks: up to 16 per head (narrow tiles, both kinds of backward block) */
+    if ((int64_t)B * H > 0x7fffffffLL / 16) return CU_FAIL(be, RWKVPEFT_E_UNSUPPORTED, "%s: B·H too large", op);
     return 0;
 }
+
+static int wkv_aligned(const void *p) { return p == NULL || ((uintptr_t)p & 15u) == 0; }
 
 int cu_wkv6_fwd(rp_backend *be, void *y, void *s_out, const void *r, const void *k, const void *v, const void *w,
                 const void *u, const void *s0, int s0_shared, int B, int T, int H, int N) {
     RP_TRY(wkv_check(be, "wkv6_fwd", B, T, H, N));
     if (B == 0 || H == 0) return 0;
     CU_ENTER(be);
+    wkv_args a;
+    memset(&a, 0, sizeof a);
+    a.B = B;
+    a.T = T;
+    a.H = H;
+    a.vec = wkv_aligned(r) && wkv_aligned(k) && wkv_aligned(v) && wkv_aligned(w);
+    a.r = (const act_t *)r;
+    a.k = (const act_t *)k;
+    a.v = (const act_t *)v;
+    a.w = (const act_t *)w;
+    a.u = (const par_t *)u;
+    a.s0 = (const par_t *)s0;
+    a.s0_shared = s0_shared;
+    a.y = (act_t *)y;
+    a.s_out = (par_t *)s_out;
     cudaStream_t s = cu_stream(be);
     switch (N) {
-    case 32: launch_fwd<32>(s, B, T, H, r, k, v, w, u, s0, s0_shared, y, s_out); break;
-    case 64: launch_fwd<64>(s, B, T, H, r, k, v, w, u, s0, s0_shared, y, s_out); break;
-    default: launch_fwd<128>(s, B, T, H, r, k, v, w, u, s0, s0_shared, y, s_out); break;
+    case 32: launch_fwd<32>(s, a); break;
+    case 64: launch_fwd<64>(s, a); break;
+    default: launch_fwd<128>(s, a); break;
     }
     CU_LAUNCHED(be);
     return 0;
@@ -237,36 +708,46 @@ int cu_wkv6_bwd(rp_backend *be, void *gr, void *gk, void *gv, void *gw, void *gu
     cudaStream_t s = cu_stream(be);
     const int64_t NN = (int64_t)N * N, BH = (int64_t)B * H;
     const size_t a_bytes = cu_round(sizeof(float) * (size_t)((int64_t)B * T * H * N));
-    const size_t gu_bytes = cu_round(sizeof(float) * (size_t)(BH * N));
+    const size_t gu_bytes = gu ? cu_round(sizeof(float) * (size_t)(BH * N)) : 0;
     const int shared_gs0 = gs0 && s0_shared;
     const size_t gs_bytes = shared_gs0 ? cu_round(sizeof(float) * (size_t)(BH * NN)) : 0;
     void *scr;
-    RP_TRY(cu_scratch(be, a_bytes + gu_bytes + gs_bytes, &scr));
+    RP_TRY(cu_scratch(be, a_bytes + gu_bytes + gs_bytes + 256, &scr));
     char *cur = (char *)scr;
-    float *a_scr = (float *)cu_carve(&cur, a_bytes);
-    float *gu_part = (float *)cu_carve(&cur, gu_bytes);
+    wkv_args a;
+    memset(&a, 0, sizeof a);
+    a.a_scr = (float *)cu_carve(&cur, a_bytes);
+    a.gu_part = gu ? (float *)cu_carve(&cur, gu_bytes) : NULL; /* gu NULL: u frozen */
     float *gs_part = shared_gs0 ? (float *)cu_carve(&cur, gs_bytes) : NULL;
-    /* per-batch gs0 is one (b,h) block per slice: accumulate in place */
-    float *gs0_dst = gs0 ? (shared_gs0 ? gs_part : (float *)gs0) : NULL;
-    const int gs0_acc = gs0 && !shared_gs0;
+    /* per-batch gs0: each (b,h) slice belongs to one block: accumulate in place */
+    a.gs0_dst = gs0 ? (shared_gs0 ? gs_part : (float *)gs0) : NULL;
+    a.gs0_acc = gs0 && !shared_gs0;
+    a.B = B;
+    a.T = T;
+    a.H = H;
+    a.vec = wkv_aligned(r) && wkv_aligned(k) && wkv_aligned(v) && wkv_aligned(w) && wkv_aligned(gy);
+    a.r = (const act_t *)r;
+    a.k = (const act_t *)k;
+    a.v = (const act_t *)v;
+    a.w = (const act_t *)w;
+    a.gy = (const act_t *)gy;
+    a.u = (const par_t *)u;
+    a.s0 = (const par_t *)s0;
+    a.s0_shared = s0_shared;
+    a.gs_out = (const par_t *)gs_out;
+    a.gr = (act_t *)gr;
+    a.gk = (act_t *)gk;
+    a.gv = (act_t *)gv;
+    a.gw = (act_t *)gw;
     switch (N) {
-    case 32:
-        launch_bwd<32>(s, B, T, H, r, k, v, w, u, s0, s0_shared, gy, gs_out, gr, gk, gv, gw, a_scr, gu_part, gs0_dst,
-                       gs0_acc);
-        break;
-    case 64:
-        launch_bwd<64>(s, B, T, H, r, k, v, w, u, s0, s0_shared, gy, gs_out, gr, gk, gv, gw, a_scr, gu_part, gs0_dst,
-                       gs0_acc);
-        break;
-    default:
-        launch_bwd<128>(s, B, T, H, r, k, v, w, u, s0, s0_shared, gy, gs_out, gr, gk, gv, gw, a_scr, gu_part,
-                        gs0_dst, gs0_acc);
-        break;
+    case 32: launch_bwd<32>(s, a); break;
+    case 64: launch_bwd<64>(s, a); break;
+    default: launch_bwd<128>(s, a); break;
     }
     CU_LAUNCHED(be);
-    if (gu) { /* gu NULL: u is frozen, its gradient is not wanted */
+    if (gu) {
         const int64_t per_gu = (int64_t)H * N;
-        wkv6_sum_over_batch_kernel<<<cu_blocks(per_gu, 256), 256, 0, s>>>((par_t *)gu, gu_part, B, per_gu);
+        wkv6_sum_over_batch_kernel<<<cu_blocks(per_gu, 256), 256, 0, s>>>((par_t *)gu, a.gu_part, B, per_gu);
         CU_LAUNCHED(be);
     }
     if (shared_gs0) {

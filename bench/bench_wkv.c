@@ -1,0 +1,435 @@
+/* bench_wkv.c — micro-benchmark of the WKV6 ops (wkv6_fwd, wkv6_bwd) through the backend table.
+ *
+ *   bench_wkv [--backend cuda] [--samples 15] [--inner 10] [--check 1] [--time 1]
+ *             [--B 1,8] [--H 32,64] [--T 1024] [--N 64]
+ *
+ * 1. Check: on small shapes (every built head size, T not a multiple of the chunk, shared /
+ *    per-batch / no s0, the state advanced in place, gu = NULL, large w, a batch wide enough
+ *    for the wide tiles, buffers not 16-byte aligned) every output is compared with the float64 CPU backend (cpu64) on
+ *    identical inputs (rounded to the backend's activation type): normalised L2 error
+ *    ‖got − ref‖/‖ref‖ against 1e-2 for activations (bf16) and 1e-4 for fp32 states.
+ * 2. Time: for each B × H (T, N fixed) with and without state (s0 per sequence + s_out; in the
+ *    backward gs_out + gs0), `samples` times: synchronize, `inner` calls, synchronize; prints
+ *    the median per call, the minimum, and the bandwidth of the bytes an op must move at least
+ *    (inputs read once, outputs written once) over the median time.
+ * Exit status 1 when a check fails. The module comes from $RWKVPEFT_MODULE_PATH (or the
+ * loader's search path), like every GPU backend.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend.h"
+#include "kernel_common.h"
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void die(const char *what, const rp_backend *be) {
+    fprintf(stderr, "bench_wkv: %s: %s\n", what, be ? be->err.msg : "");
+    exit(2);
+}
+#define OK(be, call)                          \
+    do {                                      \
+        if ((call) != 0) die(#call, (be));    \
+    } while (0)
+
+/* ---- a tensor on one backend, from and to host float ---------------------------------- */
+
+typedef struct dev_t_ {
+    rp_backend *be;
+    void *d, *base;
+    rp_dtype t;
+    int64_t n;
+} dev_t_;
+
+/* n elements at `off` elements past an allocation's start (off = 1: not 16-byte aligned) */
+static dev_t_ dev_alloc_at(rp_backend *be, rp_dtype t, int64_t n, int off) {
+    dev_t_ x = {be, NULL, NULL, t, n};
+    size_t bytes = rp_dtype_size(t) * (size_t)((n > 0 ? n : 1) + off);
+    OK(be, be->ops->alloc(be, &x.base, bytes));
+    x.d = (char *)x.base + rp_dtype_size(t) * (size_t)off;
+    return x;
+}
+static dev_t_ dev_alloc(rp_backend *be, rp_dtype t, int64_t n) { return dev_alloc_at(be, t, n, 0); }
+static void dev_put(dev_t_ *x, const float *h) {
+    size_t es = rp_dtype_size(x->t);
+    void *tmp = malloc(es * (size_t)(x->n > 0 ? x->n : 1));
+    if (x->t == RP_F64) {
+        for (int64_t i = 0; i < x->n; i++) ((double *)tmp)[i] = h[i];
+    } else if (rp_convert_from_f32(tmp, x->t, h, (size_t)x->n)) {
+        die("convert", NULL);
+    }
+    OK(x->be, x->be->ops->memcpy_h2d(x->be, x->d, tmp, es * (size_t)x->n));
+    free(tmp);
+}
+/* NaN everywhere: an element the op fails to write shows up in the comparison */
+static void dev_poison(dev_t_ *x) {
+    float *h = malloc(sizeof(float) * (size_t)(x->n > 0 ? x->n : 1));
+    for (int64_t i = 0; i < x->n; i++) h[i] = NAN;
+    dev_put(x, h);
+    free(h);
+}
+static void dev_get(dev_t_ *x, double *h) {
+    size_t es = rp_dtype_size(x->t);
+    void *tmp = malloc(es * (size_t)(x->n > 0 ? x->n : 1));
+    OK(x->be, x->be->ops->memcpy_d2h(x->be, tmp, x->d, es * (size_t)x->n));
+    if (x->t == RP_F64) {
+        for (int64_t i = 0; i < x->n; i++) h[i] = ((double *)tmp)[i];
+    } else {
+        float *f = malloc(sizeof(float) * (size_t)(x->n > 0 ? x->n : 1));
+        if (rp_convert_to_f32(f, tmp, x->t, (size_t)x->n)) die("convert", NULL);
+        for (int64_t i = 0; i < x->n; i++) h[i] = f[i];
+        free(f);
+    }
+    free(tmp);
+}
+static void dev_free(dev_t_ *x) {
+    if (x->base) x->be->ops->free(x->be, x->base);
+    x->d = x->base = NULL;
+}
+
+/* values rounded to type t (what the backend will see) */
+static float *gen(uint64_t seed, int64_t n, double lo, double hi, rp_dtype t) {
+    float *h = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; i < n; i++) {
+        float x = (float)(lo + (hi - lo) * rp_uniform01(seed, (uint64_t)i));
+        if (t == RP_BF16) x = rp_bf16_to_f32(rp_f32_to_bf16(x));
+        h[i] = x;
+    }
+    return h;
+}
+
+/* ---- check against cpu64 ------------------------------------------------------------- */
+
+typedef struct wkv_case {
+    int B, T, H, N;
+    int s0_mode; /* 0 none, 1 shared, 2 per sequence */
+    int inplace; /* per-sequence state advanced in place (s_out = s0) */
+    int with_gs, want_gu;
+    double w_hi;  /* w uniform in [-6, w_hi] */
+    int misalign; /* activation buffers one element past 16-byte alignment */
+} wkv_case;
+
+static int n_fail;
+
+static void expect(const char *label, const char *what, const double *got, const double *ref, int64_t n, double tol) {
+    double d2 = 0, r2 = 0;
+    int64_t bad = -1;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(got[i]) && isfinite(ref[i]) && bad < 0) bad = i;
+        double d = got[i] - ref[i];
+        d2 += d * d;
+        r2 += ref[i] * ref[i];
+    }
+    double e = r2 > 0 ? sqrt(d2 / r2) : sqrt(d2);
+    int ok = bad < 0 && e <= tol;
+    printf("  %-44s %-6s nerr %.2e (limit %.0e)%s\n", label, what, e, tol, ok ? "" : "  FAIL");
+    if (bad >= 0) printf("    %s[%lld] = %g is not finite\n", what, (long long)bad, got[bad]);
+    if (!ok) n_fail++;
+}
+
+/* Runs the forward and backward of one case on backend `be` with host inputs; outputs to host. */
+typedef struct wkv_host {
+    float *r, *k, *v, *w, *u, *s0, *gy, *gs_out, *gu0, *gs00;
+} wkv_host;
+typedef struct wkv_out {
+    double *y, *s_out, *gr, *gk, *gv, *gw, *gu, *gs0;
+} wkv_out;
+
+static wkv_out run_case(rp_backend *be, const wkv_case *c, const wkv_host *in) {
+    const rp_backend_ops *o = be->ops;
+    const rp_dtype A = o->act_dtype, P = o->par_dtype;
+    const int64_t n = (int64_t)c->B * c->T * c->H * c->N, NN = (int64_t)c->N * c->N;
+    const int64_t ns = (int64_t)c->B * c->H * NN, n0 = (c->s0_mode == 1 ? 1 : c->B) * c->H * NN;
+    const int shared = c->s0_mode == 1;
+    wkv_out out;
+    memset(&out, 0, sizeof out);
+    const int mo = c->misalign ? 1 : 0;
+    dev_t_ r = dev_alloc_at(be, A, n, mo), k = dev_alloc_at(be, A, n, mo), v = dev_alloc_at(be, A, n, mo),
+           w = dev_alloc_at(be, A, n, mo);
+    dev_t_ u = dev_alloc(be, P, (int64_t)c->H * c->N), y = dev_alloc_at(be, A, n, mo);
+    dev_put(&r, in->r);
+    dev_put(&k, in->k);
+    dev_put(&v, in->v);
+    dev_put(&w, in->w);
+    dev_put(&u, in->u);
+    dev_poison(&y);
+    dev_t_ s0 = {be, NULL, NULL, P, 0}, so = {be, NULL, NULL, P, 0};
+    if (c->s0_mode) {
+        s0 = dev_alloc(be, P, n0);
+        dev_put(&s0, in->s0);
+    }
+    if (c->inplace) {
+        so = s0;
+    } else {
+        so = dev_alloc(be, P, ns);
+        dev_poison(&so);
+    }
+    OK(be, o->wkv6_fwd(be, y.d, so.d, r.d, k.d, v.d, w.d, u.d, s0.d, shared, c->B, c->T, c->H, c->N));
+    out.y = malloc(sizeof(double) * (size_t)n);
+    out.s_out = malloc(sizeof(double) * (size_t)ns);
+    dev_get(&y, out.y);
+    dev_get(&so, out.s_out);
+    if (c->inplace) { /* the backward needs the original s0 */
+        dev_put(&s0, in->s0);
+    } else {
+        dev_free(&so);
+    }
+    /* backward */
+    dev_t_ gy = dev_alloc_at(be, A, n, mo), gr = dev_alloc_at(be, A, n, mo), gk = dev_alloc_at(be, A, n, mo),
+           gv = dev_alloc_at(be, A, n, mo), gw = dev_alloc_at(be, A, n, mo);
+    dev_put(&gy, in->gy);
+    dev_poison(&gr);
+    dev_poison(&gk);
+    dev_poison(&gv);
+    dev_poison(&gw);
+    dev_t_ gso = {be, NULL, NULL, P, 0}, gu = {be, NULL, NULL, P, 0}, gs0 = {be, NULL, NULL, P, 0};
+    if (c->with_gs) {
+        gso = dev_alloc(be, P, ns);
+        dev_put(&gso, in->gs_out);
+    }
+    if (c->want_gu) {
+        gu = dev_alloc(be, P, (int64_t)c->H * c->N);
+        dev_put(&gu, in->gu0);
+    }
+    if (c->s0_mode) {
+        gs0 = dev_alloc(be, P, n0);
+        dev_put(&gs0, in->gs00);
+    }
+    OK(be, o->wkv6_bwd(be, gr.d, gk.d, gv.d, gw.d, gu.d, gs0.d, gy.d, gso.d, r.d, k.d, v.d, w.d, u.d, s0.d, shared,
+                       c->B, c->T, c->H, c->N));
+    out.gr = malloc(sizeof(double) * (size_t)n);
+    out.gk = malloc(sizeof(double) * (size_t)n);
+    out.gv = malloc(sizeof(double) * (size_t)n);
+    out.gw = malloc(sizeof(double) * (size_t)n);
+    dev_get(&gr, out.gr);
+    dev_get(&gk, out.gk);
+    dev_get(&gv, out.gv);
+    dev_get(&gw, out.gw);
+    if (c->want_gu) {
+        out.gu = malloc(sizeof(double) * (size_t)(c->H * c->N));
+        dev_get(&gu, out.gu);
+    }
+    if (c->s0_mode) {
+        out.gs0 = malloc(sizeof(double) * (size_t)n0);
+        dev_get(&gs0, out.gs0);
+    }
+    dev_t_ all[] = {r, k, v, w, u, y, s0, gy, gr, gk, gv, gw, gso, gu, gs0};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dev_free(&all[i]);
+    return out;
+}
+
+static void free_out(wkv_out *o) {
+    free(o->y);
+    free(o->s_out);
+    free(o->gr);
+    free(o->gk);
+    free(o->gv);
+    free(o->gw);
+    free(o->gu);
+    free(o->gs0);
+}
+
+static void check_case(rp_backend *be, rp_backend *ref, const wkv_case *c, uint64_t seed) {
+    const rp_dtype A = be->ops->act_dtype, P = be->ops->par_dtype;
+    const int64_t n = (int64_t)c->B * c->T * c->H * c->N, NN = (int64_t)c->N * c->N;
+    const int64_t ns = (int64_t)c->B * c->H * NN, n0 = (c->s0_mode == 1 ? 1 : c->B) * c->H * NN;
+    wkv_host in;
+    memset(&in, 0, sizeof in);
+    in.r = gen(seed + 1, n, -1, 1, A);
+    in.k = gen(seed + 2, n, -1, 1, A);
+    in.v = gen(seed + 3, n, -2, 2, A);
+    in.w = gen(seed + 4, n, -6, c->w_hi, A);
+    in.u = gen(seed + 5, (int64_t)c->H * c->N, -1, 1, P);
+    in.s0 = c->s0_mode ? gen(seed + 6, n0, -0.5, 0.5, P) : NULL;
+    in.gy = gen(seed + 7, n, -1, 1, A);
+    in.gs_out = c->with_gs ? gen(seed + 8, ns, -0.5, 0.5, P) : NULL;
+    in.gu0 = gen(seed + 9, (int64_t)c->H * c->N, -1, 1, P);
+    in.gs00 = c->s0_mode ? gen(seed + 10, n0, -1, 1, P) : NULL;
+    wkv_out got = run_case(be, c, &in), want = run_case(ref, c, &in);
+    char label[160];
+    snprintf(label, sizeof label, "B%d T%d H%d N%d s0:%s%s%s%s%s w<=%g", c->B, c->T, c->H, c->N,
+             c->s0_mode == 0 ? "none" : c->s0_mode == 1 ? "shared" : "per-seq", c->inplace ? " in-place" : "",
+             c->with_gs ? " gs_out" : "", c->want_gu ? "" : " gu=NULL", c->misalign ? " unaligned" : "", c->w_hi);
+    const double ta = A == RP_F32 ? 1e-4 : 1e-2, tp = 1e-4;
+    expect(label, "y", got.y, want.y, n, ta);
+    expect(label, "s_out", got.s_out, want.s_out, ns, tp);
+    expect(label, "gr", got.gr, want.gr, n, ta);
+    expect(label, "gk", got.gk, want.gk, n, ta);
+    expect(label, "gv", got.gv, want.gv, n, ta);
+    expect(label, "gw", got.gw, want.gw, n, ta);
+    if (c->want_gu) expect(label, "gu", got.gu, want.gu, (int64_t)c->H * c->N, tp);
+    if (c->s0_mode) expect(label, "gs0", got.gs0, want.gs0, n0, tp);
+    free_out(&got);
+    free_out(&want);
+    float *hs[] = {in.r, in.k, in.v, in.w, in.u, in.s0, in.gy, in.gs_out, in.gu0, in.gs00};
+    for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) free(hs[i]);
+}
+
+/* ---- timing -------------------------------------------------------------------------- */
+
+static int parse_list(const char *s, int *out, int max) {
+    int n = 0;
+    while (*s && n < max) {
+        out[n++] = atoi(s);
+        const char *c = strchr(s, ',');
+        if (!c) break;
+        s = c + 1;
+    }
+    return n;
+}
+
+/* median and minimum of per-call ms */
+static void time_op(rp_backend *be, int which, int samples, int inner, double *med, double *mn, void **p, int state,
+                    int B, int T, int H, int N) {
+    /* p: r k v w u y s0 s_out gy gs_out gr gk gv gw gu gs0 */
+    const rp_backend_ops *o = be->ops;
+    double *t = malloc(sizeof(double) * (size_t)samples);
+    for (int s = -2; s < samples; s++) { /* two warm-up samples */
+        OK(be, o->synchronize(be));
+        double t0 = now_ms();
+        for (int i = 0; i < inner; i++) {
+            if (which == 0)
+                OK(be, o->wkv6_fwd(be, p[5], state ? p[7] : NULL, p[0], p[1], p[2], p[3], p[4], state ? p[6] : NULL,
+                                   0, B, T, H, N));
+            else
+                OK(be, o->wkv6_bwd(be, p[10], p[11], p[12], p[13], p[14], state ? p[15] : NULL, p[8],
+                                   state ? p[9] : NULL, p[0], p[1], p[2], p[3], p[4], state ? p[6] : NULL, 0, B, T,
+                                   H, N));
+        }
+        OK(be, o->synchronize(be));
+        if (s >= 0) t[s] = (now_ms() - t0) / inner;
+    }
+    qsort(t, (size_t)samples, sizeof(double), cmp_d);
+    *med = t[samples / 2];
+    *mn = t[0];
+    free(t);
+}
+
+static void bench_shape(rp_backend *be, int B, int T, int H, int N, int samples, int inner) {
+    const rp_backend_ops *o = be->ops;
+    const rp_dtype A = o->act_dtype, P = o->par_dtype;
+    const int64_t n = (int64_t)B * T * H * N, ns = (int64_t)B * H * N * N, nu = (int64_t)H * N;
+    const double as = (double)rp_dtype_size(A), ps = (double)rp_dtype_size(P);
+    /* r k v w u y s0 s_out gy gs_out gr gk gv gw gu gs0 */
+    const int64_t cnt[16] = {n, n, n, n, nu, n, ns, ns, n, ns, n, n, n, n, nu, ns};
+    const int is_par[16] = {0, 0, 0, 0, 1, 0, 1, 1, 0, 1, 0, 0, 0, 0, 1, 1};
+    void *p[16];
+    /* four host patterns, converted once: activations U(-1,1), w U(-6,0) (decays 0.9975 … 0.37),
+     * parameters U(-1,1), states U(-0.1,0.1) */
+    int64_t maxn = n > ns ? n : ns;
+    float *h = malloc(sizeof(float) * (size_t)maxn);
+    void *pat[4];
+    const double lo[4] = {-1, -6, -1, -0.1}, hi[4] = {1, 0, 1, 0.1};
+    for (int q = 0; q < 4; q++) {
+        const rp_dtype t = q < 2 ? A : P;
+        for (int64_t e = 0; e < maxn; e++)
+            h[e] = (float)(lo[q] + (hi[q] - lo[q]) * rp_uniform01(0x3c1 + q, (uint64_t)e));
+        pat[q] = malloc(rp_dtype_size(t) * (size_t)maxn);
+        if (rp_convert_from_f32(pat[q], t, h, (size_t)maxn)) die("convert", NULL);
+    }
+    free(h);
+    for (int i = 0; i < 16; i++) {
+        const rp_dtype t = is_par[i] ? P : A;
+        const int q = is_par[i] ? (i == 4 || i == 14 ? 2 : 3) : (i == 3 ? 1 : 0);
+        dev_t_ x = dev_alloc(be, t, cnt[i]);
+        OK(be, o->memcpy_h2d(be, x.d, pat[q], rp_dtype_size(t) * (size_t)cnt[i]));
+        p[i] = x.d;
+    }
+    for (int q = 0; q < 4; q++) free(pat[q]);
+    for (int state = 0; state < 2; state++) {
+        double fm, fmin, bm, bmin;
+        time_op(be, 0, samples, inner, &fm, &fmin, p, state, B, T, H, N);
+        time_op(be, 1, samples, inner, &bm, &bmin, p, state, B, T, H, N);
+        /* least traffic: fwd reads r k v w (+u, s0), writes y (+s_out); bwd reads r k v w gy (+u, s0,
+         * gs_out), writes gr gk gv gw, gu += (read + write), gs0 += (read + write) */
+        double fb = 5.0 * n * as + nu * ps + (state ? 2.0 * ns * ps : 0);
+        double bb = 9.0 * n * as + 3.0 * nu * ps + (state ? 4.0 * ns * ps : 0);
+        printf("B%-2d T%d H%-3d N%-3d %-6s  fwd %8.4f ms (min %8.4f) %7.1f GB/s   bwd %8.4f ms (min %8.4f) %7.1f GB/s"
+               "   fwd+bwd %8.4f ms\n",
+               B, T, H, N, state ? "state" : "plain", fm, fmin, fb / (fm * 1e6), bm, bmin, bb / (bm * 1e6), fm + bm);
+        fflush(stdout);
+    }
+    for (int i = 0; i < 16; i++) o->free(be, p[i]);
+}
+
+int main(int argc, char **argv) {
+    const char *backend = "cuda";
+    int samples = 15, inner = 10, do_check = 1, do_time = 1, T = 1024, N = 64;
+    int Bs[8] = {1, 8}, nB = 2, Hs[8] = {32, 64}, nH = 2;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const char *a = argv[i], *v = argv[i + 1];
+        if (!strcmp(a, "--backend")) backend = v;
+        else if (!strcmp(a, "--samples")) samples = atoi(v);
+        else if (!strcmp(a, "--inner")) inner = atoi(v);
+        else if (!strcmp(a, "--check")) do_check = atoi(v);
+        else if (!strcmp(a, "--time")) do_time = atoi(v);
+        else if (!strcmp(a, "--T")) T = atoi(v);
+        else if (!strcmp(a, "--N")) N = atoi(v);
+        else if (!strcmp(a, "--B")) nB = parse_list(v, Bs, 8);
+        else if (!strcmp(a, "--H")) nH = parse_list(v, Hs, 8);
+        else {
+            fprintf(stderr, "bench_wkv: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0); /* lines survive a timeout */
+    if (samples < 1) samples = 1;
+    if (inner < 1) inner = 1;
+    rp_err err;
+    memset(&err, 0, sizeof err);
+    char desc[256] = {0};
+    int count = 0;
+    const rp_backend_ops *ops = rp_backend_find(backend, NULL, &count, desc, sizeof desc, &err);
+    if (!ops || count < 1) {
+        fprintf(stderr, "bench_wkv: backend %s: %s\n", backend, err.msg[0] ? err.msg : desc);
+        return 2;
+    }
+    rp_backend *be = ops->create(0, 0, &err);
+    if (!be) {
+        fprintf(stderr, "bench_wkv: create %s: %s\n", backend, err.msg);
+        return 2;
+    }
+    printf("bench_wkv: %s (%s); tiles %s\n", backend, desc,
+           getenv("RWKVPEFT_WKV6_TILES") ? getenv("RWKVPEFT_WKV6_TILES") : "auto");
+    if (do_check) {
+        rp_backend *ref = rp_cpu64_ops.create(0, 0, &err);
+        if (!ref) {
+            fprintf(stderr, "bench_wkv: cpu64: %s\n", err.msg);
+            return 2;
+        }
+        const wkv_case cases[] = {
+            /* B  T   H  N   s0 inpl gs gu  w_hi misalign */
+            {2, 75, 2, 64, 2, 0, 1, 1, 1.0, 0},   {2, 75, 2, 64, 2, 1, 1, 0, 1.0, 0},
+            {1, 33, 3, 32, 1, 0, 1, 1, 1.0, 0},   {2, 40, 1, 128, 0, 0, 0, 1, 1.0, 0},
+            {1, 1, 1, 128, 1, 0, 1, 1, 1.0, 0},   {2, 50, 2, 64, 2, 0, 1, 1, 8.0, 0},
+            {3, 17, 2, 32, 0, 0, 1, 0, 6.0, 0},   {1, 0, 2, 64, 2, 0, 1, 1, 1.0, 0},
+            {8, 40, 32, 64, 1, 0, 1, 1, 1.0, 0},  {4, 24, 40, 128, 2, 0, 1, 1, 1.0, 0},
+            {2, 45, 3, 64, 2, 0, 1, 1, 1.0, 1},
+        };
+        printf("check against cpu64:\n");
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(be, ref, &cases[i], 1000 * (i + 1));
+        rp_cpu64_ops.destroy(ref);
+        printf("check: %s\n", n_fail ? "FAILED" : "passed");
+    }
+    if (do_time) {
+        printf("timing: median of %d samples of %d calls (min in parentheses); GB/s = least bytes / median\n",
+               samples, inner);
+        for (int bi = 0; bi < nB; bi++)
+            for (int hi = 0; hi < nH; hi++) bench_shape(be, Bs[bi], T, Hs[hi], N, samples, inner);
+    }
+    ops->destroy(be);
+    return n_fail ? 1 : 0;
+}
