@@ -2,16 +2,17 @@
  *
  *   bench_train --backend cuda --layers 24 --embd 2048 [--ffn 0] [--vocab 65536] [--ctx 1024]
  *               [--bsz 8] [--method lora|state] [--r 64] [--alpha 128] [--grad_cp 1]
- *               [--warmup 3] [--steps 10] [--json out.jsonl]
+ *               [--quant none|nf4|fp4|4bit|int8|fp8] [--warmup 3] [--steps 10] [--json out.jsonl]
  *
  * Builds an RWKV-6 of the given shape with random weights (the reference's init costs a QR
  * per matrix; timing does not depend on the values, so a cheap scaled uniform fill is used),
  * attaches LoRA on the 8 block linears + train_parts time,ln (the reference's default) or,
- * for --method state, nothing else than att.time_state... (state tuning is not implemented
- * yet: the run then reports unsupported), and times full steps (forward, loss, backward,
- * clip, Adam) on random tokens. Prints median step time, tokens/s, the device memory used
- * above the empty context (peak over the run), and dense-matmul TFLOP/s counted as
- * shared/notes/reference-h200.md counts them.
+ * for --method state, state tuning (only att.time_state trains), and times full steps
+ * (forward, loss, backward, clip, Adam) on random tokens. --quant quantizes the 8 block
+ * linears at the attach (QLoRA / quantized state tuning, docs/quantization.md). Prints median
+ * step time, tokens/s, the device memory used above the empty context (peak over the run),
+ * the parameters' device bytes before and after the attach, and dense-matmul TFLOP/s counted
+ * as shared/notes/reference-h200.md counts them.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -22,6 +23,7 @@
 
 #include "kernel_common.h"
 #include "model.h"
+#include "quant.h"
 
 static double now_ms(void) {
     struct timespec ts;
@@ -41,8 +43,9 @@ static uint64_t used_bytes(rwkvpeft_context *ctx) {
 }
 
 int main(int argc, char **argv) {
-    const char *backend = "cuda", *method = "lora", *json = NULL;
+    const char *backend = "cuda", *method = "lora", *json = NULL, *quant = "none";
     int L = 24, C = 2048, F = 0, V = 65536, T = 1024, B = 8, r = 64, grad_cp = 1, warm = 3, steps = 10;
+    int chunk = 0, infctx_full = 1; /* --chunk N: long-context training in chunks of N (--ctx is the whole length) */
     double alpha = 128;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
@@ -57,15 +60,23 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--r")) r = atoi(v);
         else if (!strcmp(a, "--alpha")) alpha = atof(v);
         else if (!strcmp(a, "--grad_cp")) grad_cp = atoi(v);
+        else if (!strcmp(a, "--chunk")) chunk = atoi(v);
+        else if (!strcmp(a, "--infctx")) infctx_full = strcmp(v, "truncated") != 0;
         else if (!strcmp(a, "--warmup")) warm = atoi(v);
         else if (!strcmp(a, "--steps")) steps = atoi(v);
         else if (!strcmp(a, "--json")) json = v;
+        else if (!strcmp(a, "--quant")) quant = v;
         else {
             fprintf(stderr, "bench_train: unknown option %s\n", a);
             return 2;
         }
     }
     if (F == 0) F = C * 7 / 2 / 32 * 32;
+    int qfmt = rp_quant_parse(quant);
+    if (qfmt < 0) {
+        fprintf(stderr, "bench_train: --quant must be none, nf4, fp4, 4bit, int8 or fp8\n");
+        return 2;
+    }
     int Dm = C == 4096 ? 64 : 32, Dd = C == 4096 ? 128 : 64, N = 64;
     rwkvpeft_context_params cp;
     rwkvpeft_context_params_init(&cp);
@@ -80,6 +91,8 @@ int main(int argc, char **argv) {
     m->ctx = ctx;
     m->be = ctx->be;
     m->grad_cp = grad_cp;
+    m->quant = qfmt; /* as rwkvpeft_model_params.quant: applied at the attach */
+    m->quant_pending = qfmt != 0;
     ctx->n_models++;
     if (rp_model_create_v6(m, L, C, C, F, C / N, N, V, Dm, Dd, 0) || rp_model_alloc_params(m)) {
         fprintf(stderr, "bench_train: %s\n", m->err.msg);
@@ -108,6 +121,7 @@ int main(int argc, char **argv) {
             lo = 0.9;
             hi = 1.1;
         }
+#pragma omp parallel for
         for (int64_t e = 0; e < p->numel; e++) buf[e] = (float)(lo + (hi - lo) * rp_uniform01(0xbe4c4 + i, (uint64_t)e));
         if (rp_param_upload_f32(m, p, -1, buf)) {
             fprintf(stderr, "bench_train: upload %s: %s\n", p->name, m->err.msg);
@@ -123,22 +137,29 @@ int main(int argc, char **argv) {
         ap.alpha = (float)alpha;
         ap.dropout = 0;
         ap.train_parts = "time,ln";
+    } else if (!strcmp(method, "state")) {
+        ap.method = RWKVPEFT_PEFT_STATE;
     } else {
-        fprintf(stderr, "bench_train: --method %s is not implemented yet\n", method);
+        fprintf(stderr, "bench_train: --method %s is not implemented (lora, state)\n", method);
         return 3;
     }
+    int64_t bytes_dense = rp_model_param_bytes(m);
     if (rwkvpeft_adapter_attach(m, &ap)) {
         fprintf(stderr, "bench_train: %s\n", rwkvpeft_last_error());
         return 1;
     }
+    int64_t bytes_attached = rp_model_param_bytes(m);
     rwkvpeft_train_params tp;
     rwkvpeft_train_params_init(&tp);
     tp.lr_init = tp.lr_final = 1e-5f;
+    tp.chunk_ctx = chunk;
+    tp.infctx_full = infctx_full;
     rwkvpeft_trainer *tr;
     if (rwkvpeft_trainer_create(m, &tp, &tr)) {
         fprintf(stderr, "bench_train: %s\n", rwkvpeft_last_error());
         return 1;
     }
+    if (chunk) printf("bench_train: long-context, chunks of %d, %s gradients\n", chunk, infctx_full ? "full" : "truncated");
     int32_t *in = malloc(sizeof(int32_t) * (size_t)B * T), *tg = malloc(sizeof(int32_t) * (size_t)B * T);
     double *ms = malloc(sizeof(double) * (size_t)steps);
     uint64_t peak = 0;
@@ -176,20 +197,21 @@ int main(int argc, char **argv) {
                (double)C * V;
     double flops = (grad_cp ? 6.0 : 4.0) * P * B * T;
     double tok_s = B * T / (med / 1e3);
-    double gib = (double)(peak - base_used) / (1024.0 * 1024 * 1024);
-    printf("bench_train: backend %s | L%d C%d F%d V%d | %s r%d | B%d T%d grad_cp %d | median step %.1f ms "
-           "(min %.1f, max %.1f) | %.0f tokens/s | %.2f GiB | dense %.1f TFLOP/s | loss %.3f\n",
-           backend, L, C, F, V, method, r, B, T, grad_cp, med, ms[0], ms[steps - 1], tok_s, gib,
-           flops / (med / 1e3) / 1e12, loss);
+    double gib = peak > base_used ? (double)(peak - base_used) / (1024.0 * 1024 * 1024) : 0.0; /* 0 on the CPU: host RAM in use can fall */
+    printf("bench_train: backend %s | L%d C%d F%d V%d | %s r%d quant %s | B%d T%d grad_cp %d | median step %.1f ms "
+           "(min %.1f, max %.1f) | %.0f tokens/s | %.2f GiB | params %.3f -> %.3f GiB | dense %.1f TFLOP/s | loss %.3f\n",
+           backend, L, C, F, V, method, r, rp_quant_name(qfmt), B, T, grad_cp, med, ms[0], ms[steps - 1], tok_s, gib,
+           bytes_dense / 1073741824.0, bytes_attached / 1073741824.0, flops / (med / 1e3) / 1e12, loss);
     if (json) {
         FILE *f = fopen(json, "a");
         if (f) {
             fprintf(f,
                     "{\"backend\":\"%s\",\"layers\":%d,\"embd\":%d,\"ffn\":%d,\"vocab\":%d,\"method\":\"%s\",\"r\":%d,"
-                    "\"bsz\":%d,\"ctx\":%d,\"grad_cp\":%d,\"median_ms\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f,"
-                    "\"tokens_per_s\":%.1f,\"peak_gib\":%.3f,\"dense_tflops\":%.2f}\n",
-                    backend, L, C, F, V, method, r, B, T, grad_cp, med, ms[0], ms[steps - 1], tok_s, gib,
-                    flops / (med / 1e3) / 1e12);
+                    "\"quant\":\"%s\",\"bsz\":%d,\"ctx\":%d,\"chunk\":%d,\"infctx_full\":%d,\"grad_cp\":%d,"
+                    "\"median_ms\":%.3f,\"min_ms\":%.3f,"
+                    "\"max_ms\":%.3f,\"tokens_per_s\":%.1f,\"peak_gib\":%.3f,\"param_gib\":%.3f,\"dense_tflops\":%.2f}\n",
+                    backend, L, C, F, V, method, r, rp_quant_name(qfmt), B, T, chunk, infctx_full, grad_cp, med, ms[0],
+                    ms[steps - 1], tok_s, gib, bytes_attached / 1073741824.0, flops / (med / 1e3) / 1e12);
             fclose(f);
         }
     }

@@ -76,14 +76,18 @@ PY
   fi
 fi
 
-# 4. benchmarks
+# 4. benchmarks: BENCH is a ';'-separated list of bench_train argument sets (each run also
+#    gets --backend cuda --json); the default is the LoRA table of docs/benchmarks.md
 if [[ $stages == *bench* ]]; then
-  BENCH=${BENCH:-"24:2048:1 24:2048:8 32:2560:8 32:4096:8"}
-  for cfg in $BENCH; do
-    IFS=: read -r L C BS <<< "$cfg"
-    timeout 240 "$B/full/bench_train" --backend cuda --layers $L --embd $C --bsz $BS --ctx 1024 --r 64 --alpha 128 \
-        --grad_cp 1 --warmup 2 --steps ${STEPS:-6} --json "$out/bench.jsonl" > "$out/bench_${L}_${C}_${BS}.log" 2>&1
-    say "bench L$L C$C B$BS: rc $? ; $(tail -1 "$out/bench_${L}_${C}_${BS}.log")"
+  BENCH=${BENCH:-"--layers 24 --embd 2048 --bsz 1;--layers 24 --embd 2048 --bsz 8;--layers 32 --embd 4096 --bsz 8"}
+  IFS=';' read -ra runs <<< "$BENCH"
+  i=0
+  for args in "${runs[@]}"; do
+    i=$((i + 1))
+    # shellcheck disable=SC2086
+    timeout ${BENCH_TIMEOUT:-240} "$B/full/bench_train" --backend cuda --ctx 1024 --r 64 --alpha 128 --grad_cp 1 \
+        --warmup ${WARMUP:-2} --steps ${STEPS:-6} $args --json "$out/bench.jsonl" > "$out/bench_$i.log" 2>&1
+    say "bench [$args]: rc $? ; $(tail -1 "$out/bench_$i.log")"
   done
 fi
 say "gpu_check done in $(( $(date +%s) - t0 )) s"

@@ -2,7 +2,7 @@
  * --bone_config, --disha_config, --train_type) turned into rwkvpeft_adapter_params, and the
  * adapter sidecar "<adapter>.adapter.json" that rwkvpeft-train writes next to every saved
  * adapter and rwkvpeft-eval / rwkvpeft-merge read (so the merge knows the alpha the adapter
- * was trained with). Shared by the example tools; public API only. */
+ * was trained with, and the --quant format of the base it was trained on). Shared by the example tools; public API only. */
 #ifndef RWKVPEFT_PEFT_FLAGS_H
 #define RWKVPEFT_PEFT_FLAGS_H
 
@@ -24,7 +24,24 @@ typedef struct peft_cli {
     char pissa_init[1024]; /* pissa_config.pissa_init */
     char key[8];           /* Bone/Bat tensor suffix: "bone" (--peft bone) or "disha" */
     char name[16];         /* method name for messages and the sidecar: lora pissa bone bat state none */
+    int quant;             /* rwkvpeft_quant_type of the run (--quant; sidecar "quant") */
 } peft_cli;
+
+/* --quant names as RWKV-PEFT spells them: none, nf4, fp4, 4bit (= fp4, bitsandbytes'
+ * default 4-bit type), int8, fp8. Returns the rwkvpeft_quant_type, or -1. */
+static inline int peft_quant_parse(const char *s) {
+    if (!s || !strcmp(s, "none") || !s[0]) return RWKVPEFT_QUANT_NONE;
+    if (!strcmp(s, "nf4")) return RWKVPEFT_QUANT_NF4;
+    if (!strcmp(s, "fp4") || !strcmp(s, "4bit")) return RWKVPEFT_QUANT_FP4;
+    if (!strcmp(s, "int8")) return RWKVPEFT_QUANT_INT8;
+    if (!strcmp(s, "fp8")) return RWKVPEFT_QUANT_FP8;
+    return -1;
+}
+
+static inline const char *peft_quant_name(int q) {
+    static const char *names[] = {"none", "nf4", "fp4", "int8", "fp8"};
+    return q >= 0 && q <= 4 ? names[q] : "?";
+}
 
 static inline void peft_cli_init(peft_cli *c) {
     memset(c, 0, sizeof *c);
@@ -108,8 +125,11 @@ static inline int peft_kv_disha(peft_cli *c, const char *k, const cJSON *v) {
 static inline int peft_cli_resolve(peft_cli *c, char *err, size_t n) {
     const char *p = c->peft ? c->peft : "none";
     int state = c->train_type && !strcmp(c->train_type, "state");
-    if (c->train_type && strcmp(c->train_type, "none") && !state) {
-        snprintf(err, n, "--train_type %s is not implemented (none or state)", c->train_type);
+    /* infctx chooses how long sequences are processed (the trainer's chunk_ctx), not the
+     * adapter: it combines with any --peft method */
+    int infctx = c->train_type && !strcmp(c->train_type, "infctx");
+    if (c->train_type && strcmp(c->train_type, "none") && !state && !infctx) {
+        snprintf(err, n, "--train_type %s is not known (none, state or infctx)", c->train_type);
         return -1;
     }
     if (!strcmp(p, "none")) {
@@ -193,6 +213,7 @@ static inline int peft_sidecar_write(const char *adapter_path, const peft_cli *c
         if (pissa_init) cJSON_AddStringToObject(j, "pissa_init", pissa_init);
     }
     if (c->key[0]) cJSON_AddStringToObject(j, "key", c->key);
+    if (c->quant) cJSON_AddStringToObject(j, "quant", peft_quant_name(c->quant));
     cJSON_AddStringToObject(j, "train_parts", train_parts ? train_parts : "");
     char *txt = cJSON_Print(j);
     int ok = txt && fprintf(f, "%s\n", txt) > 0;
@@ -233,6 +254,13 @@ static inline int peft_sidecar_read(const char *adapter_path, peft_cli *c, char 
     if ((v = cJSON_GetObjectItem(j, "svd_niter")) && cJSON_IsNumber(v)) c->svd_niter = v->valueint;
     if ((v = cJSON_GetObjectItem(j, "pissa_init")) && cJSON_IsString(v)) snprintf(c->pissa_init, sizeof c->pissa_init, "%s", v->valuestring);
     if ((v = cJSON_GetObjectItem(j, "key")) && cJSON_IsString(v)) snprintf(c->key, sizeof c->key, "%s", v->valuestring);
+    if ((v = cJSON_GetObjectItem(j, "quant")) && cJSON_IsString(v)) {
+        c->quant = peft_quant_parse(v->valuestring);
+        if (c->quant < 0) {
+            cJSON_Delete(j);
+            return -1;
+        }
+    }
     if (train_parts && (v = cJSON_GetObjectItem(j, "train_parts")) && cJSON_IsString(v))
         snprintf(train_parts, tp_size, "%s", v->valuestring);
     cJSON_Delete(j);

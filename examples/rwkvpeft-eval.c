@@ -9,7 +9,8 @@
  * The adapter's method comes from rwkvpeft-train's sidecar <adapter>.adapter.json when
  * --peft is not given, else from the same flags as rwkvpeft-train (--peft lora|pissa|bone|
  * disha|none, --lora_config, --pissa_config with pissa_init, --bone_config, --disha_config,
- * --train_type state).
+ * --train_type state). --quant none|nf4|fp4|4bit|int8|fp8 evaluates with the block linears
+ * quantized as in training; default: the sidecar's "quant" (none without a sidecar).
  *
  * Loss: the binidx token stream is cut into consecutive windows of ctx_len+1 tokens (the
  * last partial window is dropped); mean cross-entropy over all predicted tokens, and its
@@ -35,13 +36,14 @@ static void usage(FILE *f) {
                "         --pissa_config JSON --bone_config JSON --disha_config JSON --train_type state]]\n"
                "         [--data_file PREFIX --ctx_len T --micro_bsz B --max_batches N]\n"
                "         [--vocab V --prompt TEXT --max_new_tokens N --temperature X --top_p P --seed S]\n"
-               "         [--backend auto|cpu|cuda|hip] [--train_parts \"time,ln\"]\n");
+               "         [--backend auto|cpu|cuda|hip] [--train_parts \"time,ln\"]\n"
+               "         [--quant none|nf4|fp4|4bit|int8|fp8 (default: the adapter sidecar's, else none)]\n");
 }
 
 int main(int argc, char **argv) {
     const char *model_path = NULL, *adapter = NULL, *peft = NULL, *lora_config = NULL, *data = NULL, *vocab = NULL,
                *prompt = NULL, *backend = NULL, *train_parts = "time,ln", *pissa_config = NULL, *bone_config = NULL,
-               *disha_config = NULL, *train_type = NULL;
+               *disha_config = NULL, *train_type = NULL, *quant = NULL;
     long ctx_len = 1024, micro_bsz = 4, max_batches = 0, max_new = 100;
     double temperature = 1.0, top_p = 0.85;
     unsigned long long seed = 0;
@@ -76,6 +78,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--top_p")) top_p = atof(v);
         else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--backend")) backend = v;
+        else if (!strcmp(a, "--quant")) quant = v;
         else {
             usage(stderr);
             return die("unknown flag", a);
@@ -91,8 +94,21 @@ int main(int argc, char **argv) {
     cp.backend = backend;
     rwkvpeft_context *ctx;
     if (rwkvpeft_context_create(&cp, &ctx)) return die(rwkvpeft_last_error(), NULL);
+    /* the quantization the adapter was trained with: --quant, else its sidecar's */
+    rwkvpeft_model_params mp;
+    rwkvpeft_model_params_init(&mp);
+    mp.quant = peft_quant_parse(quant);
+    if (mp.quant < 0) return die("--quant must be none, nf4, fp4, 4bit, int8 or fp8", quant);
+    if (!quant && adapter) {
+        peft_cli sc;
+        peft_cli_init(&sc);
+        if (peft_sidecar_read(adapter, &sc, NULL, 0) > 0 && sc.quant > 0) {
+            mp.quant = sc.quant;
+            fprintf(stderr, "rwkvpeft-eval: quant %s from %s.adapter.json\n", peft_quant_name(sc.quant), adapter);
+        }
+    }
     rwkvpeft_model *m;
-    if (rwkvpeft_model_load(ctx, model_path, NULL, &m)) return die(rwkvpeft_last_error(), NULL);
+    if (rwkvpeft_model_load(ctx, model_path, &mp, &m)) return die(rwkvpeft_last_error(), NULL);
     if (adapter) {
         rwkvpeft_adapter_params ap;
         rwkvpeft_adapter_params_init(&ap);

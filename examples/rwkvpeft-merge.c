@@ -5,11 +5,15 @@
  *   rwkvpeft-merge --base rwkv6-1b6.pth --lora out/rwkv-4.pth --output merged.pth
  *                  [--type auto|lora|pissa|bone|bat|disha|state|none] [--lora_alpha 32]
  *                  [--lora_init out/init_pissa.pth] [--dtype bf16|fp32|fp16]
+ *                  [--quant none|nf4|fp4|4bit|int8|fp8]
  *
  * The adapter's method, LoRA alpha and PiSSA init file are read from the sidecar
  * "<adapter>.adapter.json" that rwkvpeft-train writes; flags override it. Without a sidecar
  * a LoRA merge needs --lora_alpha: the reference's merge.py default (16) silently
  * mis-scales adapters trained with another alpha (spec §9.11), so there is no default.
+ * --quant (default: the sidecar's "quant", else none) merges an adapter trained on a
+ * quantized base: every block linear's base weight becomes dequant(quant(W)) (PiSSA:
+ * dequant(quant(W − B₀A₀))) before the adapter is folded in, as merge.py --quant.
  * Uses only the public API.
  */
 #include <math.h>
@@ -32,7 +36,8 @@ static void usage(FILE *f) {
             "  --lora_alpha A                  LoRA alpha used in training (required for lora without a sidecar)\n"
             "  --lora_init PATH                PiSSA init file (init_pissa.pth; default from the sidecar)\n"
             "  --dtype bf16|fp32|fp16          stored precision of the output; default bf16\n"
-            "  --quant none                    only none (quantized merges are not implemented)\n"
+            "  --quant Q                       none, nf4, fp4, 4bit (= fp4), int8, fp8: the adapter was trained on\n"
+            "                                  a quantized base (default: the sidecar's quant, else none)\n"
             "  --device X                      accepted and ignored (the merge runs on the CPU)\n");
 }
 
@@ -44,7 +49,7 @@ static int die(const char *fmt, const char *a) {
 }
 
 int main(int argc, char **argv) {
-    const char *base = NULL, *adapter = NULL, *output = NULL, *type = "auto", *init = NULL, *dtype = "bf16";
+    const char *base = NULL, *adapter = NULL, *output = NULL, *type = "auto", *init = NULL, *dtype = "bf16", *quant = NULL;
     double alpha = NAN;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -70,7 +75,8 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--lora_init")) init = v;
         else if (!strcmp(a, "--dtype")) dtype = v;
         else if (!strcmp(a, "--quant")) {
-            if (strcmp(v, "none")) return die("--quant %s is not implemented (only none)", v);
+            if (peft_quant_parse(v) < 0) return die("--quant must be none, nf4, fp4, 4bit, int8 or fp8, got %s", v);
+            quant = v;
         } else if (!strcmp(a, "--device")) {
             /* accepted: the merge runs on the host */
         } else {
@@ -121,7 +127,13 @@ int main(int argc, char **argv) {
                          "The reference's default of 16 is not assumed.");
     mp.lora_alpha = (float)alpha;
     mp.pissa_init = init;
+    mp.quant = peft_quant_parse(quant);
+    if (!quant && have_side > 0 && side.quant > 0) {
+        mp.quant = side.quant;
+        fprintf(stderr, "rwkvpeft-merge: quant %s from %s.adapter.json\n", peft_quant_name(side.quant), adapter);
+    }
     if (rwkvpeft_merge_files(&mp)) return die("%s", rwkvpeft_last_error());
-    fprintf(stderr, "rwkvpeft-merge: wrote %s (%s)\n", output, dtype);
+    fprintf(stderr, "rwkvpeft-merge: wrote %s (%s%s%s)\n", output, dtype, mp.quant ? ", base quantized as " : "",
+            mp.quant ? peft_quant_name(mp.quant) : "");
     return 0;
 }

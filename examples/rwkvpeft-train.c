@@ -30,7 +30,7 @@ typedef struct opts {
     /* RWKV-PEFT flags */
     const char *load_model, *proj_dir, *data_file, *data_type, *my_testing, *peft, *train_parts, *lora_config,
         *quant, *dataload, *loss_mask, *mask_id, *train_type, *precision, *wandb, *lr_schedule, *optim, *strategy,
-        *accelerator, *sft_field, *sft_split, *op, *pissa_config, *bone_config, *disha_config;
+        *accelerator, *sft_field, *sft_split, *op, *pissa_config, *bone_config, *disha_config, *infctx_grad;
     long random_seed, vocab_size, ctx_len, epoch_steps, epoch_count, epoch_begin, epoch_save, micro_bsz, n_layer,
         n_embd, dim_att, dim_ffn, warmup_steps, grad_cp, layerwise_lr, head_size_a, head_size_divisor,
         data_shuffle, accumulate_grad_batches, devices, num_nodes, my_pile_stage, magic_prime, my_pile_shift,
@@ -134,7 +134,7 @@ static const flag flags[] = {
     F("peft", T_STR, peft, "none (full fine-tune, or only --train_parts), lora, pissa, bone or disha"),
     F("train_parts", T_STR, train_parts, "extra trainable tensors: space/comma list or [\"time\",\"ln\"]; default time ln"),
     F("lora_config", T_STR, lora_config, "JSON: lora_load, lora_r, lora_alpha, lora_dropout"),
-    F("quant", T_STR, quant, "only none is implemented"),
+    F("quant", T_STR, quant, "none (default), nf4, fp4, 4bit (= fp4), int8 or fp8: quantize the 8 block linears (QLoRA...)"),
     F("dataload", T_STR, dataload, "get (default), pad or only"),
     F("loss_mask", T_STR, loss_mask, "none (default), pad, qa or se"),
     F("mask_id", T_STR, mask_id, "JSON {\"mask0\":\"0\",\"mask1\":\"1\"} for loss_mask se"),
@@ -156,7 +156,8 @@ static const flag flags[] = {
     F("op", T_STR, op, "kernel family of the reference (cuda/fla/triton): accepted, our kernels are used"),
     F("fla", T_FLAG, quiet, "accepted, our kernels are used"),
     F("dropout", T_DBL, dropout, "only 0"),
-    F("chunk_ctx", T_LONG, chunk_ctx, "infctx chunk (infctx is not implemented yet)"),
+    F("chunk_ctx", T_LONG, chunk_ctx, "with --train_type infctx: tokens per chunk (default 512); --ctx_len is the whole sequence"),
+    F("infctx_grad", T_STR, infctx_grad, "with infctx: full (default; gradients through the carried states) or truncated (the reference's)"),
     F("pissa_config", T_STR, pissa_config, "JSON: pissa_load, pissa_init, pissa_r, svd_niter (init file: <proj_dir>/init_pissa.pth)"),
     F("bone_config", T_STR, bone_config, "JSON: bone_load, bone_r (block-affine, as Nov-2024), bone_mode bone|bat"),
     F("disha_config", T_STR, disha_config, "JSON: mode bone|bat, load, r"),
@@ -374,7 +375,8 @@ int main(int argc, char **argv) {
     pc.disha_config = o.disha_config;
     char perr[512];
     if (peft_cli_resolve(&pc, perr, sizeof perr)) return die("%s", perr);
-    if (strcmp(o.quant, "none")) return die("--quant %s is not implemented yet", o.quant);
+    pc.quant = peft_quant_parse(o.quant);
+    if (pc.quant < 0) return die("--quant %s is not implemented (none, nf4, fp4, 4bit, int8 or fp8)", o.quant);
     if (o.wandb[0]) return die("--wandb is not implemented; plot %s/train_log.jsonl instead", o.proj_dir);
     if (strcmp(o.optim, "none")) return die("--optim %s is not implemented (Adam is used)", o.optim);
     if (o.devices != 1 || o.num_nodes != 1) return die("only --devices 1 --num_nodes 1 are implemented");
@@ -416,6 +418,7 @@ int main(int argc, char **argv) {
     rwkvpeft_model_params mp;
     rwkvpeft_model_params_init(&mp);
     mp.grad_cp = (int32_t)o.grad_cp;
+    mp.quant = pc.quant; /* applied at the adapter attach below (after PiSSA's SVD) */
     rwkvpeft_model *m = NULL;
     uint64_t seed = (uint64_t)(o.random_seed < 0 ? 0 : o.random_seed);
     if (o.load_model && o.load_model[0]) {
@@ -548,17 +551,26 @@ int main(int argc, char **argv) {
     tp.weight_decay = (float)o.weight_decay;
     tp.accumulate_grad_batches = (int32_t)o.accumulate_grad_batches;
     tp.layerwise_lr = (int32_t)o.layerwise_lr;
+    if (!strcmp(o.train_type, "infctx")) {
+        if (o.chunk_ctx < 1) return die("--chunk_ctx must be >= 1");
+        const char *mode = o.infctx_grad ? o.infctx_grad : "full";
+        if (strcmp(mode, "full") && strcmp(mode, "truncated")) return die("--infctx_grad must be full or truncated");
+        tp.chunk_ctx = (int32_t)o.chunk_ctx;
+        tp.infctx_full = !strcmp(mode, "full");
+    } else if (o.infctx_grad) {
+        return die("--infctx_grad needs --train_type infctx");
+    }
     rwkvpeft_trainer *tr;
     if (rwkvpeft_trainer_create(m, &tp, &tr)) return die("%s", rwkvpeft_last_error());
     if (resume_state[0] && rwkvpeft_trainer_load_state(tr, resume_state)) return die("%s", rwkvpeft_trainer_last_error(tr));
 
     rwkvpeft_model_get_info(m, &info);
     fprintf(stderr,
-            "rwkvpeft-train: backend %s | RWKV-%d L%d C%d vocab %d | %s | trainable %.3fM of %.1fM | ctx %ld x bsz %ld | "
+            "rwkvpeft-train: backend %s | RWKV-%d L%d C%d vocab %d | %s%s%s | trainable %.3fM of %.1fM | ctx %ld x bsz %ld | "
             "epochs %ld-%ld x %ld steps\n",
             rwkvpeft_context_backend(ctx), info.version, info.n_layer, info.n_embd, info.vocab_size,
             ap.method != RWKVPEFT_PEFT_NONE ? method_title(ap.method) : (ap.full_finetune ? "full fine-tune" : "train_parts"),
-            info.n_trainable / 1e6, info.n_params / 1e6, o.ctx_len, o.micro_bsz, epoch_first, o.epoch_count - 1,
+            pc.quant ? " | quant " : "", pc.quant ? peft_quant_name(pc.quant) : "", info.n_trainable / 1e6, info.n_params / 1e6, o.ctx_len, o.micro_bsz, epoch_first, o.epoch_count - 1,
             o.epoch_steps);
     if (o.sample_prompt) show_sample(m, tok, &o, "sample before training");
 

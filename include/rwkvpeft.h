@@ -198,12 +198,36 @@ typedef struct rwkvpeft_model_config {
 
 RWKVPEFT_API void rwkvpeft_model_config_init(rwkvpeft_model_config *config);
 
+/* Storage formats of quantized base weights (rwkvpeft_model_params.quant; spec §4,
+ * docs/quantization.md). The codes are bitsandbytes': NF4 and FP4 in blocks of 64 with an
+ * fp32 absmax per block; INT8 = bitsandbytes' non-blockwise dynamic 8-bit map with one fp32
+ * absmax for the whole tensor; FP8 = float8_e4m3fn of the value itself (no scale).
+ * RWKV-PEFT's "--quant 4bit" means FP4 (bitsandbytes' default 4-bit type). */
+typedef enum rwkvpeft_quant_type {
+    RWKVPEFT_QUANT_NONE = 0,
+    RWKVPEFT_QUANT_NF4 = 1,
+    RWKVPEFT_QUANT_FP4 = 2, /* also "4bit" */
+    RWKVPEFT_QUANT_INT8 = 3,
+    RWKVPEFT_QUANT_FP8 = 4
+} rwkvpeft_quant_type;
+
 /* How weights are held once loaded. */
 typedef struct rwkvpeft_model_params {
     uint32_t struct_size;
     /* Gradient checkpointing: keep only each block's input during the forward and
      * recompute the block during the backward (less memory, ~30% more compute). 0/1. */
     int32_t grad_cp;
+    /* ---- appended fields ---- */
+    /* rwkvpeft_quant_type of the 8 target linears of every block (att receptance, key,
+     * value, gate, output; ffn key, receptance, value), as RWKV-PEFT's --quant. They are
+     * quantized from their float32 values at rwkvpeft_adapter_attach (PiSSA: after its SVD,
+     * so W_res = W − B₀A₀ is what gets quantized), or at the first forward (evaluate,
+     * logits, generate) of a model that gets no adapter; the full-precision copy is then
+     * freed. A quantized weight is frozen (no gradient): an attach whose train_parts or
+     * full_finetune would train one fails. Every forward/backward dequantizes one matrix
+     * at a time into scratch memory. emb, head, norms, time_* and adapter tensors stay in
+     * full precision. Default RWKVPEFT_QUANT_NONE. */
+    int32_t quant;
 } rwkvpeft_model_params;
 
 RWKVPEFT_API void rwkvpeft_model_params_init(rwkvpeft_model_params *params);
@@ -238,7 +262,8 @@ typedef enum rwkvpeft_dtype {
 
 /* Writes the model's current weights (the base weights; an attached adapter is not
  * folded in: use rwkvpeft_model_merge first for that; with PiSSA attached the linears hold
- * W_res = W − B₀A₀) as a plain RWKV checkpoint with the reference's key names. */
+ * W_res = W − B₀A₀; quantized linears are written as their dequantized values) as a plain
+ * RWKV checkpoint with the reference's key names. */
 RWKVPEFT_API rwkvpeft_status rwkvpeft_model_save(rwkvpeft_model *model, const char *path,
                                                  rwkvpeft_file_format format,
                                                  rwkvpeft_dtype dtype);
@@ -365,7 +390,10 @@ RWKVPEFT_API rwkvpeft_status rwkvpeft_pissa_check_init(rwkvpeft_model *model, co
  * another adapter may be attached). LoRA: W += (alpha/r)·B·A; PiSSA: W ← W_res + B·A;
  * Bone: W[o,i] += P[i mod r, o]; Bat: W_ab += W_ab·D_b + D_b; trained base tensors
  * (train_parts) simply stay; state tuning: time_state stays a model tensor. Arithmetic in
- * float32 on the host. Free the model's trainers first (RWKVPEFT_E_STATE otherwise). */
+ * float32 on the host. Free the model's trainers first (RWKVPEFT_E_STATE otherwise).
+ * Quantized model (rwkvpeft_model_params.quant): W above is dequant(q), the weight that was
+ * trained (PiSSA: dequant(quant(W − B₀A₀)) + B·A); an adapted linear holds the merged
+ * weight in full precision afterwards, and no further quantization happens. */
 RWKVPEFT_API rwkvpeft_status rwkvpeft_model_merge(rwkvpeft_model *model);
 
 /* File-to-file merge, as RWKV-PEFT's merge scripts (merge.py, merge_pissa.py,
@@ -389,6 +417,12 @@ typedef struct rwkvpeft_merge_params {
     const char *pissa_init;   /* PiSSA init file (required for PiSSA) */
     int32_t format;           /* rwkvpeft_file_format of the output; default AUTO */
     int32_t dtype;            /* rwkvpeft_dtype of the output; default BF16 */
+    /* ---- appended fields ---- */
+    /* rwkvpeft_quant_type the adapter was trained with (merge.py --quant): every target
+     * linear's base weight is replaced by dequant(quant(W)) (PiSSA: dequant(quant(W −
+     * B₀A₀))) computed from its float32 values before the adapter is folded in, so the
+     * merged model is the model that was trained. Default RWKVPEFT_QUANT_NONE. */
+    int32_t quant;
 } rwkvpeft_merge_params;
 
 RWKVPEFT_API void rwkvpeft_merge_params_init(rwkvpeft_merge_params *params);
@@ -484,6 +518,17 @@ typedef struct rwkvpeft_train_params {
     float grad_clip;    /* global L2 norm clip; default 1.0; <= 0 disables */
     int32_t accumulate_grad_batches; /* micro-batches per optimizer step; default 1 */
     int32_t layerwise_lr; /* reference LR groups (time_decay 2x, ...); default 1 */
+    /* Long-context training (the reference's infctx): a batch longer than chunk_ctx tokens is
+     * processed chunk_ctx tokens at a time, every layer's token-shift and WKV states carried
+     * from chunk to chunk in fp32, so activation memory depends on chunk_ctx and not on the
+     * sequence length. 0 (default): off. */
+    int32_t chunk_ctx;
+    /* With chunk_ctx: 1 (default) = the gradient flows through the carried states across all
+     * chunks (each chunk's forward is recomputed once in a backward sweep from its saved start
+     * state; the gradient equals the un-chunked model's); 0 = truncated, the reference's
+     * semantics (states detached between chunks; each chunk's mean loss weighted by its
+     * length). */
+    int32_t infctx_full;
 } rwkvpeft_train_params;
 
 RWKVPEFT_API void rwkvpeft_train_params_init(rwkvpeft_train_params *params);

@@ -195,7 +195,20 @@ static rwkvpeft_model *model_new(rwkvpeft_context *ctx, const rwkvpeft_model_par
     m->ctx = ctx;
     m->be = ctx->be;
     m->grad_cp = p.grad_cp != 0;
+    m->quant = p.quant;
+    m->quant_pending = p.quant != RWKVPEFT_QUANT_NONE;
     return m;
+}
+
+/* rwkvpeft_model_params values that model_new does not check. */
+static int check_model_params(const rwkvpeft_model_params *params) {
+    rwkvpeft_model_params p;
+    rwkvpeft_model_params_init(&p);
+    take_params(&p, sizeof p, params);
+    if (p.quant < RWKVPEFT_QUANT_NONE || p.quant > RWKVPEFT_QUANT_FP8)
+        return rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT,
+                       "model params: quant %d is not a quantization type (none 0, nf4 1, fp4 2, int8 3, fp8 4)", p.quant);
+    return 0;
 }
 
 static void model_delete(rwkvpeft_model *m) {
@@ -209,6 +222,7 @@ rwkvpeft_status rwkvpeft_model_load(rwkvpeft_context *ctx, const char *path, con
     if (!out) return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT, "out is NULL");
     *out = NULL;
     if (!ctx || !path) return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT, "context and path are required");
+    RP_TRY(check_model_params(params));
     rwkvpeft_model *m = model_new(ctx, params);
     if (!m) return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
     int rc = rp_model_load_file(m, path);
@@ -243,6 +257,7 @@ rwkvpeft_status rwkvpeft_model_init(rwkvpeft_context *ctx, const rwkvpeft_model_
                                         "(n_embd, dim_att, dim_ffn must be positive multiples of 32; dim_att a multiple of "
                                         "head_size)",
                                         c.n_layer, C, A, F, N, c.vocab_size);
+    RP_TRY(check_model_params(params));
     rwkvpeft_model *m = model_new(ctx, params);
     if (!m) return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
     int Dm = C == 4096 ? 64 : 32, Dd = C == 4096 ? 128 : 64;
@@ -435,6 +450,8 @@ void rwkvpeft_train_params_init(rwkvpeft_train_params *p) {
     p->grad_clip = 1.0f;
     p->accumulate_grad_batches = 1;
     p->layerwise_lr = 1;
+    p->chunk_ctx = 0;
+    p->infctx_full = 1;
 }
 
 rwkvpeft_status rwkvpeft_trainer_create(rwkvpeft_model *m, const rwkvpeft_train_params *params, rwkvpeft_trainer **out) {

@@ -105,6 +105,8 @@ static int merge_linear(rwkvpeft_model *m, rp_linear *lin) {
         if (!rc && lin->d_mode == RP_DMODE_BAT) rc = fold_bat(wd, out, in, r, a, &m->err);
     }
     for (size_t i = 0; !rc && i < nw; i++) w[i] = (float)wd[i];
+    /* a quantized W (read above as dequant(q)) holds the merged weight densely from now on */
+    if (!rc) rc = rp_param_unquantize(m, lin->W);
     if (!rc) rc = rp_param_upload_f32(m, lin->W, -1, w);
     free(w);
     free(wd);
@@ -165,6 +167,7 @@ int rp_model_merge(rwkvpeft_model *m) {
     rp_workspace_free(m, m->eval_ws);
     m->eval_ws = NULL;
     memset(cfg, 0, sizeof *cfg);
+    m->quant_pending = 0; /* the merged weights are final: never quantized again */
     return 0;
 }
 
@@ -224,6 +227,9 @@ int rp_merge_files(const rwkvpeft_merge_params *p, rp_err *err) {
         return rp_fail(err, RWKVPEFT_E_INVALID_ARGUMENT, "unknown file format %d", p->format);
     if (p->method < -1 || p->method > RWKVPEFT_PEFT_STATE)
         return rp_fail(err, RWKVPEFT_E_INVALID_ARGUMENT, "unknown merge method %d", p->method);
+    if (p->quant < RWKVPEFT_QUANT_NONE || p->quant > RWKVPEFT_QUANT_FP8)
+        return rp_fail(err, RWKVPEFT_E_INVALID_ARGUMENT, "unknown quantization type %d (none 0, nf4 1, fp4 2, int8 3, fp8 4)",
+                       p->quant);
     rp_tensorfile *base = NULL, *ad = NULL, *init = NULL;
     out_entry *ents = NULL;
     rp_named_tensor *ts = NULL;
@@ -338,6 +344,12 @@ int rp_merge_files(const rwkvpeft_merge_params *p, rp_err *err) {
             if (!rc) rc = rp_fail(err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory merging %s", wname);
             goto out;
         }
+        /* --quant: the base the adapter was trained on is dequant(quant(W)), from float32
+         * (PiSSA: of the residual, below) */
+        if (p->quant && method != RWKVPEFT_PEFT_PISSA && (rc = rp_quant_roundtrip(p->quant, fw, (int64_t)nw, err))) {
+            rp_fail_prefix(err, "%s: %s", p->base_path, wname);
+            goto out;
+        }
         for (size_t e = 0; e < nw; e++) wd[e] = fw[e];
         free(fa);
         free(fb);
@@ -380,6 +392,14 @@ int rp_merge_files(const rwkvpeft_merge_params *p, rp_err *err) {
                 fa0 = fb0 = NULL;
                 if ((rc = to_f32(ta0, &fa0, p->pissa_init, err)) || (rc = to_f32(tb0, &fb0, p->pissa_init, err))) goto out;
                 if ((rc = fold_lowrank(wd, out, in, r, -1.0, fb0, fa0, err))) goto out;
+                if (p->quant) { /* W_res rounded to float32 (as training holds it), then quantized */
+                    for (size_t e = 0; e < nw; e++) fw[e] = (float)wd[e];
+                    if ((rc = rp_quant_roundtrip(p->quant, fw, (int64_t)nw, err))) {
+                        rp_fail_prefix(err, "%s: residual of %s", p->base_path, wname);
+                        goto out;
+                    }
+                    for (size_t e = 0; e < nw; e++) wd[e] = fw[e];
+                }
                 if ((rc = fold_lowrank(wd, out, in, r, 1.0, fb, fa, err))) goto out;
             } else {
                 if ((rc = fold_lowrank(wd, out, in, r, (double)p->lora_alpha / r, fb, fa, err))) goto out;
@@ -406,6 +426,17 @@ int rp_merge_files(const rwkvpeft_merge_params *p, rp_err *err) {
         free(ents[k].merged);
         ents[k].merged = fw;
         fw = NULL;
+    }
+
+    /* 2b. --quant: target linears without an adapter tensor (state tuning, train_parts
+     * only) were trained on dequant(quant(W)) too */
+    for (int k = 0; k < n_ent && p->quant; k++) {
+        if (ents[k].merged || !rp_is_target_linear_weight(ents[k].name)) continue;
+        if ((rc = to_f32(ents[k].src, &ents[k].merged, p->base_path, err))) goto out;
+        if ((rc = rp_quant_roundtrip(p->quant, ents[k].merged, rp_tensor_numel(ents[k].src), err))) {
+            rp_fail_prefix(err, "%s: %s", p->base_path, ents[k].name);
+            goto out;
+        }
     }
 
     /* 3. convert to the output type and write */

@@ -157,7 +157,7 @@ static rp_dtype param_dtype(const rwkvpeft_model *m, const rp_param *p) {
 int rp_model_alloc_params(rwkvpeft_model *m) {
     for (int i = 0; i < m->n_params; i++) {
         rp_param *p = &m->params[i];
-        if (p->data) continue;
+        if (p->data || p->qfmt) continue;
         size_t bytes = (size_t)p->numel * rp_dtype_size(param_dtype(m, p));
         if (m->be->ops->alloc(m->be, &p->data, bytes))
             return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "cannot allocate %zu bytes for %s: %s", bytes, p->name,
@@ -171,8 +171,12 @@ void rp_model_destroy(rwkvpeft_model *m) {
     if (!m) return;
     rp_adapter_release(m);
     if (m->params && m->be)
-        for (int i = 0; i < m->n_params; i++)
+        for (int i = 0; i < m->n_params; i++) {
             if (m->params[i].owns_data) m->be->ops->free(m->be, m->params[i].data);
+            if (m->params[i].qfmt) rp_param_free_quant(m, &m->params[i]);
+        }
+    if (m->qcode && m->be) m->be->ops->free(m->be, m->qcode);
+    m->qcode = NULL;
     if (m->flat && m->be) m->be->ops->free(m->be, m->flat);
     free(m->params);
     free(m->layers);
@@ -220,12 +224,17 @@ static int upload_converted(rwkvpeft_model *m, void *dst, rp_dtype dt, const voi
 }
 
 int rp_param_upload_f32(rwkvpeft_model *m, rp_param *p, int part, const float *src) {
+    if (p->qfmt) { /* quantized storage: quantize the new values (linears are single-part) */
+        if (part > 0 || p->nparts != 1) return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "partial upload into quantized %s", p->name);
+        return rp_param_quantize_host(m, p, p->qfmt, src);
+    }
     rp_dtype dt = param_dtype(m, p);
     int64_t off = part >= 0 ? part * p->part_numel : 0, n = part >= 0 ? p->part_numel : p->numel;
     return upload_converted(m, (char *)p->data + (size_t)off * rp_dtype_size(dt), dt, src, RP_F32, n);
 }
 
 int rp_param_download_f32(rwkvpeft_model *m, rp_param *p, float *dst) {
+    if (p->qfmt) return rp_param_dequant_host(m, p, dst);
     rp_backend *be = m->be;
     rp_dtype dt = param_dtype(m, p);
     size_t ds = rp_dtype_size(dt);

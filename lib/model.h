@@ -34,6 +34,14 @@ typedef struct rp_param {
     float weight_decay;
     int is_adapter;    /* created by an adapter (not part of the base checkpoint) */
     int optional;      /* may be absent from a checkpoint (e.g. att.time_state) */
+    /* quantized storage (lib/qlinear.c; data is then NULL): qfmt is an rp_quant_format,
+     * 0 when the parameter is dense */
+    int qfmt;
+    int qblock;        /* absmax block size (elements) */
+    void *qdata;       /* device: packed codes, q_bytes */
+    void *qabsmax;     /* device: float32 [q_nblocks] scales, or NULL (fp8) */
+    size_t q_bytes;
+    int64_t q_nblocks;
 } rp_param;
 
 /* Kinds of the D adapter tensor of a linear (docs/peft.md). */
@@ -111,6 +119,9 @@ struct rwkvpeft_model {
     int n_layer, C, A, F, H, N, V, Dm, Dd;
     int grad_cp;
     int from_file;
+    int quant;         /* rwkvpeft_quant_type requested for the target linears */
+    int quant_pending; /* they are still to be quantized (at attach or the first forward) */
+    void *qcode;       /* device float32 [256]: the int8 dynamic code table, once per model */
 
     rp_param *params; /* owned array; pointers into it stay valid (allocated once) */
     int n_params, cap_params;
@@ -172,6 +183,27 @@ int rp_svd_best_rank_error(const float *W, int out, int in, int r, double *err_f
 int rp_model_merge(rwkvpeft_model *m);
 int rp_merge_files(const rwkvpeft_merge_params *p, rp_err *err);
 
+/* ---- qlinear.c: quantized target linears (docs/quantization.md) ------------------------- */
+/* Quantizes every target linear that is still dense, from its float32 values, and drops the
+ * dense copy; no-op unless m->quant_pending. NaN/Inf is RWKVPEFT_E_NUMERIC naming the
+ * tensor. */
+int rp_model_quantize(rwkvpeft_model *m);
+/* Replaces p's storage by quant(host) (format fmt; the dense copy, if any, is freed). */
+int rp_param_quantize_host(rwkvpeft_model *m, rp_param *p, int fmt, const float *host);
+/* Gives a quantized p dense storage again holding dequant(q) (act dtype). */
+int rp_param_unquantize(rwkvpeft_model *m, rp_param *p);
+/* Host float32 dequantized values of a quantized parameter. */
+int rp_param_dequant_host(rwkvpeft_model *m, rp_param *p, float *dst);
+/* Frees the quantized storage of p (not the dense data). */
+void rp_param_free_quant(rwkvpeft_model *m, rp_param *p);
+/* Device bytes held by the parameters: dense data of their own, quantized codes and scales,
+ * the int8 code table and the flat trainable buffer. */
+int64_t rp_model_param_bytes(const rwkvpeft_model *m);
+/* 1 when `name` is the weight of one of the 8 target linears of a block (spec §3.1). */
+int rp_is_target_linear_weight(const char *name);
+/* dequant(quant(x)) in place (host float32), for merges. */
+int rp_quant_roundtrip(int fmt, float *x, int64_t n, rp_err *err);
+
 /* ---- rwkv6.c: the graph --------------------------------------------------------------- */
 typedef struct rp_workspace rp_workspace;
 
@@ -197,6 +229,16 @@ int rp_infer_state_create(rwkvpeft_model *m, int B, rp_infer_state **out);
 void rp_infer_state_free(rwkvpeft_model *m, rp_infer_state *st);
 /* Feeds T tokens per sequence (host ids [B,T]) and writes the next-token logits [B,V]. */
 int rp_v6_infer(rwkvpeft_model *m, rp_workspace *ws, rp_infer_state *st, const int32_t *ids, int T, float *logits_last);
+
+/* Long-context training of a batch held in host memory (ids/targets [B,T], weights [B,T]
+ * normalised over the whole batch), `chunk` tokens at a time with every layer's token-shift
+ * and WKV states carried between chunks. full = 1: the gradient flows through the carried
+ * states (each chunk is recomputed in a backward sweep from its saved start state), equal to
+ * the un-chunked model's; full = 0: the reference's truncated mode (states are detached
+ * inputs; each chunk's mean loss weighted by its length). *loss receives the batch loss. */
+int rp_v6_train_chunked(rwkvpeft_model *m, rp_workspace *ws, const int32_t *ids, const int32_t *targets,
+                        const float *weights, int B, int T, int chunk, int full, void *gf, float grad_scale, float l2wrap,
+                        uint64_t seed, double *loss);
 
 /* Device pointer of the scalar loss sum (par dtype) of the last forward. */
 void *rp_workspace_loss(rp_workspace *ws);

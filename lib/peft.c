@@ -8,6 +8,7 @@
 
 #include "kernel_common.h"
 #include "model.h"
+#include "quant.h"
 #include "tensorfile.h"
 
 /* Splits "time,ln emb" into substrings; returns how many (at most max). */
@@ -166,6 +167,10 @@ static int pissa_prepare(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
                 break;
             }
             rc = rp_param_download_f32(m, lin->W, w);
+            for (int64_t e = 0; !rc && e < lin->W->numel; e++)
+                if (!isfinite(w[e]))
+                    rc = rp_fail(&m->err, RWKVPEFT_E_NUMERIC, "%s: element %lld is %s", lin->W->name, (long long)e,
+                                 isnan(w[e]) ? "NaN" : "infinite");
             uint64_t seed = rp_mix64(ap->seed ^ rp_mix64((uint64_t)lin->id + 0x5069535341ull));
             if (!rc) rc = rp_pissa_svd(w, lin->out, lin->in, r, ap->svd_niter, seed, lin->pissa_A0, lin->pissa_B0, &m->err);
             if (rc) rp_fail_prefix(&m->err, "PiSSA init of %s", lin->W->name);
@@ -194,7 +199,9 @@ static int pissa_apply_residual(rwkvpeft_model *m) {
                     row[c] = (float)acc;
                 }
             }
-            if (!rc) rc = rp_param_upload_f32(m, lin->W, -1, w);
+            if (!rc)
+                rc = m->quant_pending && !lin->W->qfmt ? rp_param_quantize_host(m, lin->W, m->quant, w)
+                                                       : rp_param_upload_f32(m, lin->W, -1, w);
             free(w);
         }
     return rc;
@@ -309,7 +316,18 @@ int rp_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
                            tp, p->part_names[0], p->part_names[p->nparts - 1]);
         p->trainable = hit > 0;
         if (emb_head && (p == m->emb || p == m->head)) p->trainable = 1;
+        if (p->trainable && (p->qfmt || (m->quant_pending && rp_is_target_linear_weight(p->name)))) {
+            p->trainable = 0;
+            return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT,
+                           "%s %s %s, which is quantized (quant %s) and cannot train; choose train_parts that leave "
+                           "the block linears' weights frozen",
+                           ap->full_finetune ? "full_finetune" : "train_parts", ap->full_finetune ? "trains" : "selects",
+                           p->name, rp_quant_name(p->qfmt ? p->qfmt : m->quant));
+        }
     }
+    /* quantization (spec §4) from the float32 weights, after all loading; PiSSA quantizes its
+     * residual W − B₀A₀ below instead */
+    if (method != RWKVPEFT_PEFT_PISSA) RP_TRY(rp_model_quantize(m));
 
     /* 2. adapter tensors */
     int rc = 0;
@@ -370,8 +388,12 @@ int rp_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
     m->flat_numel = total;
     m->n_trainable = total;
     if (dmode) RP_TRY(make_fold(m, ap->r));
-    /* PiSSA: W ← W − B₀A₀ before W's storage may move (train_parts selecting it) */
-    if (method == RWKVPEFT_PEFT_PISSA) RP_TRY(pissa_apply_residual(m));
+    /* PiSSA: W ← W − B₀A₀ before W's storage may move (train_parts selecting it); with
+     * quantization W_res is quantized from its float32 values (QPiSSA) */
+    if (method == RWKVPEFT_PEFT_PISSA) {
+        RP_TRY(pissa_apply_residual(m));
+        RP_TRY(rp_model_quantize(m));
+    }
     int64_t off = 0;
     for (int i = 0; i < m->n_params; i++) {
         rp_param *p = &m->params[i];

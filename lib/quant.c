@@ -15,6 +15,7 @@
 #include "quant.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,15 +68,14 @@ static void linspace_f32(float start, float end, int steps, float *out) {
 }
 
 static float int8_code[256];
-static int int8_code_ready;
+static pthread_once_t int8_code_once = PTHREAD_ONCE_INIT;
 
 static int cmp_float(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return x < y ? -1 : x > y;
 }
 
-const float *rp_int8_dynamic_code(void) {
-    if (int8_code_ready) return int8_code;
+static void build_int8_code(void) {
     float data[256];
     int k = 0;
     for (int i = 0; i < 7; i++) {
@@ -94,7 +94,10 @@ const float *rp_int8_dynamic_code(void) {
     data[k++] = 1.0f;
     qsort(data, 256, sizeof(float), cmp_float);
     memcpy(int8_code, data, sizeof data);
-    int8_code_ready = 1;
+}
+
+const float *rp_int8_dynamic_code(void) {
+    pthread_once(&int8_code_once, build_int8_code); /* thread-safe lazy build */
     return int8_code;
 }
 
@@ -182,10 +185,13 @@ void rp_qtensor_free(rp_qtensor *q) {
 int rp_quantize(int format, const float *x, int64_t n, rp_qtensor *out, rp_err *err) {
     memset(out, 0, sizeof *out);
     if (n <= 0) return rp_fail(err, RWKVPEFT_E_INVALID_ARGUMENT, "quantize: empty tensor");
+    int64_t bad = n;
+#pragma omp parallel for reduction(min : bad) if (n > (1 << 16))
     for (int64_t i = 0; i < n; i++)
-        if (!isfinite(x[i]))
-            return rp_fail(err, RWKVPEFT_E_NUMERIC, "quantize (%s): element %lld is %s", rp_quant_name(format), (long long)i,
-                           isnan(x[i]) ? "NaN" : "infinite");
+        if (!isfinite(x[i]) && i < bad) bad = i;
+    if (bad < n)
+        return rp_fail(err, RWKVPEFT_E_NUMERIC, "quantize (%s): element %lld is %s", rp_quant_name(format), (long long)bad,
+                       isnan(x[bad]) ? "NaN" : "infinite");
     out->format = format;
     out->n = n;
     switch (format) {
@@ -197,6 +203,8 @@ int rp_quantize(int format, const float *x, int64_t n, rp_qtensor *out, rp_err *
         out->q = (uint8_t *)rp_calloc(out->q_bytes, 1);
         out->absmax = (float *)rp_malloc(sizeof(float) * (size_t)out->n_blocks);
         if (!out->q || !out->absmax) break;
+        /* blocks are independent and a block owns whole bytes (64 is even) */
+#pragma omp parallel for if (n > (1 << 16))
         for (int64_t b = 0; b < out->n_blocks; b++) {
             int64_t s = b * RP_QUANT_BLOCK_4BIT, e = s + RP_QUANT_BLOCK_4BIT < n ? s + RP_QUANT_BLOCK_4BIT : n;
             float am = 0;
@@ -223,8 +231,10 @@ int rp_quantize(int format, const float *x, int64_t n, rp_qtensor *out, rp_err *
         out->absmax = (float *)rp_malloc(sizeof(float) * (size_t)out->n_blocks);
         if (!out->q || !out->absmax) break;
         float am = 0;
+#pragma omp parallel for reduction(max : am) if (n > (1 << 16))
         for (int64_t i = 0; i < n; i++) am = fmaxf(am, fabsf(x[i]));
         for (int64_t b = 0; b < out->n_blocks; b++) out->absmax[b] = am;
+#pragma omp parallel for if (n > (1 << 16))
         for (int64_t i = 0; i < n; i++) out->q[i] = rp_int8_encode(am > 0 ? x[i] / am : 0.0f, code);
         return 0;
     }
@@ -234,6 +244,7 @@ int rp_quantize(int format, const float *x, int64_t n, rp_qtensor *out, rp_err *
         out->q_bytes = (size_t)n;
         out->q = (uint8_t *)rp_malloc(out->q_bytes);
         if (!out->q) break;
+#pragma omp parallel for if (n > (1 << 16))
         for (int64_t i = 0; i < n; i++) out->q[i] = rp_fp8_e4m3_encode(x[i]);
         return 0;
     }
@@ -245,6 +256,8 @@ int rp_quantize(int format, const float *x, int64_t n, rp_qtensor *out, rp_err *
 
 void rp_dequantize(const rp_qtensor *q, float *out) {
     static const float fp4[16] = RP_FP4_CODES;
+    const float *i8 = rp_int8_dynamic_code();
+#pragma omp parallel for if (q->n > (1 << 16))
     for (int64_t i = 0; i < q->n; i++) {
         switch (q->format) {
         case RP_QUANT_NF4:
@@ -254,7 +267,7 @@ void rp_dequantize(const rp_qtensor *q, float *out) {
             out[i] = (q->format == RP_QUANT_NF4 ? nf4_codes[c] : fp4[c]) * q->absmax[i / q->blocksize];
             break;
         }
-        case RP_QUANT_INT8: out[i] = rp_int8_dynamic_code()[q->q[i]] * q->absmax[i / q->blocksize]; break;
+        case RP_QUANT_INT8: out[i] = i8[q->q[i]] * q->absmax[i / q->blocksize]; break;
         default: out[i] = rp_fp8_e4m3_to_float(q->q[i]); break;
         }
     }

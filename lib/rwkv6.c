@@ -51,6 +51,7 @@ struct rp_workspace {
     void *logits;
     int64_t logit_rows;
     void *tmp_c;    /* [n,C] */
+    void *rows_tmp; /* [B,C]: one row per sequence (carried-state gradients) */
     void *x_spare;  /* [n,C] output sink for recomputed blocks */
     /* backward scratch */
     void *dres, *dln, *dlnout; /* [n,C] */
@@ -64,6 +65,8 @@ struct rp_workspace {
     void *ddh;                 /* [n,Dd] */
     void *lora_x;              /* [n,max_in] */
     void *lora_dt;             /* [n,max_r] */
+    void *wq;                  /* A [largest quantized weight]: one dequantized matrix at a time */
+    int64_t wq_numel;
     void **allocs;
     int n_allocs, cap_allocs;
 };
@@ -147,6 +150,7 @@ static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_v6_acts *a) {
 int rp_workspace_create(rwkvpeft_model *m, int B, int T, int training, rp_workspace **out) {
     *out = NULL;
     if (B <= 0 || T <= 0) return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "batch size and length must be positive");
+    RP_TRY(rp_model_quantize(m)); /* a model without adapter quantizes before its first forward */
     rp_workspace *ws = (rp_workspace *)rp_calloc(1, sizeof *ws);
     if (!ws) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
     rp_dtype A_ = m->be->ops->act_dtype, P_ = m->be->ops->par_dtype;
@@ -173,6 +177,7 @@ int rp_workspace_create(rwkvpeft_model *m, int B, int T, int training, rp_worksp
     AL(mean_o, n, P_);
     AL(rstd_o, n, P_);
     AL(tmp_c, n * C, A_);
+    AL(rows_tmp, (int64_t)B * C, A_);
     AL(x_spare, n * C, A_);
     ws->logit_rows = LOGIT_CHUNK_ELEMS / m->V;
     if (ws->logit_rows < 1) ws->logit_rows = 1;
@@ -195,6 +200,11 @@ int rp_workspace_create(rwkvpeft_model *m, int B, int T, int training, rp_worksp
         AL(lora_dt, n * max_lora_r(m), A_);
     }
     AL(lora_x, n * max_in, A_);
+    for (int l = 0; l < m->n_layer; l++)
+        for (int i = 0; i < RP_LIN_COUNT; i++)
+            if (m->layers[l].lin[i].W->qfmt && m->layers[l].lin[i].W->numel > ws->wq_numel)
+                ws->wq_numel = m->layers[l].lin[i].W->numel;
+    if (ws->wq_numel) AL(wq, ws->wq_numel, A_);
 #undef AL
     /* activation records: one per layer, or one shared record plus per-layer inputs */
     for (int l = 0; !rc && l < m->n_layer; l++) {
@@ -254,6 +264,22 @@ static uint64_t lin_seed(uint64_t base, const rp_linear *lin) {
     return base ? rp_mix64(base ^ ((uint64_t)lin->id * 0x9e3779b97f4a7c15ull)) : 0;
 }
 
+/* The weight W of a linear as an A-typed matrix: its own storage, or, when it is quantized,
+ * dequantized into the workspace's scratch (valid until the next call). */
+static int lin_weight(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin, const void **W) {
+    rp_backend *be = m->be;
+    const rp_param *p = lin->W;
+    if (!p->qfmt) {
+        *W = p->data;
+        return 0;
+    }
+    if (!ws->wq || p->numel > ws->wq_numel)
+        return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "no dequantization scratch for %s", p->name);
+    OP(dequant(be, ws->wq, p->qdata, p->qabsmax, m->qcode, p->qfmt, p->numel, p->qblock));
+    *W = ws->wq;
+    return 0;
+}
+
 /* Bat: u_b = x_b·D_bᵀ for every r-wide column block b of x [n,in] into u [n,in]
  * (one strided batched gemm over the in/r blocks). */
 static int bat_blocks(rwkvpeft_model *m, const rp_linear *lin, void *u, const void *x, int64_t n) {
@@ -275,16 +301,18 @@ static int linear_fwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin,
     rp_backend *be = m->be;
     rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
     int in = lin->in, out = lin->out, r = lin->r;
+    const void *W = NULL;
+    RP_TRY(lin_weight(m, ws, lin, &W));
     if (lin->d_mode == RP_DMODE_BAT) {
         void *xt = ws->lora_x;
         RP_TRY(bat_blocks(m, lin, xt, x, n));
         OP(gemm(be, 0, 0, (int)n, r, in, 1.0f, xt, A_, in, 0, m->fold, P_, r, 0, 0.0f, t_save, A_, r, 0, 1));
         OP(add(be, xt, x, 1.0f, n * in));
-        OP(gemm(be, 0, 1, (int)n, out, in, 1.0f, xt, A_, in, 0, lin->W->data, A_, in, 0, 0.0f, y, A_, out, 0, 1));
+        OP(gemm(be, 0, 1, (int)n, out, in, 1.0f, xt, A_, in, 0, W, A_, in, 0, 0.0f, y, A_, out, 0, 1));
         OP(gemm(be, 0, 1, (int)n, out, r, 1.0f, t_save, A_, r, 0, m->fold, P_, r, 0, 1.0f, y, A_, out, 0, 1));
         return 0;
     }
-    OP(gemm(be, 0, 1, (int)n, out, in, 1.0f, x, A_, in, 0, lin->W->data, A_, in, 0, 0.0f, y, A_, out, 0, 1));
+    OP(gemm(be, 0, 1, (int)n, out, in, 1.0f, x, A_, in, 0, W, A_, in, 0, 0.0f, y, A_, out, 0, 1));
     if (lin->d_mode == RP_DMODE_BONE) {
         OP(gemm(be, 0, 0, (int)n, r, in, 1.0f, x, A_, in, 0, m->fold, P_, r, 0, 0.0f, t_save, A_, r, 0, 1));
         OP(gemm(be, 0, 0, (int)n, out, r, 1.0f, t_save, A_, r, 0, lin->D->data, P_, out, 0, 1.0f, y, A_, out, 0, 1));
@@ -317,7 +345,9 @@ static int bat_bwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin, vo
         OP(add(be, du, x, 1.0f, n * in));
         OP(gemm(be, 1, 0, out, in, (int)n, 1.0f, dy, A_, out, 0, du, A_, in, 0, 1.0f, dW, P_, in, 0, 1));
     }
-    OP(gemm(be, 0, 0, (int)n, in, out, 1.0f, dy, A_, out, 0, lin->W->data, A_, in, 0, 0.0f, du, A_, in, 0, 1)); /* ∂L/∂x̃ */
+    const void *W = NULL;
+    RP_TRY(lin_weight(m, ws, lin, &W)); /* dequantized again for the backward */
+    OP(gemm(be, 0, 0, (int)n, in, out, 1.0f, dy, A_, out, 0, W, A_, in, 0, 0.0f, du, A_, in, 0, 1)); /* ∂L/∂x̃ */
     if (accumulate) /* x̃ = x + u: the direct path */
         OP(add(be, dx, du, 1.0f, n * in));
     else
@@ -336,9 +366,11 @@ static int linear_bwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin,
     rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
     int in = lin->in, out = lin->out, r = lin->r;
     if (lin->d_mode == RP_DMODE_BAT) return bat_bwd(m, ws, lin, dx, accumulate, dy, x, n, grad_flat);
-    void *dW = rp_param_grad(m, lin->W, grad_flat);
+    void *dW = rp_param_grad(m, lin->W, grad_flat); /* NULL for a quantized (frozen) W */
     if (dW) OP(gemm(be, 1, 0, out, in, (int)n, 1.0f, dy, A_, out, 0, x, A_, in, 0, 1.0f, dW, P_, in, 0, 1));
-    OP(gemm(be, 0, 0, (int)n, in, out, 1.0f, dy, A_, out, 0, lin->W->data, A_, in, 0, accumulate ? 1.0f : 0.0f, dx, A_, in,
+    const void *W = NULL;
+    RP_TRY(lin_weight(m, ws, lin, &W)); /* dx = dy·W̃: dequantized again */
+    OP(gemm(be, 0, 0, (int)n, in, out, 1.0f, dy, A_, out, 0, W, A_, in, 0, accumulate ? 1.0f : 0.0f, dx, A_, in,
             0, 1));
     if (lin->d_mode == RP_DMODE_BONE) { /* y += t·P, t = x·F */
         void *dP = rp_param_grad(m, lin->D, grad_flat), *dt = ws->lora_dt;
@@ -388,8 +420,11 @@ static int keep_last_rows(rwkvpeft_model *m, void *dst, const void *x, int B, in
     return 0;
 }
 
+/* st_in: the carried state this chunk starts from (NULL or NULL fields: zero shift state,
+ * and the shared time_state or zero as WKV state); st_out: receives the state after the
+ * chunk (NULL: not wanted). They may be the same record (the state advances in place). */
 static int block_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, void *x_out, uint64_t seed,
-                     const rp_layer_state *st) {
+                     const rp_layer_state *st_in, rp_layer_state *st_out) {
     rp_backend *be = m->be;
     rp_v6_layer *ly = &m->layers[l];
     rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
@@ -399,14 +434,14 @@ static int block_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, 
 #define SLOT(buf, s) ((char *)(buf) + (size_t)(s) * (size_t)nC * as)
     /* time mix */
     OP(norm_fwd(be, a->ln1, a->mean1, a->rstd1, a->x_in, ly->ln1_w->data, ly->ln1_b->data, n, 1, C, LN_EPS));
-    const void *att_prev = st ? st->att_prev : NULL, *ffn_prev = st ? st->ffn_prev : NULL;
+    const void *att_prev = st_in ? st_in->att_prev : NULL, *ffn_prev = st_in ? st_in->ffn_prev : NULL;
     OP(shift_mix_fwd(be, a->z, a->ln1, att_prev, ly->maa_x->data, NULL, 1, B, T, C));
     OP(gemm(be, 0, 0, (int)n, 5 * Dm, C, 1.0f, a->z, A_, C, 0, ly->maa_w1->data, P_, 5 * Dm, 0, 0.0f, a->h, A_, 5 * Dm, 0, 1));
     OP(act_fwd(be, RP_ACT_TANH, a->h, a->h, n * 5 * Dm));
     OP(gemm(be, 0, 0, (int)n, C, Dm, 1.0f, a->h, A_, 5 * Dm, Dm, ly->maa_w2->data, P_, C, (int64_t)Dm * C, 0.0f, a->m, A_, C,
             nC, 5));
     OP(shift_mix_fwd(be, a->xs, a->ln1, att_prev, ly->maa_wkvrg->data, a->m, 5, B, T, C));
-    if (st) RP_TRY(keep_last_rows(m, st->att_prev, a->ln1, B, T));
+    if (st_out && st_out->att_prev) RP_TRY(keep_last_rows(m, st_out->att_prev, a->ln1, B, T));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_R], a->r, SLOT(a->xs, 3), n, a->lora_t[RP_LIN_ATT_R], seed));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_K], a->k, SLOT(a->xs, 1), n, a->lora_t[RP_LIN_ATT_K], seed));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_V], a->v, SLOT(a->xs, 2), n, a->lora_t[RP_LIN_ATT_V], seed));
@@ -416,10 +451,11 @@ static int block_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, 
     OP(act_fwd(be, RP_ACT_TANH, a->dh, a->dh, n * Dd));
     OP(broadcast_rows(be, a->w, ly->decay->data, n, A, 0));
     OP(gemm(be, 0, 0, (int)n, A, Dd, 1.0f, a->dh, A_, Dd, 0, ly->decay_w2->data, P_, A, 0, 1.0f, a->w, A_, A, 0, 1));
-    if (st)
-        OP(wkv6_fwd(be, a->y, st->wkv, a->r, a->k, a->v, a->w, ly->faaaa->data, st->wkv, 0, B, T, m->H, m->N));
+    void *s_out = st_out ? st_out->wkv : NULL;
+    if (st_in && st_in->wkv)
+        OP(wkv6_fwd(be, a->y, s_out, a->r, a->k, a->v, a->w, ly->faaaa->data, st_in->wkv, 0, B, T, m->H, m->N));
     else
-        OP(wkv6_fwd(be, a->y, NULL, a->r, a->k, a->v, a->w, ly->faaaa->data,
+        OP(wkv6_fwd(be, a->y, s_out, a->r, a->k, a->v, a->w, ly->faaaa->data,
                     ly->time_state ? ly->time_state->data : NULL, 1, B, T, m->H, m->N));
     OP(norm_fwd(be, a->o, a->gn_mean, a->gn_rstd, a->y, ly->lnx_w->data, ly->lnx_b->data, n, m->H, m->N, GN_EPS));
     OP(mul_fwd(be, a->og, a->o, a->g, n * A));
@@ -429,7 +465,7 @@ static int block_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, 
     /* channel mix */
     OP(norm_fwd(be, a->ln2, a->mean2, a->rstd2, a->x_mid, ly->ln2_w->data, ly->ln2_b->data, n, 1, C, LN_EPS));
     OP(shift_mix_fwd(be, a->xkr, a->ln2, ffn_prev, ly->ffn_maa_kr->data, NULL, 2, B, T, C));
-    if (st) RP_TRY(keep_last_rows(m, st->ffn_prev, a->ln2, B, T));
+    if (st_out && st_out->ffn_prev) RP_TRY(keep_last_rows(m, st_out->ffn_prev, a->ln2, B, T));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_K], a->kpre, SLOT(a->xkr, 0), n, a->lora_t[RP_LIN_FFN_K], seed));
     OP(act_fwd(be, RP_ACT_RELU_SQ, a->kk, a->kpre, n * F));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_V], a->kv, a->kk, n, a->lora_t[RP_LIN_FFN_V], seed));
@@ -441,8 +477,23 @@ static int block_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, 
     return 0;
 }
 
-/* ws->dres holds ∂L/∂(block output) on entry and ∂L/∂(block input) on return. */
-static int block_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, void *gf, uint64_t seed) {
+/* dst[b, T-1, :] += src[b, :] for each of B sequences (dst A [B,T,C], src A [B,C]). */
+static int add_last_rows(rwkvpeft_model *m, rp_workspace *ws, void *dst, const void *src, int B, int T) {
+    rp_backend *be = m->be;
+    size_t row = (size_t)m->C * rp_dtype_size(be->ops->act_dtype);
+    char *last = (char *)dst + (size_t)(T - 1) * row;
+    OP(memcpy_2d(be, ws->rows_tmp, row, last, (size_t)T * row, row, (size_t)B));
+    OP(add(be, ws->rows_tmp, src, 1.0f, (int64_t)B * m->C));
+    OP(memcpy_2d(be, last, (size_t)T * row, ws->rows_tmp, row, row, (size_t)B));
+    return 0;
+}
+
+/* ws->dres holds ∂L/∂(block output) on entry and ∂L/∂(block input) on return.
+ * st_in: the state the chunk started from (as block_fwd); g_out: ∂L/∂(state after the
+ * chunk) from the following chunk (NULL: none); g_in += ∂L/∂(st_in) (NULL: not wanted; its
+ * WKV part only when st_in carries a per-sequence WKV state). */
+static int block_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, void *gf, uint64_t seed,
+                     const rp_layer_state *st_in, const rp_layer_state *g_out, rp_layer_state *g_in) {
     rp_backend *be = m->be;
     rp_v6_layer *ly = &m->layers[l];
     rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
@@ -462,9 +513,13 @@ static int block_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, 
     OP(act_bwd(be, RP_ACT_RELU_SQ, ws->dF, ws->dF, a->kpre, NULL, n * F));
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_K], SLOT(ws->dxs, 0), 0, ws->dF, SLOT(a->xkr, 0), a->lora_t[RP_LIN_FFN_K], n,
                       seed, gf));
+    const void *att_prev = st_in ? st_in->att_prev : NULL, *ffn_prev = st_in ? st_in->ffn_prev : NULL;
+    void *g_att_prev = g_in && att_prev ? g_in->att_prev : NULL, *g_ffn_prev = g_in && ffn_prev ? g_in->ffn_prev : NULL;
     OP(memset_zero(be, ws->dln, (size_t)nC * as));
-    OP(shift_mix_bwd(be, ws->dln, NULL, rp_param_grad(m, ly->ffn_maa_kr, gf), NULL, ws->dxs, a->ln2, NULL,
+    OP(shift_mix_bwd(be, ws->dln, g_ffn_prev, rp_param_grad(m, ly->ffn_maa_kr, gf), NULL, ws->dxs, a->ln2, ffn_prev,
                      ly->ffn_maa_kr->data, NULL, 2, B, T, C));
+    /* the next chunk's token shift read this chunk's last LN2 rows */
+    if (g_out && g_out->ffn_prev) RP_TRY(add_last_rows(m, ws, ws->dln, g_out->ffn_prev, B, T));
     OP(norm_bwd(be, ws->dres, rp_param_grad(m, ly->ln2_w, gf), rp_param_grad(m, ly->ln2_b, gf), ws->dln, a->x_mid,
                 ly->ln2_w->data, a->mean2, a->rstd2, n, 1, C));
     /* ---- time mix: x_mid = x_in + W_o·(GN(wkv)·silu(g)) ---- */
@@ -478,8 +533,13 @@ static int block_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, 
     OP(memset_zero(be, dy, (size_t)nA * as));
     OP(norm_bwd(be, dy, rp_param_grad(m, ly->lnx_w, gf), rp_param_grad(m, ly->lnx_b, gf), d_o, a->y, ly->lnx_w->data,
                 a->gn_mean, a->gn_rstd, n, H, N));
-    OP(wkv6_bwd(be, dr, dk, dv, dw, rp_param_grad(m, ly->faaaa, gf), rp_param_grad(m, ly->time_state, gf), dy, NULL, a->r,
-                a->k, a->v, a->w, ly->faaaa->data, ly->time_state ? ly->time_state->data : NULL, 1, B, T, H, N));
+    const void *gs_out = g_out ? g_out->wkv : NULL;
+    if (st_in && st_in->wkv)
+        OP(wkv6_bwd(be, dr, dk, dv, dw, rp_param_grad(m, ly->faaaa, gf), g_in ? g_in->wkv : NULL, dy, gs_out, a->r, a->k,
+                    a->v, a->w, ly->faaaa->data, st_in->wkv, 0, B, T, H, N));
+    else
+        OP(wkv6_bwd(be, dr, dk, dv, dw, rp_param_grad(m, ly->faaaa, gf), rp_param_grad(m, ly->time_state, gf), dy, gs_out,
+                    a->r, a->k, a->v, a->w, ly->faaaa->data, ly->time_state ? ly->time_state->data : NULL, 1, B, T, H, N));
     /* decay: w = time_decay + tanh(xw·w1)·w2 */
     void *gdec = rp_param_grad(m, ly->decay, gf), *gw2 = rp_param_grad(m, ly->decay_w2, gf),
          *gw1 = rp_param_grad(m, ly->decay_w1, gf);
@@ -495,7 +555,7 @@ static int block_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, 
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_V], SLOT(ws->dxs, 2), 0, dv, SLOT(a->xs, 2), a->lora_t[RP_LIN_ATT_V], n, seed, gf));
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_G], SLOT(ws->dxs, 4), 0, dg, SLOT(a->xs, 4), a->lora_t[RP_LIN_ATT_G], n, seed, gf));
     OP(memset_zero(be, ws->dln, (size_t)nC * as));
-    OP(shift_mix_bwd(be, ws->dln, NULL, rp_param_grad(m, ly->maa_wkvrg, gf), ws->dm, ws->dxs, a->ln1, NULL,
+    OP(shift_mix_bwd(be, ws->dln, g_att_prev, rp_param_grad(m, ly->maa_wkvrg, gf), ws->dm, ws->dxs, a->ln1, att_prev,
                      ly->maa_wkvrg->data, a->m, 5, B, T, C));
     /* m_j = h_j·w2[j] (h_j = columns j·Dm.. of h) */
     OP(gemm(be, 0, 1, (int)n, Dm, C, 1.0f, ws->dm, A_, C, nC, ly->maa_w2->data, P_, C, (int64_t)Dm * C, 0.0f, ws->dhh, A_,
@@ -506,8 +566,9 @@ static int block_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, 
     OP(act_bwd(be, RP_ACT_TANH, ws->dhh, ws->dhh, NULL, a->h, n * 5 * Dm));
     if (gmw1) OP(gemm(be, 1, 0, C, 5 * Dm, (int)n, 1.0f, a->z, A_, C, 0, ws->dhh, A_, 5 * Dm, 0, 1.0f, gmw1, P_, 5 * Dm, 0, 1));
     OP(gemm(be, 0, 1, (int)n, C, 5 * Dm, 1.0f, ws->dhh, A_, 5 * Dm, 0, ly->maa_w1->data, P_, 5 * Dm, 0, 0.0f, ws->dz, A_, C, 0, 1));
-    OP(shift_mix_bwd(be, ws->dln, NULL, rp_param_grad(m, ly->maa_x, gf), NULL, ws->dz, a->ln1, NULL, ly->maa_x->data, NULL, 1,
-                     B, T, C));
+    OP(shift_mix_bwd(be, ws->dln, g_att_prev, rp_param_grad(m, ly->maa_x, gf), NULL, ws->dz, a->ln1, att_prev,
+                     ly->maa_x->data, NULL, 1, B, T, C));
+    if (g_out && g_out->att_prev) RP_TRY(add_last_rows(m, ws, ws->dln, g_out->att_prev, B, T));
     OP(norm_bwd(be, ws->dres, rp_param_grad(m, ly->ln1_w, gf), rp_param_grad(m, ly->ln1_b, gf), ws->dln, a->x_in,
                 ly->ln1_w->data, a->mean1, a->rstd1, n, 1, C));
     return 0;
@@ -534,8 +595,29 @@ static int download_f32(rwkvpeft_model *m, float *dst, const void *src, int64_t 
     return rc ? rp_be_fail(be, rc, &m->err) : 0;
 }
 
-int rp_v6_forward_backward(rwkvpeft_model *m, rp_workspace *ws, void *gf, float grad_scale, float l2wrap,
-                           uint64_t seed, float *logits_out) {
+/* Embedding, LN0 and every block over the batch in the workspace; per-layer carried states
+ * as block_fwd (arrays of n_layer records, or NULL). */
+static int forward_blocks(rwkvpeft_model *m, rp_workspace *ws, uint64_t seed, const rp_layer_state *st_in,
+                          rp_layer_state *st_out) {
+    rp_backend *be = m->be;
+    int C = m->C, L = m->n_layer;
+    int64_t n = (int64_t)ws->B * ws->T;
+    rp_v6_layer *l0 = &m->layers[0];
+    OP(embedding_fwd(be, ws->emb_out, m->emb->data, ws->ids, n, C));
+    OP(norm_fwd(be, ws->acts[0].x_in, ws->mean0, ws->rstd0, ws->emb_out, l0->ln0_w->data, l0->ln0_b->data, n, 1, C, LN_EPS));
+    for (int l = 0; l < L; l++)
+        RP_TRY(block_fwd(m, ws, l, &ws->acts[l], l + 1 < L ? ws->acts[l + 1].x_in : ws->x_final, seed,
+                         st_in ? &st_in[l] : NULL, st_out ? &st_out[l] : NULL));
+    return 0;
+}
+
+/* Forward, loss and (gf non-NULL) backward of the batch in the workspace, with optional
+ * carried states: st_in/st_out as forward_blocks; g_out (per layer) the gradient of the
+ * states after this chunk, g_in += the gradient of st_in (both NULL outside chunked
+ * training). */
+static int fwd_bwd(rwkvpeft_model *m, rp_workspace *ws, void *gf, float grad_scale, float l2wrap, uint64_t seed,
+                   float *logits_out, const rp_layer_state *st_in, rp_layer_state *st_out, const rp_layer_state *g_out,
+                   rp_layer_state *g_in) {
     rp_backend *be = m->be;
     rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
     int C = m->C, V = m->V, L = m->n_layer;
@@ -544,10 +626,7 @@ int rp_v6_forward_backward(rwkvpeft_model *m, rp_workspace *ws, void *gf, float 
     int training = gf != NULL;
     if (training && !ws->training) return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "backward on an inference workspace");
     rp_v6_layer *l0 = &m->layers[0];
-    OP(embedding_fwd(be, ws->emb_out, m->emb->data, ws->ids, n, C));
-    OP(norm_fwd(be, ws->acts[0].x_in, ws->mean0, ws->rstd0, ws->emb_out, l0->ln0_w->data, l0->ln0_b->data, n, 1, C, LN_EPS));
-    for (int l = 0; l < L; l++)
-        RP_TRY(block_fwd(m, ws, l, &ws->acts[l], l + 1 < L ? ws->acts[l + 1].x_in : ws->x_final, seed, NULL));
+    RP_TRY(forward_blocks(m, ws, seed, st_in, st_out));
     OP(norm_fwd(be, ws->lnout, ws->mean_o, ws->rstd_o, ws->x_final, m->ln_out_w->data, m->ln_out_b->data, n, 1, C, LN_EPS));
     OP(memset_zero(be, ws->loss_sum, rp_dtype_size(P_)));
     void *ghead = rp_param_grad(m, m->head, gf);
@@ -568,10 +647,11 @@ int rp_v6_forward_backward(rwkvpeft_model *m, rp_workspace *ws, void *gf, float 
     OP(norm_bwd(be, ws->dres, rp_param_grad(m, m->ln_out_w, gf), rp_param_grad(m, m->ln_out_b, gf), ws->dlnout, ws->x_final,
                 m->ln_out_w->data, ws->mean_o, ws->rstd_o, n, 1, C));
     for (int l = L - 1; l >= 0; l--) {
+        const rp_layer_state *si = st_in ? &st_in[l] : NULL;
         /* shared records hold the last layer's activations after the forward; others are
-         * recomputed from the saved block input */
-        if (ws->shared_acts && l != L - 1) RP_TRY(block_fwd(m, ws, l, &ws->acts[l], ws->x_spare, seed, NULL));
-        RP_TRY(block_bwd(m, ws, l, &ws->acts[l], gf, seed));
+         * recomputed from the saved block input (and the same carried state) */
+        if (ws->shared_acts && l != L - 1) RP_TRY(block_fwd(m, ws, l, &ws->acts[l], ws->x_spare, seed, si, NULL));
+        RP_TRY(block_bwd(m, ws, l, &ws->acts[l], gf, seed, si, g_out ? &g_out[l] : NULL, g_in ? &g_in[l] : NULL));
     }
     OP(memset_zero(be, ws->dln, (size_t)nC * as));
     OP(norm_bwd(be, ws->dln, rp_param_grad(m, l0->ln0_w, gf), rp_param_grad(m, l0->ln0_b, gf), ws->dres, ws->emb_out,
@@ -579,6 +659,11 @@ int rp_v6_forward_backward(rwkvpeft_model *m, rp_workspace *ws, void *gf, float 
     void *gemb = rp_param_grad(m, m->emb, gf);
     if (gemb) OP(embedding_bwd(be, gemb, ws->dln, ws->ids, n, C));
     return 0;
+}
+
+int rp_v6_forward_backward(rwkvpeft_model *m, rp_workspace *ws, void *gf, float grad_scale, float l2wrap,
+                           uint64_t seed, float *logits_out) {
+    return fwd_bwd(m, ws, gf, grad_scale, l2wrap, seed, logits_out, NULL, NULL, NULL, NULL);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -660,7 +745,8 @@ int rp_v6_infer(rwkvpeft_model *m, rp_workspace *ws, rp_infer_state *st, const i
     OP(embedding_fwd(be, ws->emb_out, m->emb->data, ws->ids, n, C));
     OP(norm_fwd(be, ws->acts[0].x_in, ws->mean0, ws->rstd0, ws->emb_out, l0->ln0_w->data, l0->ln0_b->data, n, 1, C, LN_EPS));
     for (int l = 0; l < L; l++)
-        RP_TRY(block_fwd(m, ws, l, &ws->acts[l], l + 1 < L ? ws->acts[l + 1].x_in : ws->x_final, 0, &st->layers[l]));
+        RP_TRY(block_fwd(m, ws, l, &ws->acts[l], l + 1 < L ? ws->acts[l + 1].x_in : ws->x_final, 0, &st->layers[l],
+                         &st->layers[l]));
     RP_TRY(keep_last_rows(m, st->last_x, ws->x_final, B, T));
     OP(norm_fwd(be, st->last_ln, st->last_mean, st->last_rstd, st->last_x, m->ln_out_w->data, m->ln_out_b->data, B, 1, C,
                 LN_EPS));
@@ -671,4 +757,155 @@ int rp_v6_infer(rwkvpeft_model *m, rp_workspace *ws, rp_infer_state *st, const i
         RP_TRY(download_f32(m, logits_last + (size_t)b0 * V, ws->logits, (int64_t)rows * V));
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* chunked (infctx) training                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+static size_t state_act_bytes(const rwkvpeft_model *m, int B) {
+    return ((size_t)2 * m->n_layer * B * m->C + 2 * (size_t)B * m->C) * rp_dtype_size(m->be->ops->act_dtype);
+}
+static size_t state_par_bytes(const rwkvpeft_model *m, int B) {
+    return ((size_t)m->n_layer * B * m->H * m->N * m->N + 2 * (size_t)B) * rp_dtype_size(m->be->ops->par_dtype);
+}
+
+static int zero_state(rwkvpeft_model *m, rp_infer_state *st) {
+    rp_backend *be = m->be;
+    OP(memset_zero(be, st->buf_act, state_act_bytes(m, st->B)));
+    OP(memset_zero(be, st->buf_par, state_par_bytes(m, st->B)));
+    return 0;
+}
+
+int rp_v6_train_chunked(rwkvpeft_model *m, rp_workspace *ws, const int32_t *ids, const int32_t *targets,
+                        const float *weights, int B, int T, int chunk, int full, void *gf, float grad_scale, float l2wrap,
+                        uint64_t seed, double *loss) {
+    rp_backend *be = m->be;
+    rp_dtype P_ = be->ops->par_dtype;
+    int n_chunks = (T + chunk - 1) / chunk;
+    size_t cap = (size_t)B * (size_t)chunk, ab = state_act_bytes(m, B), pb = state_par_bytes(m, B);
+    int32_t *ic = (int32_t *)rp_malloc(sizeof(int32_t) * cap), *tc = (int32_t *)rp_malloc(sizeof(int32_t) * cap);
+    float *wc = (float *)rp_malloc(sizeof(float) * cap);
+    char *store = full && n_chunks > 1 ? (char *)rp_malloc((ab + pb) * (size_t)n_chunks) : NULL;
+    rp_infer_state *sa = NULL, *sb = NULL, *ga = NULL, *gb = NULL;
+    int rc = ic && tc && wc && (!full || n_chunks == 1 || store)
+                 ? 0
+                 : rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of host memory for %d chunks", n_chunks);
+    if (!rc) rc = rp_infer_state_create(m, B, &sa);
+    if (!rc) rc = rp_infer_state_create(m, B, &sb);
+    if (!rc && full) rc = rp_infer_state_create(m, B, &ga);
+    if (!rc && full) rc = rp_infer_state_create(m, B, &gb);
+    if (!rc) rc = zero_state(m, sa);
+    *loss = 0;
+    /* the batch rows of chunk c in [B, Tc] layout; weights as the mode wants them */
+#define GATHER(c, Tc)                                                                                              \
+    do {                                                                                                           \
+        int c0_ = (c) * chunk;                                                                                     \
+        double ws_ = 0;                                                                                            \
+        for (int b_ = 0; b_ < B; b_++)                                                                             \
+            for (int t_ = 0; t_ < (Tc); t_++) {                                                                    \
+                size_t src_ = (size_t)b_ * T + c0_ + t_, dst_ = (size_t)b_ * (Tc) + t_;                            \
+                ic[dst_] = ids[src_];                                                                              \
+                tc[dst_] = targets[src_];                                                                          \
+                wc[dst_] = weights[src_];                                                                          \
+                ws_ += weights[src_];                                                                              \
+            }                                                                                                      \
+        if (!full) /* truncated: the chunk's own mean, weighted by its length (the reference) */                  \
+            for (size_t i_ = 0; i_ < (size_t)B * (Tc); i_++)                                                       \
+                wc[i_] = ws_ > 0 ? (float)(wc[i_] / ws_ * (double)(Tc) / T) : 0.0f;                                \
+    } while (0)
+#define CHUNK_LEN(c) ((c) == n_chunks - 1 ? T - (c)*chunk : chunk)
+#define CHUNK_SEED(c) (seed ? rp_mix64(seed ^ (0x6368756e6bull * (uint64_t)((c) + 1))) : 0)
+    if (!rc && !full) {
+        /* truncated: forward, loss and backward chunk by chunk; the carried states are
+         * inputs only (no gradient crosses a chunk boundary) */
+        rp_infer_state *prev = sa, *cur = sb;
+        for (int c = 0; !rc && c < n_chunks; c++) {
+            int Tc = CHUNK_LEN(c);
+            GATHER(c, Tc);
+            rc = rp_workspace_set_batch(m, ws, B, Tc, ic, tc, wc);
+            if (!rc)
+                rc = fwd_bwd(m, ws, gf, grad_scale, l2wrap, CHUNK_SEED(c), NULL, c ? prev->layers : NULL, cur->layers,
+                             NULL, NULL);
+            if (!rc) {
+                double l;
+                unsigned char raw[8];
+                if ((rc = be->ops->memcpy_d2h(be, raw, ws->loss_sum, rp_dtype_size(P_)))) rc = rp_be_fail(be, rc, &m->err);
+                if (!rc) {
+                    float f;
+                    if (P_ == RP_F64)
+                        memcpy(&l, raw, 8);
+                    else {
+                        memcpy(&f, raw, 4);
+                        l = f;
+                    }
+                    *loss += l;
+                }
+            }
+            rp_infer_state *t = prev;
+            prev = cur;
+            cur = t;
+        }
+    } else if (!rc) {
+        /* full: a forward sweep keeps only the states at chunk starts (host memory); the
+         * backward sweep recomputes each chunk from its start state, last chunk first, and
+         * hands the gradient of that start state to the chunk before */
+        rp_infer_state *prev = sa, *cur = sb;
+        for (int c = 0; !rc && c + 1 < n_chunks; c++) {
+            int Tc = CHUNK_LEN(c);
+            GATHER(c, Tc);
+            rc = rp_workspace_set_batch(m, ws, B, Tc, ic, tc, wc);
+            if (!rc) rc = forward_blocks(m, ws, CHUNK_SEED(c), c ? prev->layers : NULL, cur->layers);
+            if (!rc && (be->ops->memcpy_d2h(be, store + (ab + pb) * (size_t)(c + 1), cur->buf_act, ab) ||
+                        be->ops->memcpy_d2h(be, store + (ab + pb) * (size_t)(c + 1) + ab, cur->buf_par, pb)))
+                rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &m->err);
+            rp_infer_state *t = prev;
+            prev = cur;
+            cur = t;
+        }
+        rp_infer_state *gout = NULL, *gin = ga;
+        for (int c = n_chunks - 1; !rc && c >= 0; c--) {
+            int Tc = CHUNK_LEN(c);
+            GATHER(c, Tc);
+            rc = rp_workspace_set_batch(m, ws, B, Tc, ic, tc, wc);
+            if (!rc && c > 0 &&
+                (be->ops->memcpy_h2d(be, sa->buf_act, store + (ab + pb) * (size_t)c, ab) ||
+                 be->ops->memcpy_h2d(be, sa->buf_par, store + (ab + pb) * (size_t)c + ab, pb)))
+                rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &m->err);
+            if (!rc && c > 0) rc = zero_state(m, gin);
+            if (!rc)
+                rc = fwd_bwd(m, ws, gf, grad_scale, l2wrap, CHUNK_SEED(c), NULL, c ? sa->layers : NULL, NULL,
+                             gout ? gout->layers : NULL, c ? gin->layers : NULL);
+            if (!rc) {
+                unsigned char raw[8];
+                if ((rc = be->ops->memcpy_d2h(be, raw, ws->loss_sum, rp_dtype_size(P_)))) rc = rp_be_fail(be, rc, &m->err);
+                if (!rc) {
+                    double l;
+                    float f;
+                    if (P_ == RP_F64)
+                        memcpy(&l, raw, 8);
+                    else {
+                        memcpy(&f, raw, 4);
+                        l = f;
+                    }
+                    *loss += l;
+                }
+            }
+            /* this chunk's start-state gradient is the previous chunk's end-state gradient */
+            gout = gin;
+            gin = gin == ga ? gb : ga;
+        }
+    }
+#undef GATHER
+#undef CHUNK_LEN
+#undef CHUNK_SEED
+    rp_infer_state_free(m, sa);
+    rp_infer_state_free(m, sb);
+    rp_infer_state_free(m, ga);
+    rp_infer_state_free(m, gb);
+    free(store);
+    free(ic);
+    free(tc);
+    free(wc);
+    return rc;
 }

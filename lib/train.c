@@ -137,6 +137,7 @@ int rp_trainer_create(rwkvpeft_model *m, const rwkvpeft_train_params *tp, rwkvpe
     if (tp->lr_schedule < RWKVPEFT_LR_COS || tp->lr_schedule > RWKVPEFT_LR_WSD)
         return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "unknown lr_schedule %d", tp->lr_schedule);
     if (tp->total_steps < 0) return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "total_steps must be >= 0");
+    if (tp->chunk_ctx < 0) return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "chunk_ctx must be >= 0 (0 = off)");
     rwkvpeft_trainer *t = (rwkvpeft_trainer *)rp_calloc(1, sizeof *t);
     if (!t) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
     t->m = m;
@@ -270,14 +271,22 @@ int rp_trainer_step(rwkvpeft_trainer *t, const rwkvpeft_batch *b, rwkvpeft_step_
     float *w = (float *)rp_malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
     if (!w) return rp_fail(&t->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
     double wsum = 0;
+    /* long sequences go through chunked (infctx) training */
+    int chunked = t->tp.chunk_ctx > 0 && b && b->seq_len > t->tp.chunk_ctx;
     int rc = rp_batch_weights(m, b, w, &wsum, &t->err);
-    if (!rc && (rc = ensure_ws(m, &t->ws, b->batch_size, b->seq_len, 1))) tfail(t, rc);
-    if (!rc && (rc = rp_workspace_set_batch(m, t->ws, b->batch_size, b->seq_len, b->inputs, b->targets, w))) tfail(t, rc);
-    free(w);
-    if (rc) return rc;
+    if (!rc && (rc = ensure_ws(m, &t->ws, b->batch_size, chunked ? t->tp.chunk_ctx : b->seq_len, 1))) tfail(t, rc);
+    if (!rc && !chunked &&
+        (rc = rp_workspace_set_batch(m, t->ws, b->batch_size, b->seq_len, b->inputs, b->targets, w)))
+        tfail(t, rc);
+    if (rc) {
+        free(w);
+        return rc;
+    }
     size_t ps = rp_dtype_size(be->ops->par_dtype);
-    if (t->micro == 0 && (rc = be->ops->memset_zero(be, t->grads, (size_t)m->flat_numel * ps)))
+    if (t->micro == 0 && (rc = be->ops->memset_zero(be, t->grads, (size_t)m->flat_numel * ps))) {
+        free(w);
         return rp_be_fail(be, rc, &t->err);
+    }
     int accum = t->tp.accumulate_grad_batches;
     /* L2Wrap is scaled by 1/accum like the loss, so N accumulated micro-batches equal one
      * batch N times larger (the reference leaves it unscaled; docs/differences.md) */
@@ -285,7 +294,13 @@ int rp_trainer_step(rwkvpeft_trainer *t, const rwkvpeft_batch *b, rwkvpeft_step_
     float l2wrap = (float)(1e-4 / ((double)b->batch_size * b->seq_len) / accum);
     uint64_t seed = rp_mix64(m->adapter.seed ^ rp_mix64((uint64_t)t->micro_total + 1));
     if (seed == 0) seed = 1;
-    rc = rp_v6_forward_backward(m, t->ws, t->grads, grad_scale, l2wrap, seed, NULL);
+    double chunked_loss = 0;
+    if (chunked)
+        rc = rp_v6_train_chunked(m, t->ws, b->inputs, b->targets, w, b->batch_size, b->seq_len, t->tp.chunk_ctx,
+                                 t->tp.infctx_full != 0, t->grads, grad_scale, l2wrap, seed, &chunked_loss);
+    else
+        rc = rp_v6_forward_backward(m, t->ws, t->grads, grad_scale, l2wrap, seed, NULL);
+    free(w);
     if (rc) return tfail(t, rc);
     t->micro++;
     t->micro_total++;
@@ -317,7 +332,7 @@ int rp_trainer_step(rwkvpeft_trainer *t, const rwkvpeft_batch *b, rwkvpeft_step_
                            (long long)t->step + 1);
         t->step++;
     }
-    double loss = read_scalar(m, rp_workspace_loss(t->ws), &rc);
+    double loss = chunked ? chunked_loss : read_scalar(m, rp_workspace_loss(t->ws), &rc);
     if (rc) return rp_be_fail(be, rc, &t->err);
     if (wsum <= 0) loss = 0;
     if (res) {

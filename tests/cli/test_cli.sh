@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test of the tools: jsonl -> binidx, training with RWKV-PEFT flags, determinism,
 # exact resume from a saved checkpoint, evaluation, generation, rejected flags, full fine-tune,
-# every PEFT method (LoRA, PiSSA, Bone, Bat, state tuning) and merge round trips.
+# every PEFT method (LoRA, PiSSA, Bone, Bat, state tuning), merge round trips and quantized
+# training (QLoRA nf4 with a --quant merge).
 #   test_cli.sh BUILD_DIR SOURCE_DIR   (needs RWKVPEFT_WORLD_VOCAB)
 set -euo pipefail
 bin=$1
@@ -46,6 +47,23 @@ train "$tmp/b" --resume "$tmp/a/rwkv-0.pth" > "$tmp/b.out" 2>&1 || { cat "$tmp/b
 cmp <(losses "$tmp/a/train_log.jsonl" | tail -n 4) <(losses "$tmp/b/train_log.jsonl") \
   || { losses "$tmp/a/train_log.jsonl"; losses "$tmp/b/train_log.jsonl"; fail "resume is not exact"; }
 
+# long-context (infctx): ctx_len 16 in chunks of 6 (not a divisor); full mode tracks the
+# un-chunked run (same math, other rounding order; without dropout, whose masks are drawn
+# per chunk), truncated mode differs but trains
+nodrop='{"lora_load":"","lora_r":4,"lora_alpha":8,"lora_dropout":0}'
+train "$tmp/p0" --lora_config "$nodrop" > "$tmp/p0.out" 2>&1 || { cat "$tmp/p0.out"; fail "plain run without dropout"; }
+train "$tmp/ic" --lora_config "$nodrop" --train_type infctx --chunk_ctx 6 > "$tmp/ic.out" 2>&1 \
+  || { cat "$tmp/ic.out"; fail "infctx run"; }
+train "$tmp/it" --train_type infctx --chunk_ctx 6 --infctx_grad truncated > "$tmp/it.out" 2>&1 \
+  || { cat "$tmp/it.out"; fail "infctx truncated run"; }
+python3 - "$tmp/p0/train_log.jsonl" "$tmp/ic/train_log.jsonl" "$tmp/it/train_log.jsonl" <<'PY' || fail "infctx losses"
+import json, math, sys
+a, f, t = ([json.loads(l)["loss"] for l in open(p)] for p in sys.argv[1:])
+assert len(a) == len(f) == len(t) == 6, (len(a), len(f), len(t))
+assert all(math.isfinite(x) for x in f + t)
+assert max(abs(x - y) for x, y in zip(a, f)) < 1e-4, ("full infctx should track the plain run", a, f)
+PY
+
 # 3. evaluation and generation with the adapter (no merge)
 "$bin/rwkvpeft-train" --help > /dev/null || fail "--help"
 "$bin/rwkvpeft-eval" --load_model "$tmp/a/rwkv-init.pth" --adapter "$tmp/a/rwkv-2.pth" --peft lora \
@@ -56,7 +74,7 @@ grep -q "perplexity" "$tmp/eval.out" || fail "no perplexity line"
 grep -q "^Keeper's note" "$tmp/eval.out" || fail "no generated text"
 
 # 4. flags that are not implemented or unknown are rejected, not ignored
-for bad in "--quant nf4" "--train_type infctx" "--train_type state" "--peft dora" "--devices 2" "--no_such_flag 1" "--wandb proj"; do
+for bad in "--quant int4" "--train_type state" "--peft dora" "--devices 2" "--no_such_flag 1" "--wandb proj"; do
   # shellcheck disable=SC2086
   if train "$tmp/x" $bad > "$tmp/x.out" 2>&1; then fail "accepted: $bad"; fi
   grep -qE "not implemented|unknown flag|only" "$tmp/x.out" || { cat "$tmp/x.out"; fail "no clear message for $bad"; }
@@ -138,4 +156,22 @@ grep -q "another PiSSA init" "$tmp/p4.out" || { cat "$tmp/p4.out"; fail "no mess
 method "$tmp/pissa2" "$base" --peft pissa --epoch_count 1 \
   --pissa_config "{\"pissa_load\":\"$tmp/pissa/rwkv-0.pth\",\"pissa_init\":\"$tmp/pissa/init_pissa.pth\",\"pissa_r\":8}" \
   > "$tmp/p5.out" 2>&1 || { cat "$tmp/p5.out"; fail "PiSSA resume with pissa_load + pissa_init"; }
+
+# 7. quantized training (QLoRA, nf4): it trains, the sidecar records the format, rwkvpeft-eval
+# takes it from there, and a --quant merge gives the loss of the quantized model with its
+# adapter (a merge onto the unquantized base does not)
+# shellcheck disable=SC2086
+method "$tmp/qlora" "$base" ${flags[lora]} --quant nf4 > "$tmp/qlora.out" 2>&1 || { cat "$tmp/qlora.out"; fail "QLoRA training"; }
+grep -q "quant nf4" "$tmp/qlora.out" || { cat "$tmp/qlora.out"; fail "QLoRA banner"; }
+grep -q '"quant":.*"nf4"' "$tmp/qlora/rwkv-1.pth.adapter.json" || fail "quant not recorded in the sidecar"
+lq=$(evloss "$base" --adapter "$tmp/qlora/rwkv-1.pth")
+echo "  qlora nf4: loss $lb -> $lq" >&2
+lt "$lq" "$lb" || fail "QLoRA did not lower the loss ($lb -> $lq)"
+"$bin/rwkvpeft-merge" --base "$base" --lora "$tmp/qlora/rwkv-1.pth" --quant nf4 --output "$tmp/qlora/merged.pth" \
+  --dtype fp32 > "$tmp/qlora.merge" 2>&1 || { cat "$tmp/qlora.merge"; fail "--quant merge"; }
+lm=$(evloss "$tmp/qlora/merged.pth")
+near "$lm" "$lq" || fail "QLoRA: merged model loss $lm != loss of the quantized model with its adapter $lq"
+"$bin/rwkvpeft-merge" --base "$base" --lora "$tmp/qlora/rwkv-1.pth" --quant none --output "$tmp/qlora/merged-nq.pth" \
+  --dtype fp32 > /dev/null 2>&1 || fail "--quant none merge"
+if near "$(evloss "$tmp/qlora/merged-nq.pth")" "$lq"; then fail "--quant none merge equals the quantized model"; fi
 echo "cli: all checks passed"

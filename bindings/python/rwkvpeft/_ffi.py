@@ -66,6 +66,12 @@ RWKVPEFT_PEFT_BONE = 3
 RWKVPEFT_PEFT_BAT = 4
 RWKVPEFT_PEFT_STATE = 5
 
+RWKVPEFT_QUANT_NONE = 0
+RWKVPEFT_QUANT_NF4 = 1
+RWKVPEFT_QUANT_FP4 = 2
+RWKVPEFT_QUANT_INT8 = 3
+RWKVPEFT_QUANT_FP8 = 4
+
 RWKVPEFT_IGNORE_INDEX = -100
 
 RWKVPEFT_LR_COS = 0
@@ -171,6 +177,8 @@ class rwkvpeft_model_params(_Sized):
     _fields_ = [
         ("struct_size", c_uint32),
         ("grad_cp", c_int32),
+        # appended in 0.1 (issue 6)
+        ("quant", c_int32),
     ]
 
 
@@ -221,6 +229,8 @@ class rwkvpeft_merge_params(_Sized):
         ("pissa_init", c_char_p),
         ("format", c_int32),
         ("dtype", c_int32),
+        # appended in 0.1 (issue 6)
+        ("quant", c_int32),
     ]
 
 
@@ -269,6 +279,8 @@ class rwkvpeft_train_params(_Sized):
         ("grad_clip", c_float),
         ("accumulate_grad_batches", c_int32),
         ("layerwise_lr", c_int32),
+        ("chunk_ctx", c_int32),
+        ("infctx_full", c_int32),
     ]
 
 

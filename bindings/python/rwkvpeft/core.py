@@ -150,6 +150,10 @@ _DTYPES = {"f32": _ffi.RWKVPEFT_DTYPE_F32, "float32": _ffi.RWKVPEFT_DTYPE_F32,
 _METHODS = {"none": _ffi.RWKVPEFT_PEFT_NONE, "lora": _ffi.RWKVPEFT_PEFT_LORA,
             "pissa": _ffi.RWKVPEFT_PEFT_PISSA, "bone": _ffi.RWKVPEFT_PEFT_BONE,
             "bat": _ffi.RWKVPEFT_PEFT_BAT, "state": _ffi.RWKVPEFT_PEFT_STATE}
+# --quant names of RWKV-PEFT; "4bit" is fp4 (bitsandbytes' default 4-bit type)
+_QUANTS = {"none": _ffi.RWKVPEFT_QUANT_NONE, "nf4": _ffi.RWKVPEFT_QUANT_NF4,
+           "fp4": _ffi.RWKVPEFT_QUANT_FP4, "4bit": _ffi.RWKVPEFT_QUANT_FP4,
+           "int8": _ffi.RWKVPEFT_QUANT_INT8, "fp8": _ffi.RWKVPEFT_QUANT_FP8}
 _SCHEDULES = {"cos": _ffi.RWKVPEFT_LR_COS, "exp": _ffi.RWKVPEFT_LR_EXP,
               "wsd": _ffi.RWKVPEFT_LR_WSD}
 _LOG_LEVELS = {"none": -1, "error": 0, "warn": 1, "warning": 1, "info": 2, "debug": 3}
@@ -488,7 +492,7 @@ class EvalResult:
     n_tokens: float
 
 
-_MODEL_PARAMS_CONV = {"grad_cp": int}
+_MODEL_PARAMS_CONV = {"grad_cp": int, "quant": _enum(_QUANTS, "quant")}
 
 
 class Model(_Handle):
@@ -507,7 +511,9 @@ class Model(_Handle):
 
     @classmethod
     def load(cls, ctx, path, **params):
-        """Loads a .pth or .safetensors RWKV checkpoint. params: grad_cp (bool)."""
+        """Loads a .pth or .safetensors RWKV checkpoint. params: grad_cp (bool), quant
+        ("none", "nf4", "fp4", "4bit" = fp4, "int8", "fp8": the 8 block linears are
+        quantized at adapter attach, or at the first forward without an adapter)."""
         p = _fill(_ffi.rwkvpeft_model_params, "rwkvpeft_model_params_init", params,
                   _MODEL_PARAMS_CONV)
         out = ctypes.POINTER(_ffi.rwkvpeft_model)()
@@ -517,12 +523,12 @@ class Model(_Handle):
             return cls(ctx, out)
 
     @classmethod
-    def init(cls, ctx, seed=0, *, grad_cp=False, **config):
+    def init(cls, ctx, seed=0, *, grad_cp=False, quant="none", **config):
         """A fresh model. config (rwkvpeft_model_config): version, n_layer, n_embd,
-        dim_att, dim_ffn, head_size, vocab_size."""
+        dim_att, dim_ffn, head_size, vocab_size; quant as in load."""
         c = _fill(_ffi.rwkvpeft_model_config, "rwkvpeft_model_config_init", config)
         p = _fill(_ffi.rwkvpeft_model_params, "rwkvpeft_model_params_init",
-                  {"grad_cp": grad_cp}, _MODEL_PARAMS_CONV)
+                  {"grad_cp": grad_cp, "quant": quant}, _MODEL_PARAMS_CONV)
         out = ctypes.POINTER(_ffi.rwkvpeft_model)()
         with ctx._lock:
             _check(_lib().rwkvpeft_model_init(ctx._p(), ctypes.byref(c), ctypes.byref(p),
@@ -631,12 +637,13 @@ class Model(_Handle):
 
 
 def merge_files(base_path, adapter_path, output_path, method=None, lora_alpha=None,
-                pissa_init=None, format="auto", dtype="bf16"):
+                pissa_init=None, format="auto", dtype="bf16", quant="none"):
     """File-to-file merge of an adapter into a base checkpoint (rwkvpeft_merge_files), as
     RWKV-PEFT's merge scripts. method None = from the tensors; lora_alpha is required for
-    LoRA adapters."""
+    LoRA adapters; quant = the format the adapter was trained with (merge.py --quant: the
+    block linears become dequant(quant(W)) before the adapter is folded in)."""
     opts = {"base_path": base_path, "adapter_path": adapter_path, "output_path": output_path,
-            "format": format, "dtype": dtype}
+            "format": format, "dtype": dtype, "quant": quant}
     if method is not None:
         opts["method"] = method
     if lora_alpha is not None:
@@ -645,7 +652,7 @@ def merge_files(base_path, adapter_path, output_path, method=None, lora_alpha=No
         opts["pissa_init"] = pissa_init
     p = _fill(_ffi.rwkvpeft_merge_params, "rwkvpeft_merge_params_init", opts,
               {"method": _enum(_METHODS, "method"), "format": _enum(_FORMATS, "format"),
-               "dtype": _enum(_DTYPES, "dtype")})
+               "dtype": _enum(_DTYPES, "dtype"), "quant": _enum(_QUANTS, "quant")})
     _check(_lib().rwkvpeft_merge_files(ctypes.byref(p)))
 
 
@@ -666,7 +673,8 @@ class Trainer(_Handle):
     """Optimizer state for a model with an attached adapter. Options
     (rwkvpeft_train_params): lr_init, lr_final, lr_schedule ("cos"/"exp"/"wsd"),
     total_steps, warmup_steps, beta1, beta2, adam_eps, weight_decay, grad_clip,
-    accumulate_grad_batches, layerwise_lr."""
+    accumulate_grad_batches, layerwise_lr, chunk_ctx (long-context training: chunk length,
+    0 = off), infctx_full (1: gradients through the carried states; 0: truncated)."""
     _free_name = "rwkvpeft_trainer_free"
     _err_name = "rwkvpeft_trainer_last_error"
 

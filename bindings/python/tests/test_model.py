@@ -275,3 +275,28 @@ def test_pissa_init_file(ctx, tmp_path):
         with pytest.raises(rwkvpeft.RwkvpeftError) as e:
             lora.save_pissa_init(tmp_path / "x.safetensors")
         assert e.value.code == rwkvpeft.Status.E_STATE
+
+
+def test_quantized_lora_and_merge(ctx, tmp_path):
+    """quant (issue 6): a QLoRA run trains; merge_files with the same quant reproduces it."""
+    inp, tgt = toy_batch()
+    with ctx.new_model(seed=4, **TINY) as m:  # a base with non-zero linears: one LoRA merged
+        m.attach(r=4, alpha=8, dropout=0, train_parts="")
+        with m.trainer(lr_init=1e-2, lr_final=1e-2) as t:
+            for _ in range(3):
+                t.step(inp, tgt)
+        m.merge()
+        m.save(tmp_path / "base.safetensors", dtype="f32")
+    with pytest.raises(ValueError):
+        ctx.load_model(tmp_path / "base.safetensors", quant="int4")
+    with ctx.load_model(tmp_path / "base.safetensors", quant="nf4") as q:
+        q.attach(r=4, alpha=8, dropout=0, train_parts="")
+        with q.trainer(lr_init=1e-2, lr_final=1e-2) as t:
+            losses = [t.step(inp, tgt).loss for _ in range(8)]
+        assert losses[-1] < losses[0], losses
+        with_adapter = q.logits(inp)
+        q.save_adapter(tmp_path / "a.safetensors", dtype="f32")
+    rwkvpeft.merge_files(tmp_path / "base.safetensors", tmp_path / "a.safetensors",
+                         tmp_path / "merged.safetensors", lora_alpha=8, dtype="f32", quant="nf4")
+    with ctx.load_model(tmp_path / "merged.safetensors") as merged:
+        np.testing.assert_allclose(merged.logits(inp), with_adapter, rtol=1e-4, atol=1e-4)

@@ -307,6 +307,34 @@ impl PeftMethod {
     }
 }
 
+/// Storage of the quantized block linears (`rwkvpeft_quant_type`; RWKV-PEFT's `--quant`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Quant {
+    /// Full precision (default).
+    #[default]
+    None,
+    /// NormalFloat4, blocks of 64 with an fp32 absmax (bitsandbytes quantize_nf4).
+    Nf4,
+    /// FP4, blocks of 64 (bitsandbytes quantize_fp4; RWKV-PEFT's "4bit").
+    Fp4,
+    /// bitsandbytes' non-blockwise dynamic 8-bit map, one absmax per tensor.
+    Int8,
+    /// float8_e4m3fn of the value itself.
+    Fp8,
+}
+
+impl Quant {
+    fn raw(self) -> i32 {
+        match self {
+            Quant::None => sys::RWKVPEFT_QUANT_NONE,
+            Quant::Nf4 => sys::RWKVPEFT_QUANT_NF4,
+            Quant::Fp4 => sys::RWKVPEFT_QUANT_FP4,
+            Quant::Int8 => sys::RWKVPEFT_QUANT_INT8,
+            Quant::Fp8 => sys::RWKVPEFT_QUANT_FP8,
+        }
+    }
+}
+
 /// Learning-rate schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LrSchedule {
@@ -628,6 +656,9 @@ impl ModelConfig {
 pub struct ModelParams {
     /// Gradient checkpointing.
     pub grad_cp: bool,
+    /// Quantization of the 8 block linears (applied at adapter attach, or at the first
+    /// forward of a model without adapter; quantized weights are frozen).
+    pub quant: Quant,
 }
 
 impl ModelParams {
@@ -636,6 +667,7 @@ impl ModelParams {
         // SAFETY: valid struct.
         unsafe { sys::rwkvpeft_model_params_init(&mut p) };
         p.grad_cp = self.grad_cp as i32;
+        p.quant = self.quant.raw();
         p
     }
 }
@@ -725,6 +757,9 @@ pub struct MergeParams {
     pub pissa_init: Option<std::path::PathBuf>,
     pub format: FileFormat,
     pub dtype: DType,
+    /// The quantization the adapter was trained with (merge.py --quant): the block linears
+    /// become dequant(quant(W)) before the adapter is folded in.
+    pub quant: Quant,
 }
 
 impl MergeParams {
@@ -739,6 +774,7 @@ impl MergeParams {
             pissa_init: None,
             format: FileFormat::Auto,
             dtype: DType::Bf16,
+            quant: Quant::None,
         }
     }
 }
@@ -767,6 +803,7 @@ pub fn merge_files(params: &MergeParams) -> Result<()> {
     p.pissa_init = opt_ptr(&pissa);
     p.format = params.format.raw();
     p.dtype = params.dtype.raw();
+    p.quant = params.quant.raw();
     // SAFETY: the strings outlive the call.
     check(unsafe { sys::rwkvpeft_merge_files(&p) })
 }
@@ -1101,6 +1138,12 @@ pub struct TrainParams {
     pub grad_clip: f32,
     pub accumulate_grad_batches: i32,
     pub layerwise_lr: bool,
+    /// Long-context training: sequences longer than this are processed in chunks with
+    /// carried states; 0 = off.
+    pub chunk_ctx: i32,
+    /// With chunk_ctx: gradients flow through the carried states (true, default) or the
+    /// states are detached between chunks (false, the reference's truncated mode).
+    pub infctx_full: bool,
 }
 
 impl Default for TrainParams {
@@ -1121,6 +1164,8 @@ impl Default for TrainParams {
             grad_clip: p.grad_clip,
             accumulate_grad_batches: p.accumulate_grad_batches,
             layerwise_lr: p.layerwise_lr != 0,
+            chunk_ctx: p.chunk_ctx,
+            infctx_full: p.infctx_full != 0,
         }
     }
 }
@@ -1147,6 +1192,8 @@ impl TrainParams {
         p.grad_clip = self.grad_clip;
         p.accumulate_grad_batches = self.accumulate_grad_batches;
         p.layerwise_lr = self.layerwise_lr as i32;
+        p.chunk_ctx = self.chunk_ctx;
+        p.infctx_full = self.infctx_full as i32;
         p
     }
 }

@@ -51,6 +51,13 @@ pub const RWKVPEFT_PEFT_BONE: rwkvpeft_peft_method = 3;
 pub const RWKVPEFT_PEFT_BAT: rwkvpeft_peft_method = 4;
 pub const RWKVPEFT_PEFT_STATE: rwkvpeft_peft_method = 5;
 
+pub type rwkvpeft_quant_type = i32;
+pub const RWKVPEFT_QUANT_NONE: rwkvpeft_quant_type = 0;
+pub const RWKVPEFT_QUANT_NF4: rwkvpeft_quant_type = 1;
+pub const RWKVPEFT_QUANT_FP4: rwkvpeft_quant_type = 2;
+pub const RWKVPEFT_QUANT_INT8: rwkvpeft_quant_type = 3;
+pub const RWKVPEFT_QUANT_FP8: rwkvpeft_quant_type = 4;
+
 pub type rwkvpeft_lr_schedule = i32;
 pub const RWKVPEFT_LR_COS: rwkvpeft_lr_schedule = 0;
 pub const RWKVPEFT_LR_EXP: rwkvpeft_lr_schedule = 1;
@@ -125,6 +132,8 @@ pub struct rwkvpeft_model_config {
 pub struct rwkvpeft_model_params {
     pub struct_size: u32,
     pub grad_cp: i32,
+    // appended in 0.1 (issue 6)
+    pub quant: i32,
 }
 
 #[repr(C)]
@@ -175,6 +184,8 @@ pub struct rwkvpeft_merge_params {
     pub pissa_init: *const c_char,
     pub format: i32,
     pub dtype: i32,
+    // appended in 0.1 (issue 6)
+    pub quant: i32,
 }
 
 #[repr(C)]
@@ -223,6 +234,8 @@ pub struct rwkvpeft_train_params {
     pub grad_clip: f32,
     pub accumulate_grad_batches: i32,
     pub layerwise_lr: i32,
+    pub chunk_ctx: i32,
+    pub infctx_full: i32,
 }
 
 #[repr(C)]

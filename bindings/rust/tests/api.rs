@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use rwkvpeft::{
     sys, AdapterParams, Batch, Context, ContextOptions, DType, DatasetWriter, FileFormat, GenerateParams, LogLevel,
-    ModelConfig, ModelParams, PeftMethod, Sampler, SamplerParams, Status, Tokenizer, TrainParams,
+    ModelConfig, ModelParams, PeftMethod, Quant, Sampler, SamplerParams, Status, Tokenizer, TrainParams,
 };
 
 fn tiny() -> ModelConfig {
@@ -200,7 +200,7 @@ fn model_save_and_load() {
         m.save(dir.join("base.safetensors"), FileFormat::Auto, DType::F32).unwrap();
         m.logits(&inp, 2, 16).unwrap()
     };
-    let m = c.load_model(dir.join("base.safetensors"), &ModelParams { grad_cp: true }).unwrap();
+    let m = c.load_model(dir.join("base.safetensors"), &ModelParams { grad_cp: true, ..Default::default() }).unwrap();
     let got = m.logits(&inp, 2, 16).unwrap();
     for (a, b) in got.iter().zip(&reference) {
         assert!((a - b).abs() <= 1e-5 + 1e-5 * b.abs());
@@ -321,6 +321,48 @@ fn merge_in_place_and_from_files() {
     rwkvpeft::merge_files(&mp).unwrap();
     let merged = c.load_model(dir.join("merged.safetensors"), &ModelParams::default()).unwrap();
     assert!(close(&merged.logits(&inp, 2, 16).unwrap(), &with_adapter));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn quantized_lora_trains_and_merges() {
+    let dir = tmpdir("qlora");
+    let (inp, tgt) = toy();
+    let b = Batch::new(&inp, &tgt, 2, 16).unwrap();
+    let c = ctx();
+    // a base with non-zero block linears (a fresh model's att.output/ffn.value are zero)
+    let mut m = c.new_model(&tiny(), &ModelParams::default(), 4).unwrap();
+    m.attach(&AdapterParams { train_parts: String::new(), ..lora() }).unwrap();
+    {
+        let mut t = m.trainer(&TrainParams::constant_lr(1e-2)).unwrap();
+        for _ in 0..3 {
+            t.step(&b).unwrap();
+        }
+    }
+    m.merge().unwrap();
+    m.save(dir.join("base.safetensors"), FileFormat::Auto, DType::F32).unwrap();
+    let mut q =
+        c.load_model(dir.join("base.safetensors"), &ModelParams { quant: Quant::Nf4, ..Default::default() }).unwrap();
+    q.attach(&AdapterParams { train_parts: String::new(), ..lora() }).unwrap();
+    {
+        let mut t = q.trainer(&TrainParams::constant_lr(1e-2)).unwrap();
+        let losses: Vec<f64> = (0..8).map(|_| t.step(&b).unwrap().loss).collect();
+        assert!(losses[7] < losses[0], "{losses:?}");
+    }
+    let with_adapter = q.logits(&inp, 2, 16).unwrap();
+    q.save_adapter(dir.join("a.safetensors"), FileFormat::Auto, DType::F32).unwrap();
+    let mut mp = rwkvpeft::MergeParams::new(
+        dir.join("base.safetensors"),
+        dir.join("a.safetensors"),
+        dir.join("merged.safetensors"),
+    );
+    mp.lora_alpha = Some(8.0);
+    mp.dtype = DType::F32;
+    mp.quant = Quant::Nf4;
+    rwkvpeft::merge_files(&mp).unwrap();
+    let merged = c.load_model(dir.join("merged.safetensors"), &ModelParams::default()).unwrap();
+    let got = merged.logits(&inp, 2, 16).unwrap();
+    assert!(got.iter().zip(&with_adapter).all(|(x, y)| (x - y).abs() <= 1e-4 + 1e-4 * y.abs()));
     std::fs::remove_dir_all(dir).ok();
 }
 
