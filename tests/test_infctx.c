@@ -9,6 +9,7 @@
 
 enum { TV = 50 };
 
+/* state: 0 LoRA, 1 state tuning, or one of RWKVPEFT_PEFT_PISSA/BONE/BAT (+ 100) */
 static rwkvpeft_model *tiny(rwkvpeft_context *ctx, int grad_cp, int state, uint64_t seed) {
     rwkvpeft_model_config c;
     rwkvpeft_model_config_init(&c);
@@ -23,11 +24,11 @@ static rwkvpeft_model *tiny(rwkvpeft_context *ctx, int grad_cp, int state, uint6
     TU_OK(rwkvpeft_model_init(ctx, &c, &mp, seed, &m));
     rwkvpeft_adapter_params ap;
     rwkvpeft_adapter_params_init(&ap);
-    ap.method = state ? RWKVPEFT_PEFT_STATE : RWKVPEFT_PEFT_LORA;
-    ap.r = 3;
+    ap.method = state == 1 ? RWKVPEFT_PEFT_STATE : state >= 100 ? state - 100 : RWKVPEFT_PEFT_LORA;
+    ap.r = ap.method == RWKVPEFT_PEFT_BONE || ap.method == RWKVPEFT_PEFT_BAT ? 8 : 3;
     ap.alpha = 6;
     ap.dropout = 0;
-    ap.train_parts = state ? "" : "time,ln";
+    ap.train_parts = state == 1 ? "" : "time,ln";
     ap.train_emb_head = 0;
     TU_OK(rwkvpeft_adapter_attach(m, &ap));
     /* move every parameter off its init so that all paths carry signal */
@@ -148,6 +149,14 @@ END_TEST
 START_TEST(test_full_mode_state_tuning) { check_full_equals_plain(0, 1); }
 END_TEST
 
+/* the other adapters go through the same chunked graph */
+START_TEST(test_full_mode_pissa_bone_bat) {
+    check_full_equals_plain(0, 100 + RWKVPEFT_PEFT_PISSA);
+    check_full_equals_plain(0, 100 + RWKVPEFT_PEFT_BONE);
+    check_full_equals_plain(1, 100 + RWKVPEFT_PEFT_BAT);
+}
+END_TEST
+
 START_TEST(test_truncated_mode) {
     rwkvpeft_context *ctx = tu_context("cpu64");
     rwkvpeft_model *m = tiny(ctx, 0, 0, 9);
@@ -229,6 +238,7 @@ int main(void) {
     tcase_add_test(tc, test_full_mode_equals_unchunked);
     tcase_add_test(tc, test_full_mode_equals_unchunked_grad_cp);
     tcase_add_test(tc, test_full_mode_state_tuning);
+    tcase_add_test(tc, test_full_mode_pissa_bone_bat);
     tcase_add_test(tc, test_truncated_mode);
     tcase_add_test(tc, test_64k_sequence);
     suite_add_tcase(s, tc);
