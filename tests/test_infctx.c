@@ -4,8 +4,7 @@
  * reference's loss and detaches the states; a 64k-token sequence trains with finite loss. */
 #include <math.h>
 
-#include "model.h"
-#include "testutil.h"
+#include "testmodel.h"
 
 enum { TV = 50 };
 
@@ -31,17 +30,7 @@ static rwkvpeft_model *tiny(rwkvpeft_context *ctx, int grad_cp, int state, uint6
     ap.train_parts = state == 1 ? "" : "time,ln";
     ap.train_emb_head = 0;
     TU_OK(rwkvpeft_adapter_attach(m, &ap));
-    /* move every parameter off its init so that all paths carry signal */
-    uint64_t s = seed * 7 + 1;
-    for (int i = 0; i < m->n_params; i++) {
-        rp_param *p = &m->params[i];
-        float *buf = malloc(sizeof(float) * (size_t)p->numel);
-        ck_assert_int_eq(rp_param_download_f32(m, p, buf), 0);
-        double scale = p->cls == RP_CLS_MATRIX ? 1.0 / sqrt((double)p->shape[1]) : 0.1;
-        for (int64_t e = 0; e < p->numel; e++) buf[e] += (float)(scale * (2 * tu_uniform(&s) - 1));
-        ck_assert_int_eq(rp_param_upload_f32(m, p, -1, buf), 0);
-        free(buf);
-    }
+    tm_randomize(m, seed * 7 + 1, 0); /* every path carries signal */
     return m;
 }
 

@@ -3,8 +3,7 @@
  * loss, checkpoint and adapter round trips, exact resume, float32 vs float64. */
 #include <math.h>
 
-#include "model.h"
-#include "testutil.h"
+#include "testmodel.h"
 
 enum { TV = 50 }; /* vocabulary of the tiny models */
 
@@ -25,19 +24,7 @@ static rwkvpeft_model *tiny_model(rwkvpeft_context *ctx, int grad_cp, uint64_t s
 
 /* Moves every parameter away from its (partly zero) init so that every gradient path is
  * exercised: matrices by ~1/sqrt(in), small tensors by 0.1, LoRA B by 0.1. */
-static void randomize(rwkvpeft_model *m, uint64_t seed) {
-    uint64_t s = seed;
-    for (int i = 0; i < m->n_params; i++) {
-        rp_param *p = &m->params[i];
-        float *buf = (float *)malloc(sizeof(float) * (size_t)p->numel);
-        ck_assert_int_eq(rp_param_download_f32(m, p, buf), 0);
-        double scale = p->cls == RP_CLS_MATRIX ? 1.0 / sqrt((double)p->shape[1]) : 0.1;
-        if (strstr(p->name, "time_decay") && !strstr(p->name, "_w")) scale = 0.5;
-        for (int64_t e = 0; e < p->numel; e++) buf[e] += (float)(scale * (2 * tu_uniform(&s) - 1));
-        ck_assert_int_eq(rp_param_upload_f32(m, p, -1, buf), 0);
-        free(buf);
-    }
-}
+static void randomize(rwkvpeft_model *m, uint64_t seed) { tm_randomize(m, seed, 0); }
 
 static void make_batch(int B, int T, uint64_t seed, int32_t *in, int32_t *tg) {
     uint64_t s = seed;
@@ -63,30 +50,14 @@ static void attach(rwkvpeft_model *m, int method, const char *parts, float dropo
 
 /* loss (and, if grads != NULL, gradients into grads) of one batch, no L2Wrap */
 static double loss_grad(rwkvpeft_model *m, rp_workspace *ws, void *grads, uint64_t seed) {
-    if (grads) memset(grads, 0, (size_t)m->flat_numel * rp_dtype_size(m->be->ops->par_dtype));
-    ck_assert_int_eq(rp_v6_forward_backward(m, ws, grads, 1.0f, 0.0f, seed, NULL), 0);
-    void *ls = rp_workspace_loss(ws);
-    return m->be->ops->par_dtype == RP_F64 ? *(double *)ls : *(float *)ls;
+    return tm_loss_grad(m, ws, grads, seed);
 }
 
 static rp_workspace *batch_ws(rwkvpeft_model *m, int B, int T, uint64_t seed) {
     int32_t in[64], tg[64];
-    float w[64];
     ck_assert_int_le(B * T, 64);
     make_batch(B, T, seed, in, tg);
-    rwkvpeft_batch b;
-    rwkvpeft_batch_init(&b);
-    b.batch_size = B;
-    b.seq_len = T;
-    b.inputs = in;
-    b.targets = tg;
-    double s;
-    rp_err err;
-    ck_assert_int_eq(rp_batch_weights(m, &b, w, &s, &err), 0);
-    rp_workspace *ws = NULL;
-    ck_assert_int_eq(rp_workspace_create(m, B, T, 1, &ws), 0);
-    ck_assert_int_eq(rp_workspace_set_batch(m, ws, B, T, in, tg, w), 0);
-    return ws;
+    return tm_workspace(m, B, T, in, tg);
 }
 
 /* Central differences on sampled elements of every trainable tensor. */

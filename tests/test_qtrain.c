@@ -17,23 +17,14 @@
 
 #include "model.h"
 #include "quant.h"
-#include "testutil.h"
+#include "testmodel.h"
 
 enum { TV = 50 }; /* vocabulary of the tiny models */
 
 /* ---- helpers --------------------------------------------------------------------------- */
 
 /* Shifts every value of p by a uniform amount scaled like the tensor (matrices ~1/sqrt(in)). */
-static void perturb(rwkvpeft_model *m, rp_param *p, uint64_t *s) {
-    float *buf = (float *)malloc(sizeof(float) * (size_t)p->numel);
-    ck_assert_int_eq(rp_param_download_f32(m, p, buf), 0);
-    double scale = p->cls == RP_CLS_MATRIX ? 1.0 / sqrt((double)p->shape[1]) : 0.1;
-    if (strstr(p->name, "time_decay") && !strstr(p->name, "_w")) scale = 0.5;
-    if (strstr(p->name, "time_state")) scale = 0.5;
-    for (int64_t e = 0; e < p->numel; e++) buf[e] += (float)(scale * (2 * tu_uniform(s) - 1));
-    ck_assert_int_eq(rp_param_upload_f32(m, p, -1, buf), 0);
-    free(buf);
-}
+static void perturb(rwkvpeft_model *m, rp_param *p, uint64_t *s) { tm_perturb(m, p, s); }
 
 /* A random 2-layer base model (C 64, F 224, head 32, vocab 50) saved as `dtype`. */
 static void make_base_as(char *path, size_t n, uint64_t seed, rwkvpeft_dtype dtype) {
@@ -84,11 +75,7 @@ static void attach(rwkvpeft_model *m, int method, int r, const char *parts) {
 }
 
 /* Moves every trainable tensor away from its init (LoRA B = 0, Bone/Bat/state zeros). */
-static void perturb_trainable(rwkvpeft_model *m, uint64_t seed) {
-    uint64_t s = seed;
-    for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].trainable) perturb(m, &m->params[i], &s);
-}
+static void perturb_trainable(rwkvpeft_model *m, uint64_t seed) { tm_randomize(m, seed, 1); }
 
 /* Copies every parameter's values from a to b (same architecture and adapter). */
 static void copy_values(rwkvpeft_model *a, rwkvpeft_model *b) {
@@ -133,34 +120,16 @@ static void pattern_batch(int k, int B, int T, int32_t *in, int32_t *tg) {
 
 static rp_workspace *make_ws(rwkvpeft_model *m, int B, int T, uint64_t seed) {
     int32_t in[128], tg[128];
-    float w[128];
     ck_assert_int_le(B * T, 128);
     uint64_t s = seed;
     for (int i = 0; i < B * T; i++) {
         in[i] = (int32_t)(tu_next(&s) % TV);
         tg[i] = (int32_t)(tu_next(&s) % TV);
     }
-    rwkvpeft_batch b;
-    rwkvpeft_batch_init(&b);
-    b.batch_size = B;
-    b.seq_len = T;
-    b.inputs = in;
-    b.targets = tg;
-    double sum;
-    rp_err err;
-    ck_assert_int_eq(rp_batch_weights(m, &b, w, &sum, &err), 0);
-    rp_workspace *ws = NULL;
-    ck_assert_int_eq(rp_workspace_create(m, B, T, 1, &ws), 0);
-    ck_assert_int_eq(rp_workspace_set_batch(m, ws, B, T, in, tg, w), 0);
-    return ws;
+    return tm_workspace(m, B, T, in, tg);
 }
 
-static double loss_grad(rwkvpeft_model *m, rp_workspace *ws, void *grads) {
-    if (grads) memset(grads, 0, (size_t)m->flat_numel * rp_dtype_size(m->be->ops->par_dtype));
-    ck_assert_int_eq(rp_v6_forward_backward(m, ws, grads, 1.0f, 0.0f, 0, NULL), 0);
-    void *ls = rp_workspace_loss(ws);
-    return m->be->ops->par_dtype == RP_F64 ? *(double *)ls : *(float *)ls;
-}
+static double loss_grad(rwkvpeft_model *m, rp_workspace *ws, void *grads) { return tm_loss_grad(m, ws, grads, 0); }
 
 static void logits_of(rwkvpeft_model *m, float *out, int B, int T) {
     int32_t ids[64];

@@ -1,0 +1,60 @@
+/* testmodel.h — helpers shared by the tests that build tiny models and drive the graph
+ * directly (test_model, test_peft, test_qtrain, test_infctx; they use internal headers). */
+#ifndef RP_TESTMODEL_H
+#define RP_TESTMODEL_H
+
+#include <math.h>
+
+#include "model.h"
+#include "testutil.h"
+
+/* Shifts every value of p by a uniform amount scaled like the tensor, so that every
+ * gradient path carries signal: matrices ~1/sqrt(in), the decay base and WKV states 0.5,
+ * everything else 0.1. */
+static inline void tm_perturb(rwkvpeft_model *m, rp_param *p, uint64_t *s) {
+    float *buf = (float *)malloc(sizeof(float) * (size_t)p->numel);
+    ck_assert_int_eq(rp_param_download_f32(m, p, buf), 0);
+    double scale = p->cls == RP_CLS_MATRIX ? 1.0 / sqrt((double)p->shape[1]) : 0.1;
+    if (strstr(p->name, "time_decay") && !strstr(p->name, "_w")) scale = 0.5;
+    if (strstr(p->name, "time_state")) scale = 0.5;
+    for (int64_t e = 0; e < p->numel; e++) buf[e] += (float)(scale * (2 * tu_uniform(s) - 1));
+    ck_assert_int_eq(rp_param_upload_f32(m, p, -1, buf), 0);
+    free(buf);
+}
+
+/* tm_perturb on every parameter (only_trainable: on the trainable ones only). */
+static inline void tm_randomize(rwkvpeft_model *m, uint64_t seed, int only_trainable) {
+    uint64_t s = seed;
+    for (int i = 0; i < m->n_params; i++)
+        if (!only_trainable || m->params[i].trainable) tm_perturb(m, &m->params[i], &s);
+}
+
+/* Loss of the batch in ws (no L2Wrap) and, when grads is non-NULL, its gradients (the
+ * buffer is zeroed first). dropout_seed 0 = no dropout. */
+static inline double tm_loss_grad(rwkvpeft_model *m, rp_workspace *ws, void *grads, uint64_t dropout_seed) {
+    if (grads) memset(grads, 0, (size_t)m->flat_numel * rp_dtype_size(m->be->ops->par_dtype));
+    ck_assert_int_eq(rp_v6_forward_backward(m, ws, grads, 1.0f, 0.0f, dropout_seed, NULL), 0);
+    void *ls = rp_workspace_loss(ws);
+    return m->be->ops->par_dtype == RP_F64 ? *(double *)ls : *(float *)ls;
+}
+
+/* A training workspace holding ids/targets (host, [B*T]) with mean-loss weights. */
+static inline rp_workspace *tm_workspace(rwkvpeft_model *m, int B, int T, const int32_t *in, const int32_t *tg) {
+    float *w = (float *)malloc(sizeof(float) * (size_t)B * T);
+    rwkvpeft_batch b;
+    rwkvpeft_batch_init(&b);
+    b.batch_size = B;
+    b.seq_len = T;
+    b.inputs = in;
+    b.targets = tg;
+    double s;
+    rp_err err;
+    ck_assert_int_eq(rp_batch_weights(m, &b, w, &s, &err), 0);
+    rp_workspace *ws = NULL;
+    ck_assert_int_eq(rp_workspace_create(m, B, T, 1, &ws), 0);
+    ck_assert_int_eq(rp_workspace_set_batch(m, ws, B, T, in, tg, w), 0);
+    free(w);
+    return ws;
+}
+
+#endif
