@@ -14,24 +14,6 @@
 #define RWKVPEFT_VERSION_STR "0.1.0"
 #endif
 
-/* Copies a caller's size-versioned struct over defaults: only the bytes the caller's
- * struct_size covers are taken, so older callers get defaults for newer fields. */
-static void take_params(void *dst, size_t full, const void *src) {
-    if (!src) return;
-    uint32_t sz;
-    memcpy(&sz, src, sizeof sz);
-    if (sz > full) sz = (uint32_t)full;
-    if (sz > sizeof(uint32_t)) memcpy((char *)dst + sizeof(uint32_t), (const char *)src + sizeof(uint32_t), sz - sizeof(uint32_t));
-}
-
-/* Writes an output struct honouring the caller's struct_size. */
-static void give_result(void *dst, const void *src, size_t full) {
-    uint32_t sz;
-    memcpy(&sz, dst, sizeof sz);
-    if (sz > full) sz = (uint32_t)full;
-    if (sz > sizeof(uint32_t)) memcpy((char *)dst + sizeof(uint32_t), (const char *)src + sizeof(uint32_t), sz - sizeof(uint32_t));
-}
-
 /* ---- versions ------------------------------------------------------------------------ */
 
 uint32_t rwkvpeft_version_number(void) { return RWKVPEFT_VERSION_NUMBER; }
@@ -75,7 +57,7 @@ rwkvpeft_status rwkvpeft_backend_get_info(int32_t index, rwkvpeft_backend_info *
     const rp_backend_ops *ops = rp_backend_find(name, NULL, &count, out.description, sizeof out.description, &err);
     out.available = ops != NULL && count > 0;
     out.device_count = count > 0 ? count : 0;
-    give_result(info, &out, sizeof out);
+    rp_give_result(info, &out, sizeof out);
     return RWKVPEFT_OK;
 }
 
@@ -96,7 +78,7 @@ rwkvpeft_status rwkvpeft_context_create(const rwkvpeft_context_params *params, r
     *out = NULL;
     rwkvpeft_context_params p;
     rwkvpeft_context_params_init(&p);
-    take_params(&p, sizeof p, params);
+    rp_take_params(&p, sizeof p, params);
     rwkvpeft_context *ctx = (rwkvpeft_context *)rp_calloc(1, sizeof *ctx);
     if (!ctx) return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
     ctx->log_level = p.log_level;
@@ -191,7 +173,7 @@ static rwkvpeft_model *model_new(rwkvpeft_context *ctx, const rwkvpeft_model_par
     if (!m) return NULL;
     rwkvpeft_model_params p;
     rwkvpeft_model_params_init(&p);
-    take_params(&p, sizeof p, params);
+    rp_take_params(&p, sizeof p, params);
     m->ctx = ctx;
     m->be = ctx->be;
     m->grad_cp = p.grad_cp != 0;
@@ -204,7 +186,7 @@ static rwkvpeft_model *model_new(rwkvpeft_context *ctx, const rwkvpeft_model_par
 static int check_model_params(const rwkvpeft_model_params *params) {
     rwkvpeft_model_params p;
     rwkvpeft_model_params_init(&p);
-    take_params(&p, sizeof p, params);
+    rp_take_params(&p, sizeof p, params);
     if (p.quant < RWKVPEFT_QUANT_NONE || p.quant > RWKVPEFT_QUANT_FP8)
         return rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT,
                        "model params: quant %d is not a quantization type (none 0, nf4 1, fp4 2, int8 3, fp8 4)", p.quant);
@@ -245,7 +227,7 @@ rwkvpeft_status rwkvpeft_model_init(rwkvpeft_context *ctx, const rwkvpeft_model_
     if (!ctx) return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT, "context is NULL");
     rwkvpeft_model_config c;
     rwkvpeft_model_config_init(&c);
-    take_params(&c, sizeof c, config);
+    rp_take_params(&c, sizeof c, config);
     if (c.version != 6)
         return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_UNSUPPORTED, "model version %d is not supported (this build: 6)", c.version);
     int C = c.n_embd, A = c.dim_att ? c.dim_att : C, F = c.dim_ffn ? c.dim_ffn : (int)((C * 7 / 2) / 32 * 32),
@@ -313,7 +295,7 @@ rwkvpeft_status rwkvpeft_model_get_info(const rwkvpeft_model *m, rwkvpeft_model_
     for (int i = 0; i < m->n_params; i++)
         if (!m->params[i].is_adapter) o.n_params += m->params[i].numel;
     o.n_trainable = m->n_trainable;
-    give_result(info, &o, sizeof o);
+    rp_give_result(info, &o, sizeof o);
     return RWKVPEFT_OK;
 }
 
@@ -352,7 +334,7 @@ rwkvpeft_status rwkvpeft_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapte
     if (!m) return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT, "model is NULL");
     rwkvpeft_adapter_params p;
     rwkvpeft_adapter_params_init(&p);
-    take_params(&p, sizeof p, params);
+    rp_take_params(&p, sizeof p, params);
     int rc = rp_adapter_attach(m, &p);
     if (!rc)
         rp_log(m->ctx, RWKVPEFT_LOG_INFO, "adapter attached: %lld trainable elements", (long long)m->n_trainable);
@@ -406,7 +388,7 @@ rwkvpeft_status rwkvpeft_merge_files(const rwkvpeft_merge_params *params) {
     if (!params) return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT, "params is NULL");
     rwkvpeft_merge_params p;
     rwkvpeft_merge_params_init(&p);
-    take_params(&p, sizeof p, params);
+    rp_take_params(&p, sizeof p, params);
     return (rwkvpeft_status)rp_merge_files(&p, NULL);
 }
 
@@ -423,12 +405,12 @@ rwkvpeft_status rwkvpeft_evaluate(rwkvpeft_model *m, const rwkvpeft_batch *batch
         return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT, "model, batch and result are required");
     rwkvpeft_batch b;
     rwkvpeft_batch_init(&b);
-    take_params(&b, sizeof b, batch);
+    rp_take_params(&b, sizeof b, batch);
     rwkvpeft_eval_result r;
     memset(&r, 0, sizeof r);
     int rc = rp_evaluate(m, &b, &r.loss, &r.n_tokens);
     if (rc) return (rwkvpeft_status)rc;
-    give_result(result, &r, sizeof r);
+    rp_give_result(result, &r, sizeof r);
     return RWKVPEFT_OK;
 }
 
@@ -460,7 +442,7 @@ rwkvpeft_status rwkvpeft_trainer_create(rwkvpeft_model *m, const rwkvpeft_train_
     if (!m) return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT, "model is NULL");
     rwkvpeft_train_params p;
     rwkvpeft_train_params_init(&p);
-    take_params(&p, sizeof p, params);
+    rp_take_params(&p, sizeof p, params);
     return (rwkvpeft_status)rp_trainer_create(m, &p, out);
 }
 
@@ -472,7 +454,7 @@ rwkvpeft_status rwkvpeft_train_step(rwkvpeft_trainer *t, const rwkvpeft_batch *b
     if (!t || !batch) return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT, "trainer and batch are required");
     rwkvpeft_batch b;
     rwkvpeft_batch_init(&b);
-    take_params(&b, sizeof b, batch);
+    rp_take_params(&b, sizeof b, batch);
     return (rwkvpeft_status)rp_trainer_step(t, &b, result);
 }
 

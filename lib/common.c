@@ -220,3 +220,18 @@ char *rp_strdup(const char *s) {
     if (d) memcpy(d, s, n);
     return d;
 }
+
+void rp_take_params(void *dst, size_t full, const void *src) {
+    if (!src) return;
+    uint32_t sz;
+    memcpy(&sz, src, sizeof sz);
+    if (sz > full) sz = (uint32_t)full;
+    if (sz > sizeof(uint32_t)) memcpy((char *)dst + sizeof(uint32_t), (const char *)src + sizeof(uint32_t), sz - sizeof(uint32_t));
+}
+
+void rp_give_result(void *dst, const void *src, size_t full) {
+    uint32_t sz;
+    memcpy(&sz, dst, sizeof sz);
+    if (sz > full) sz = (uint32_t)full;
+    if (sz > sizeof(uint32_t)) memcpy((char *)dst + sizeof(uint32_t), (const char *)src + sizeof(uint32_t), sz - sizeof(uint32_t));
+}

@@ -69,10 +69,7 @@ rwkvpeft_status rwkvpeft_generate(rwkvpeft_model *m, const int32_t *prompt, size
                                         "model, a non-empty prompt and an output buffer are required");
     rwkvpeft_generate_params p;
     rwkvpeft_generate_params_init(&p);
-    if (params) {
-        uint32_t sz = params->struct_size < sizeof p ? params->struct_size : (uint32_t)sizeof p;
-        if (sz > 4) memcpy((char *)&p + 4, (const char *)params + 4, sz - 4);
-    }
+    rp_take_params(&p, sizeof p, params);
     if (!(p.top_p > 0 && p.top_p <= 1) || !isfinite(p.temperature))
         return (rwkvpeft_status)rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "top_p must be in (0,1] and temperature finite");
     for (size_t i = 0; i < n_prompt; i++)

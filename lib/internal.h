@@ -85,6 +85,13 @@ void *rp_calloc(size_t count, size_t size);
 void *rp_realloc_array(void *p, size_t count, size_t size);
 char *rp_strdup(const char *s);
 
+/* Size-versioned structs (every public *_params / *_info / *_result starts with a uint32_t
+ * struct_size): rp_take_params copies the bytes a caller's struct covers over `dst` (which
+ * holds the defaults; src may be NULL); rp_give_result writes an output struct honouring the
+ * caller's struct_size. `full` is sizeof the library's own struct. */
+void rp_take_params(void *dst, size_t full, const void *src);
+void rp_give_result(void *dst, const void *src, size_t full);
+
 /* Logging through the context's sink (defined in api.c). */
 struct rwkvpeft_context;
 void rp_log(const struct rwkvpeft_context *ctx, int level, const char *fmt, ...) RP_PRINTF(3, 4);

@@ -240,6 +240,10 @@ int rp_v6_train_chunked(rwkvpeft_model *m, rp_workspace *ws, const int32_t *ids,
                         const float *weights, int B, int T, int chunk, int full, void *gf, float grad_scale, float l2wrap,
                         uint64_t seed, double *loss);
 
+/* Reads one par-dtype scalar from device memory (e.g. the loss sum); *rc receives the
+ * backend status (NaN is returned when it fails). */
+double rp_read_par_scalar(rwkvpeft_model *m, const void *dev, int *rc);
+
 /* Device pointer of the scalar loss sum (par dtype) of the last forward. */
 void *rp_workspace_loss(rp_workspace *ws);
 

@@ -6,6 +6,7 @@
  * has its own record; with it, all layers share one record and only each block's input is
  * kept, the block being recomputed (same dropout masks) just before its backward.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -232,6 +233,21 @@ int rp_workspace_fits(const rp_workspace *ws, int B, int T) {
 }
 
 void *rp_workspace_loss(rp_workspace *ws) { return ws->loss_sum; }
+
+double rp_read_par_scalar(rwkvpeft_model *m, const void *dev, int *rc) {
+    rp_dtype P_ = m->be->ops->par_dtype;
+    unsigned char buf[8];
+    *rc = m->be->ops->memcpy_d2h(m->be, buf, dev, rp_dtype_size(P_));
+    if (*rc) return NAN;
+    if (P_ == RP_F64) {
+        double d;
+        memcpy(&d, buf, 8);
+        return d;
+    }
+    float f;
+    memcpy(&f, buf, 4);
+    return f;
+}
 
 int rp_workspace_set_batch(rwkvpeft_model *m, rp_workspace *ws, int B, int T, const int32_t *ids,
                            const int32_t *targets, const float *weights) {
@@ -735,18 +751,13 @@ int rp_infer_state_create(rwkvpeft_model *m, int B, rp_infer_state **out) {
 int rp_v6_infer(rwkvpeft_model *m, rp_workspace *ws, rp_infer_state *st, const int32_t *ids, int T, float *logits_last) {
     rp_backend *be = m->be;
     rp_dtype A_ = be->ops->act_dtype;
-    int B = st->B, C = m->C, V = m->V, L = m->n_layer;
+    int B = st->B, C = m->C, V = m->V;
     int64_t n = (int64_t)B * T;
     if (n > ws->cap_n) return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "inference chunk larger than its workspace");
     ws->B = B;
     ws->T = T;
     OP(memcpy_h2d(be, ws->ids, ids, sizeof(int32_t) * (size_t)n));
-    rp_v6_layer *l0 = &m->layers[0];
-    OP(embedding_fwd(be, ws->emb_out, m->emb->data, ws->ids, n, C));
-    OP(norm_fwd(be, ws->acts[0].x_in, ws->mean0, ws->rstd0, ws->emb_out, l0->ln0_w->data, l0->ln0_b->data, n, 1, C, LN_EPS));
-    for (int l = 0; l < L; l++)
-        RP_TRY(block_fwd(m, ws, l, &ws->acts[l], l + 1 < L ? ws->acts[l + 1].x_in : ws->x_final, 0, &st->layers[l],
-                         &st->layers[l]));
+    RP_TRY(forward_blocks(m, ws, 0, st->layers, st->layers)); /* the states advance in place */
     RP_TRY(keep_last_rows(m, st->last_x, ws->x_final, B, T));
     OP(norm_fwd(be, st->last_ln, st->last_mean, st->last_rstd, st->last_x, m->ln_out_w->data, m->ln_out_b->data, B, 1, C,
                 LN_EPS));
@@ -777,11 +788,19 @@ static int zero_state(rwkvpeft_model *m, rp_infer_state *st) {
     return 0;
 }
 
+/* *loss += the loss sum of the chunk just run. */
+static int add_chunk_loss(rwkvpeft_model *m, rp_workspace *ws, double *loss) {
+    int rc;
+    double l = rp_read_par_scalar(m, ws->loss_sum, &rc);
+    if (rc) return rp_be_fail(m->be, rc, &m->err);
+    *loss += l;
+    return 0;
+}
+
 int rp_v6_train_chunked(rwkvpeft_model *m, rp_workspace *ws, const int32_t *ids, const int32_t *targets,
                         const float *weights, int B, int T, int chunk, int full, void *gf, float grad_scale, float l2wrap,
                         uint64_t seed, double *loss) {
     rp_backend *be = m->be;
-    rp_dtype P_ = be->ops->par_dtype;
     int n_chunks = (T + chunk - 1) / chunk;
     size_t cap = (size_t)B * (size_t)chunk, ab = state_act_bytes(m, B), pb = state_par_bytes(m, B);
     int32_t *ic = (int32_t *)rp_malloc(sizeof(int32_t) * cap), *tc = (int32_t *)rp_malloc(sizeof(int32_t) * cap);
@@ -827,21 +846,7 @@ int rp_v6_train_chunked(rwkvpeft_model *m, rp_workspace *ws, const int32_t *ids,
             if (!rc)
                 rc = fwd_bwd(m, ws, gf, grad_scale, l2wrap, CHUNK_SEED(c), NULL, c ? prev->layers : NULL, cur->layers,
                              NULL, NULL);
-            if (!rc) {
-                double l;
-                unsigned char raw[8];
-                if ((rc = be->ops->memcpy_d2h(be, raw, ws->loss_sum, rp_dtype_size(P_)))) rc = rp_be_fail(be, rc, &m->err);
-                if (!rc) {
-                    float f;
-                    if (P_ == RP_F64)
-                        memcpy(&l, raw, 8);
-                    else {
-                        memcpy(&f, raw, 4);
-                        l = f;
-                    }
-                    *loss += l;
-                }
-            }
+            if (!rc) rc = add_chunk_loss(m, ws, loss);
             rp_infer_state *t = prev;
             prev = cur;
             cur = t;
@@ -876,21 +881,7 @@ int rp_v6_train_chunked(rwkvpeft_model *m, rp_workspace *ws, const int32_t *ids,
             if (!rc)
                 rc = fwd_bwd(m, ws, gf, grad_scale, l2wrap, CHUNK_SEED(c), NULL, c ? sa->layers : NULL, NULL,
                              gout ? gout->layers : NULL, c ? gin->layers : NULL);
-            if (!rc) {
-                unsigned char raw[8];
-                if ((rc = be->ops->memcpy_d2h(be, raw, ws->loss_sum, rp_dtype_size(P_)))) rc = rp_be_fail(be, rc, &m->err);
-                if (!rc) {
-                    double l;
-                    float f;
-                    if (P_ == RP_F64)
-                        memcpy(&l, raw, 8);
-                    else {
-                        memcpy(&f, raw, 4);
-                        l = f;
-                    }
-                    *loss += l;
-                }
-            }
+            if (!rc) rc = add_chunk_loss(m, ws, loss);
             /* this chunk's start-state gradient is the previous chunk's end-state gradient */
             gout = gin;
             gin = gin == ga ? gb : ga;

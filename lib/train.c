@@ -228,20 +228,6 @@ static int ensure_ws(rwkvpeft_model *m, rp_workspace **ws, int B, int T, int tra
     return rp_workspace_create(m, B, T, training, ws);
 }
 
-static double read_scalar(rwkvpeft_model *m, const void *dev, int *rc) {
-    rp_dtype P_ = m->be->ops->par_dtype;
-    unsigned char buf[8];
-    *rc = m->be->ops->memcpy_d2h(m->be, buf, dev, rp_dtype_size(P_));
-    if (*rc) return NAN;
-    if (P_ == RP_F64) {
-        double d;
-        memcpy(&d, buf, 8);
-        return d;
-    }
-    float f;
-    memcpy(&f, buf, 4);
-    return f;
-}
 
 int rp_evaluate(rwkvpeft_model *m, const rwkvpeft_batch *b, double *loss, double *n_tokens) {
     int64_t n = (int64_t)(b ? b->batch_size : 0) * (b ? b->seq_len : 0);
@@ -254,7 +240,7 @@ int rp_evaluate(rwkvpeft_model *m, const rwkvpeft_batch *b, double *loss, double
     if (!rc) rc = rp_v6_forward_backward(m, m->eval_ws, NULL, 0.0f, 0.0f, 0, NULL);
     free(w);
     if (rc) return rc;
-    double l = read_scalar(m, rp_workspace_loss(m->eval_ws), &rc);
+    double l = rp_read_par_scalar(m, rp_workspace_loss(m->eval_ws), &rc);
     if (rc) return rp_be_fail(m->be, rc, &m->err);
     *loss = s > 0 ? l : 0.0;
     *n_tokens = s;
@@ -324,7 +310,7 @@ int rp_trainer_step(rwkvpeft_trainer *t, const rwkvpeft_batch *b, rwkvpeft_step_
         }
         stepped = 1;
         t->micro = 0;
-        norm = sqrt(read_scalar(m, t->norm_sq, &rc));
+        norm = sqrt(rp_read_par_scalar(m, t->norm_sq, &rc));
         if (rc) return rp_be_fail(be, rc, &t->err);
         if (!isfinite(norm))
             return rp_fail(&t->err, RWKVPEFT_E_NUMERIC,
@@ -332,21 +318,19 @@ int rp_trainer_step(rwkvpeft_trainer *t, const rwkvpeft_batch *b, rwkvpeft_step_
                            (long long)t->step + 1);
         t->step++;
     }
-    double loss = chunked ? chunked_loss : read_scalar(m, rp_workspace_loss(t->ws), &rc);
+    double loss = chunked ? chunked_loss : rp_read_par_scalar(m, rp_workspace_loss(t->ws), &rc);
     if (rc) return rp_be_fail(be, rc, &t->err);
     if (wsum <= 0) loss = 0;
     if (res) {
         rwkvpeft_step_result r;
         memset(&r, 0, sizeof r);
-        r.struct_size = res->struct_size;
         r.loss = loss;
         r.grad_norm = norm;
         r.lr = lr;
         r.optimizer_step_taken = stepped;
         r.step = t->step;
         r.tokens = t->tokens;
-        size_t sz = res->struct_size < sizeof r ? res->struct_size : sizeof r;
-        memcpy(res, &r, sz);
+        rp_give_result(res, &r, sizeof r);
     }
     if (!isfinite(loss)) return rp_fail(&t->err, RWKVPEFT_E_NUMERIC, "loss is not finite (%g)", loss);
     return 0;
