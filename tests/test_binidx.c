@@ -12,46 +12,10 @@
 
 #include "binidx.h"
 #include "rwkvpeft.h"
-
-static void data_path(char *out, size_t n, const char *rel) {
-    const char *d = getenv("RWKVPEFT_TEST_DATA");
-    if (d && *d) {
-        snprintf(out, n, "%s/%s", d, rel);
-        return;
-    }
-    const char *f = __FILE__;
-    const char *slash = strrchr(f, '/');
-    snprintf(out, n, "%.*s/data/%s", slash ? (int)(slash - f) : 1, slash ? f : ".", rel);
-}
-
-static const char *tmp_dir(void) {
-    const char *d = getenv("RWKVPEFT_TEST_TMP");
-    return d && *d ? d : "/tmp";
-}
+#include "testutil.h"
 
 static void tmp_path(char *out, size_t n, const char *name) {
-    snprintf(out, n, "%s/rp-binidx-%ld-%s", tmp_dir(), (long)getpid(), name);
-}
-
-static unsigned char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long L = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)L + 1);
-    ck_assert_ptr_nonnull(b);
-    ck_assert_int_eq(fread(b, 1, (size_t)L, f), (size_t)L);
-    fclose(f);
-    *n = (size_t)L;
-    return b;
-}
-
-static void write_all(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    ck_assert_msg(f != NULL, "cannot create %s", path);
-    ck_assert_int_eq(fwrite(data, 1, n, f), n);
-    fclose(f);
+    snprintf(out, n, "%s/rp-binidx-%ld-%s", tu_tmpdir(), (long)getpid(), name);
 }
 
 static int exists(const char *p) { return access(p, F_OK) == 0; }
@@ -99,16 +63,16 @@ START_TEST(test_read_python_fixtures) {
     for (int code = 1; code <= 8; code++) {
         char rel[64];
         snprintf(rel, sizeof rel, "binidx/code%d", code);
-        data_path(p, sizeof p, rel);
+        tu_data_path(p, sizeof p, rel);
         check_dataset(p, SMALL, SMALL_SIZES, 4);
         rwkvpeft_dataset *ds = NULL;
         ck_assert_int_eq(rwkvpeft_dataset_open(p, &ds), RWKVPEFT_OK);
         ck_assert_int_eq(rp_dataset_dtype_code(ds), code);
         rwkvpeft_dataset_free(ds);
     }
-    data_path(p, sizeof p, "binidx/world_u16");
+    tu_data_path(p, sizeof p, "binidx/world_u16");
     check_dataset(p, WORLD, WORLD_SIZES, 4);
-    data_path(p, sizeof p, "binidx/world_i32");
+    tu_data_path(p, sizeof p, "binidx/world_i32");
     check_dataset(p, WORLD, WORLD_SIZES, 4);
 }
 END_TEST
@@ -129,7 +93,7 @@ static void write_docs(const char *prefix, int code, int32_t vocab, const int32_
 
 static void same_file(const char *a, const char *b) {
     size_t na, nb;
-    unsigned char *x = read_all(a, &na), *y = read_all(b, &nb);
+    unsigned char *x = tu_read_all(a, &na), *y = tu_read_all(b, &nb);
     ck_assert_msg(na == nb, "%s has %zu bytes, %s %zu", a, na, b, nb);
     ck_assert_msg(memcmp(x, y, na) == 0, "%s differs from %s", a, b);
     free(x);
@@ -146,7 +110,7 @@ START_TEST(test_writer_round_trip_every_dtype) {
         check_dataset(prefix, SMALL, SMALL_SIZES, 4);
         /* byte-identical to the Python reference writer */
         snprintf(rel, sizeof rel, "binidx/code%d", code);
-        data_path(ref, sizeof ref, rel);
+        tu_data_path(ref, sizeof ref, rel);
         snprintf(a, sizeof a, "%s.bin", prefix);
         snprintf(b, sizeof b, "%s.bin", ref);
         same_file(a, b);
@@ -160,7 +124,7 @@ START_TEST(test_writer_round_trip_every_dtype) {
     tmp_path(prefix, sizeof prefix, "auto");
     const int32_t w16[] = {24281, 59, 0, 5585, 41693, 59, 0, 261, 0, 65529, 1, 256, 0};
     write_docs(prefix, 0, 65530, w16, WORLD_SIZES, 4);
-    data_path(ref, sizeof ref, "binidx/world_i32");
+    tu_data_path(ref, sizeof ref, "binidx/world_i32");
     snprintf(a, sizeof a, "%s.idx", prefix);
     snprintf(b, sizeof b, "%s.idx", ref);
     same_file(a, b);
@@ -185,7 +149,7 @@ START_TEST(test_writer_round_trip_every_dtype) {
     rwkvpeft_dataset_free(ds);
     snprintf(a, sizeof a, "%s.idx", prefix);
     size_t n;
-    free(read_all(a, &n));
+    free(tu_read_all(a, &n));
     ck_assert_int_eq(n, 34 + 8);
     remove(a);
     snprintf(a, sizeof a, "%s.bin", prefix);
@@ -195,7 +159,7 @@ END_TEST
 
 /* No file whose name starts with `stem` in the temp folder. */
 static int count_files_with_prefix(const char *stem) {
-    DIR *d = opendir(tmp_dir());
+    DIR *d = opendir(tu_tmpdir());
     ck_assert_ptr_nonnull(d);
     int n = 0;
     struct dirent *e;
@@ -263,10 +227,10 @@ static size_t g_idx_n, g_bin_n;
 
 static void load_good(void) {
     char p[1024];
-    data_path(p, sizeof p, "binidx/world_i32.idx");
-    g_idx = read_all(p, &g_idx_n);
-    data_path(p, sizeof p, "binidx/world_i32.bin");
-    g_bin = read_all(p, &g_bin_n);
+    tu_data_path(p, sizeof p, "binidx/world_i32.idx");
+    g_idx = tu_read_all(p, &g_idx_n);
+    tu_data_path(p, sizeof p, "binidx/world_i32.bin");
+    g_bin = tu_read_all(p, &g_bin_n);
 }
 
 static void put64(unsigned char *p, int64_t v) {
@@ -283,10 +247,10 @@ static void expect_open_error(const char *name, const unsigned char *idx, size_t
     char prefix[1024], a[1100];
     tmp_path(prefix, sizeof prefix, name);
     snprintf(a, sizeof a, "%s.idx", prefix);
-    if (idx) write_all(a, idx, ni);
+    if (idx) tu_write_all(a, idx, ni);
     else remove(a);
     snprintf(a, sizeof a, "%s.bin", prefix);
-    if (bin) write_all(a, bin, nb);
+    if (bin) tu_write_all(a, bin, nb);
     else remove(a);
     rwkvpeft_dataset *ds = (rwkvpeft_dataset *)1;
     rwkvpeft_status st = rwkvpeft_dataset_open(prefix, &ds);
@@ -381,9 +345,9 @@ START_TEST(test_bad_token_values) {
     write_docs(prefix, 4, 0, (const int32_t[]){1, 2, 3}, (const int64_t[]){3}, 1);
     snprintf(a, sizeof a, "%s.bin", prefix);
     size_t n;
-    unsigned char *b = read_all(a, &n);
+    unsigned char *b = tu_read_all(a, &n);
     put32(b + 4, -5);
-    write_all(a, b, n);
+    tu_write_all(a, b, n);
     free(b);
     rwkvpeft_dataset *ds = NULL;
     ck_assert_int_eq(rwkvpeft_dataset_open(prefix, &ds), RWKVPEFT_OK);
@@ -395,7 +359,7 @@ START_TEST(test_bad_token_values) {
     /* float32 with a fraction, float64 too large, int64 beyond int32 */
     for (int code = 5; code <= 7; code++) {
         write_docs(prefix, code, 0, (const int32_t[]){1, 2}, (const int64_t[]){2}, 1);
-        b = read_all(a, &n);
+        b = tu_read_all(a, &n);
         if (code == 6) {
             float f = 1.5f;
             memcpy(b + 4, &f, 4);
@@ -405,7 +369,7 @@ START_TEST(test_bad_token_values) {
         } else {
             put64(b + 8, (int64_t)1 << 40);
         }
-        write_all(a, b, n);
+        tu_write_all(a, b, n);
         free(b);
         ck_assert_int_eq(rwkvpeft_dataset_open(prefix, &ds), RWKVPEFT_OK);
         ck_assert_int_eq(rwkvpeft_dataset_read(ds, 0, 2, out), RWKVPEFT_E_FORMAT);
@@ -414,9 +378,9 @@ START_TEST(test_bad_token_values) {
     }
     /* int8 negative */
     write_docs(prefix, 2, 0, (const int32_t[]){1, 2}, (const int64_t[]){2}, 1);
-    b = read_all(a, &n);
+    b = tu_read_all(a, &n);
     b[1] = 0xF0;
-    write_all(a, b, n);
+    tu_write_all(a, b, n);
     free(b);
     ck_assert_int_eq(rwkvpeft_dataset_open(prefix, &ds), RWKVPEFT_OK);
     ck_assert_int_eq(rwkvpeft_dataset_read(ds, 0, 2, out), RWKVPEFT_E_FORMAT);
@@ -439,7 +403,7 @@ START_TEST(test_mutations_never_crash) {
     char prefix[1024], a[1100];
     tmp_path(prefix, sizeof prefix, "fuzz");
     snprintf(a, sizeof a, "%s.bin", prefix);
-    write_all(a, g_bin, g_bin_n);
+    tu_write_all(a, g_bin, g_bin_n);
     snprintf(a, sizeof a, "%s.idx", prefix);
     uint64_t x = 0x9E3779B97F4A7C15ull;
     int opened = 0;
@@ -453,7 +417,7 @@ START_TEST(test_mutations_never_crash) {
             m[x % n] = (unsigned char)(x >> 32);
         }
         if (it % 10 == 5) n = (size_t)(x >> 40) % n; /* truncations too */
-        write_all(a, m, n);
+        tu_write_all(a, m, n);
         rwkvpeft_dataset *ds = NULL;
         rwkvpeft_status st = rwkvpeft_dataset_open(prefix, &ds);
         ck_assert(st == RWKVPEFT_OK || st == RWKVPEFT_E_FORMAT);

@@ -24,55 +24,21 @@
 #include "io_pickle.h"
 #include "io_zip.h"
 #include "tensorfile.h"
+#include "testutil.h"
 
 /* ---------------------------------------------------------------------------------- */
 /* Paths and file helpers                                                              */
 /* ---------------------------------------------------------------------------------- */
 
-static const char *tmp_dir(void) {
-    const char *d = getenv("RWKVPEFT_TEST_TMP");
-    return d && *d ? d : "/tmp";
-}
-
+/* tests/data/io/<name> */
 static void data_path(char *out, size_t cap, const char *name) {
-    const char *d = getenv("RWKVPEFT_TEST_DATA");
-    if (d && *d) {
-        snprintf(out, cap, "%s/io/%s", d, name);
-        return;
-    }
-    /* tests/test_io.c -> tests/data/io/<name> */
-    const char *src = __FILE__;
-    const char *slash = strrchr(src, '/');
-    if (slash)
-        snprintf(out, cap, "%.*s/data/io/%s", (int)(slash - src), src, name);
-    else
-        snprintf(out, cap, "data/io/%s", name);
+    char rel[512];
+    snprintf(rel, sizeof rel, "io/%s", name);
+    tu_data_path(out, cap, rel);
 }
 
 static void tmp_path(char *out, size_t cap, const char *name) {
-    snprintf(out, cap, "%s/rp_test_io_%ld_%s", tmp_dir(), (long)getpid(), name);
-}
-
-static void write_file(const char *path, const void *p, size_t n) {
-    FILE *fp = fopen(path, "wb");
-    ck_assert_msg(fp != NULL, "cannot create %s: %s", path, strerror(errno));
-    if (n) ck_assert_uint_eq(fwrite(p, 1, n, fp), n);
-    ck_assert_int_eq(fclose(fp), 0);
-}
-
-static unsigned char *read_file(const char *path, size_t *n) {
-    FILE *fp = fopen(path, "rb");
-    ck_assert_msg(fp != NULL, "cannot open %s: %s", path, strerror(errno));
-    ck_assert_int_eq(fseek(fp, 0, SEEK_END), 0);
-    long sz = ftell(fp);
-    ck_assert_int_ge(sz, 0);
-    ck_assert_int_eq(fseek(fp, 0, SEEK_SET), 0);
-    unsigned char *b = malloc((size_t)sz + 1);
-    ck_assert_ptr_nonnull(b);
-    ck_assert_uint_eq(fread(b, 1, (size_t)sz, fp), (size_t)sz);
-    fclose(fp);
-    *n = (size_t)sz;
-    return b;
+    snprintf(out, cap, "%s/rp_test_io_%ld_%s", tu_tmpdir(), (long)getpid(), name);
 }
 
 static int file_exists(const char *path) {
@@ -123,7 +89,7 @@ static void expect_fail_at(const char *path, int code, const char *substr, const
 static void expect_bytes_fail(const void *p, size_t n, int code, const char *substr, const char *what) {
     char path[512];
     tmp_path(path, sizeof path, "malformed.bin");
-    write_file(path, p, n);
+    tu_write_all(path, p, n);
     expect_fail_at(path, code, substr, what);
     unlink(path);
 }
@@ -270,7 +236,7 @@ static void roundtrip(rp_file_kind kind, const char *fname, int force64) {
     }
     rp_tensorfile_close(f);
     size_t n;
-    unsigned char *b = read_file(path, &n);
+    unsigned char *b = tu_read_all(path, &n);
     if (kind != RP_FILE_SAFETENSORS) {
         ck_assert(memcmp(b, "PK\3\4", 4) == 0);
         int has_loc = n > 42 && memcmp(b + n - 42, "PK\6\7", 4) == 0;
@@ -337,7 +303,7 @@ static void many(rp_file_kind kind, const char *fname, int count, int expect_zip
     rp_tensorfile_close(f);
     if (kind == RP_FILE_PTH) {
         size_t n;
-        unsigned char *b = read_file(path, &n);
+        unsigned char *b = tu_read_all(path, &n);
         ck_assert_int_eq(memcmp(b + n - 42, "PK\6\7", 4) == 0, expect_zip64);
         free(b);
     }
@@ -373,7 +339,7 @@ END_TEST
 START_TEST(test_write_replaces_existing) {
     char path[512];
     tmp_path(path, sizeof path, "replace.pth");
-    write_file(path, "old contents", 12);
+    tu_write_all(path, "old contents", 12);
     tset *s = sample_set();
     write_ok(path, RP_FILE_PTH, s);
     rp_tensorfile *f = open_ok(path);
@@ -448,7 +414,7 @@ START_TEST(test_write_io_errors) {
     float v[4] = {1, 2, 3, 4};
     rp_named_tensor a = {.name = "a", .dtype = RP_F32, .ndim = 1, .shape = {4}, .data = v, .nbytes = 16};
     char path[600];
-    snprintf(path, sizeof path, "%s/rp_no_such_dir_%ld/x.pth", tmp_dir(), (long)getpid());
+    snprintf(path, sizeof path, "%s/rp_no_such_dir_%ld/x.pth", tu_tmpdir(), (long)getpid());
     rp_err e = {0};
     ck_assert_int_eq(rp_tensorfile_write(path, RP_FILE_PTH, &a, 1, &e), RWKVPEFT_E_IO);
     ck_assert_ptr_nonnull(strstr(e.msg, "rp_no_such_dir"));
@@ -461,7 +427,7 @@ START_TEST(test_write_io_errors) {
     rp_named_tensor b = {.name = "big", .dtype = RP_U8, .ndim = 1, .shape = {(int64_t)big_n}, .data = big, .nbytes = big_n};
     for (int k = 0; k < 2; k++) {
         tmp_path(path, sizeof path, k ? "full.safetensors" : "full.pth");
-        write_file(path, "previous", 8);
+        tu_write_all(path, "previous", 8);
         struct rlimit old;
         ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
         void (*oldsig)(int) = signal(SIGXFSZ, SIG_IGN);
@@ -474,7 +440,7 @@ START_TEST(test_write_io_errors) {
         ck_assert_msg(rc == RWKVPEFT_E_IO, "expected E_IO, got %d (%s)", rc, e.msg);
         ck_assert_int_eq(count_tmp_leftovers(path), 0);
         size_t n;
-        unsigned char *c = read_file(path, &n);
+        unsigned char *c = tu_read_all(path, &n);
         ck_assert_uint_eq(n, 8);
         ck_assert(memcmp(c, "previous", 8) == 0);
         free(c);
@@ -742,11 +708,11 @@ static unsigned char *valid_pth(size_t *n) {
                             {.name = "b", .dtype = RP_I64, .ndim = 1, .shape = {2}, .data = bb, .nbytes = 16}};
     rp_err e = {0};
     ck_assert_int_eq(rp_tensorfile_write(path, RP_FILE_PTH, t, 2, &e), 0);
-    unsigned char *b = read_file(path, n);
+    unsigned char *b = tu_read_all(path, n);
     unlink(path);
     /* sanity: the unmodified bytes load */
     tmp_path(path, sizeof path, "valid_base2.pth");
-    write_file(path, b, *n);
+    tu_write_all(path, b, *n);
     rp_tensorfile *f = open_ok(path);
     ck_assert_int_eq(f->count, 2);
     rp_tensorfile_close(f);
@@ -883,7 +849,7 @@ START_TEST(test_malformed_empty_and_missing) {
     char p[512];
     tmp_path(p, sizeof p, "does_not_exist.pth");
     expect_fail_at(p, RWKVPEFT_E_IO, "cannot open", "missing file");
-    expect_fail_at(tmp_dir(), RWKVPEFT_E_IO, "not a regular file", "directory");
+    expect_fail_at(tu_tmpdir(), RWKVPEFT_E_IO, "not a regular file", "directory");
     rp_err e = {0};
     rp_tensorfile *f;
     ck_assert_int_eq(rp_tensorfile_open(NULL, &f, &e), RWKVPEFT_E_INVALID_ARGUMENT);
@@ -895,7 +861,7 @@ START_TEST(test_malformed_empty_and_missing) {
     unsigned char *b = valid_pth(&n);
     ze_method(b, &n);
     tmp_path(p, sizeof p, "noerr.pth");
-    write_file(p, b, n);
+    tu_write_all(p, b, n);
     free(b);
     f = (rp_tensorfile *)(uintptr_t)1;
     ck_assert_int_eq(rp_tensorfile_open(p, &f, NULL), RWKVPEFT_E_UNSUPPORTED);
@@ -911,7 +877,7 @@ static void truncations(const unsigned char *b, size_t n, const char *what) {
     char path[512];
     tmp_path(path, sizeof path, "trunc.bin");
     for (size_t len = 0; len < n; len += 7) {
-        write_file(path, b, len);
+        tu_write_all(path, b, len);
         char w[96];
         snprintf(w, sizeof w, "%s truncated to %zu of %zu bytes", what, len, n);
         expect_fail_at(path, RWKVPEFT_E_FORMAT, NULL, w);
@@ -926,11 +892,11 @@ START_TEST(test_truncated_pth_every_7th_byte) {
     free(b);
     char p[512];
     data_path(p, sizeof p, "views.pth");
-    b = read_file(p, &n);
+    b = tu_read_all(p, &n);
     truncations(b, n, "torch views.pth");
     free(b);
     data_path(p, sizeof p, "deflated.pth");
-    b = read_file(p, &n);
+    b = tu_read_all(p, &n);
     truncations(b, n, "deflated.pth");
     free(b);
 }
@@ -940,7 +906,7 @@ START_TEST(test_truncated_safetensors_every_7th_byte) {
     char p[512];
     data_path(p, sizeof p, "dtypes.safetensors");
     size_t n;
-    unsigned char *b = read_file(p, &n);
+    unsigned char *b = tu_read_all(p, &n);
     truncations(b, n, "dtypes.safetensors");
     free(b);
 }
@@ -950,7 +916,7 @@ START_TEST(test_corrupt_deflate) {
     char p[512];
     data_path(p, sizeof p, "deflated.pth");
     size_t n;
-    unsigned char *b = read_file(p, &n);
+    unsigned char *b = tu_read_all(p, &n);
     const char *pk = "archive/data.pkl"; /* torch.save to a buffer uses "archive" */
     size_t c = find_central(b, n, pk);
     ck_assert_int_eq(g16(b + c + 10), 8);
@@ -980,7 +946,7 @@ START_TEST(test_corrupt_deflate) {
         m[d + i] ^= 0x24;
         char path[512];
         tmp_path(path, sizeof path, "flip.pth");
-        write_file(path, m, n);
+        tu_write_all(path, m, n);
         rp_tensorfile *f = NULL;
         rp_err e = {0};
         int rc = rp_tensorfile_open(path, &f, &e);
@@ -1441,7 +1407,7 @@ static void st_bytes(const char *header, size_t data_len, int code, const char *
     if (code == 0) {
         char path[512];
         tmp_path(path, sizeof path, "st_ok.safetensors");
-        write_file(path, b, n);
+        tu_write_all(path, b, n);
         rp_tensorfile *f = open_ok(path);
         rp_tensorfile_close(f);
         unlink(path);
@@ -1548,7 +1514,7 @@ static void fuzz(const unsigned char *b, size_t n, size_t lo, size_t hi, int ite
             size_t pos = lo + (size_t)(rng() % (hi - lo));
             m[pos] = (rng() & 1) ? (unsigned char)rng() : (unsigned char)(m[pos] ^ (1u << (rng() % 8)));
         }
-        write_file(path, m, n);
+        tu_write_all(path, m, n);
         rp_tensorfile *f = NULL;
         rp_err e = {0};
         int rc = rp_tensorfile_open(path, &f, &e);
@@ -1582,7 +1548,7 @@ START_TEST(test_fuzz_pth) {
     free(b);
     char p[512];
     data_path(p, sizeof p, "state_dict.pth"); /* real torch pickle with BUILD + memo */
-    b = read_file(p, &n);
+    b = tu_read_all(p, &n);
     d = data_of(b, n, "state_dict/data.pkl");
     pl = g32(b + find_central(b, n, "state_dict/data.pkl") + 24);
     fuzz(b, n, d, d + pl, 1500, "fuzz_sd.pth");
@@ -1594,7 +1560,7 @@ START_TEST(test_fuzz_safetensors) {
     char p[512];
     data_path(p, sizeof p, "dtypes.safetensors");
     size_t n;
-    unsigned char *b = read_file(p, &n);
+    unsigned char *b = tu_read_all(p, &n);
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--) hl = (hl << 8) | b[i];
     fuzz(b, n, 0, 8 + (size_t)hl, 1500, "fuzz.safetensors");

@@ -13,60 +13,15 @@
 
 #include "rwkvpeft.h"
 #include "sampler.h"
-
-static const char *vocab_path(void) {
-    const char *p = getenv("RWKVPEFT_WORLD_VOCAB");
-    if (!p || !*p || access(p, R_OK) != 0)
-        ck_abort_msg("RWKVPEFT_WORLD_VOCAB is %s: install the rwkv pip package (python3 -m pip "
-                     "install rwkv) and set RWKVPEFT_WORLD_VOCAB to its rwkv_vocab_v20230424.txt",
-                     p && *p ? "not a readable file" : "not set");
-    return p;
-}
-
-static void data_path(char *out, size_t n, const char *rel) {
-    const char *d = getenv("RWKVPEFT_TEST_DATA");
-    if (d && *d) {
-        snprintf(out, n, "%s/%s", d, rel);
-        return;
-    }
-    const char *f = __FILE__;
-    const char *slash = strrchr(f, '/');
-    snprintf(out, n, "%.*s/data/%s", slash ? (int)(slash - f) : 1, slash ? f : ".", rel);
-}
-
-static const char *tmp_dir(void) {
-    const char *d = getenv("RWKVPEFT_TEST_TMP");
-    return d && *d ? d : "/tmp";
-}
+#include "testutil.h"
 
 static void tmp_path(char *out, size_t n, const char *name) {
-    snprintf(out, n, "%s/rp-jsonl-%ld-%s", tmp_dir(), (long)getpid(), name);
-}
-
-static unsigned char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long L = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)L + 1);
-    ck_assert_ptr_nonnull(b);
-    ck_assert_int_eq(fread(b, 1, (size_t)L, f), (size_t)L);
-    fclose(f);
-    *n = (size_t)L;
-    return b;
-}
-
-static void write_text(const char *path, const char *text, size_t n) {
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_int_eq(fwrite(text, 1, n, f), n);
-    fclose(f);
+    snprintf(out, n, "%s/rp-jsonl-%ld-%s", tu_tmpdir(), (long)getpid(), name);
 }
 
 static void same_file(const char *a, const char *b) {
     size_t na, nb;
-    unsigned char *x = read_all(a, &na), *y = read_all(b, &nb);
+    unsigned char *x = tu_read_all(a, &na), *y = tu_read_all(b, &nb);
     ck_assert_msg(na == nb, "%s has %zu bytes, %s %zu", a, na, b, nb);
     ck_assert_msg(memcmp(x, y, na) == 0, "%s differs from %s", a, b);
     free(x);
@@ -74,7 +29,7 @@ static void same_file(const char *a, const char *b) {
 }
 
 static int count_files_with_prefix(const char *stem) {
-    DIR *d = opendir(tmp_dir());
+    DIR *d = opendir(tu_tmpdir());
     ck_assert_ptr_nonnull(d);
     int n = 0;
     struct dirent *e;
@@ -94,8 +49,8 @@ static void remove_out(const char *prefix) {
 
 START_TEST(test_sample_matches_reference) {
     char in[1024], ref[1024], out[1024], a[1100], b[1100];
-    data_path(in, sizeof in, "jsonl/sample.jsonl");
-    data_path(ref, sizeof ref, "jsonl/sample_ref");
+    tu_data_path(in, sizeof in, "jsonl/sample.jsonl");
+    tu_data_path(ref, sizeof ref, "jsonl/sample_ref");
     tmp_path(out, sizeof out, "sample");
     rwkvpeft_jsonl_params p;
     rwkvpeft_jsonl_params_init(&p);
@@ -103,7 +58,7 @@ START_TEST(test_sample_matches_reference) {
     ck_assert_str_eq(p.fields, "text");
     p.jsonl_path = in;
     p.output_prefix = out;
-    p.vocab_path = vocab_path();
+    p.vocab_path = tu_world_vocab();
     int64_t docs = -1, skipped = -1;
     rwkvpeft_status st = rwkvpeft_jsonl_to_binidx(&p, &docs, &skipped);
     ck_assert_msg(st == RWKVPEFT_OK, "%s", rwkvpeft_last_error());
@@ -142,14 +97,14 @@ END_TEST
 
 START_TEST(test_sft_fields) {
     char in[1024], ref[1024], out[1024];
-    data_path(in, sizeof in, "jsonl/sft.jsonl");
-    data_path(ref, sizeof ref, "jsonl/sft_ref.txt");
+    tu_data_path(in, sizeof in, "jsonl/sft.jsonl");
+    tu_data_path(ref, sizeof ref, "jsonl/sft_ref.txt");
     tmp_path(out, sizeof out, "sft");
     rwkvpeft_jsonl_params p;
     rwkvpeft_jsonl_params_init(&p);
     p.jsonl_path = in;
     p.output_prefix = out;
-    p.vocab_path = vocab_path();
+    p.vocab_path = tu_world_vocab();
     p.fields = " query , response ";
     int64_t docs = -1;
     ck_assert_msg(rwkvpeft_jsonl_to_binidx(&p, &docs, NULL) == RWKVPEFT_OK, "%s",
@@ -190,7 +145,7 @@ START_TEST(test_sft_fields) {
     char bad[1024];
     tmp_path(bad, sizeof bad, "sft_bad.jsonl");
     const char *txt = "{\"query\":\"q\",\"response\":\"r\"}\n{\"query\":\"q2\"}\n";
-    write_text(bad, txt, strlen(txt));
+    tu_write_all(bad, txt, strlen(txt));
     p.jsonl_path = bad;
     ck_assert_int_eq(rwkvpeft_jsonl_to_binidx(&p, &docs, NULL), RWKVPEFT_E_FORMAT);
     ck_assert_ptr_nonnull(strstr(rwkvpeft_last_error(), ":2: missing field \"response\""));
@@ -225,12 +180,12 @@ static void expect_bad_line(const char *name, const char *bad, const char *needl
         blen = 0;
     }
     (void)blen;
-    write_text(in, text, (size_t)n);
+    tu_write_all(in, text, (size_t)n);
     rwkvpeft_jsonl_params p;
     rwkvpeft_jsonl_params_init(&p);
     p.jsonl_path = in;
     p.output_prefix = out;
-    p.vocab_path = vocab_path();
+    p.vocab_path = tu_world_vocab();
     int64_t docs = 123, skipped = 123;
     rwkvpeft_status st = rwkvpeft_jsonl_to_binidx(&p, &docs, &skipped);
     const char *msg = rwkvpeft_last_error();
@@ -271,12 +226,12 @@ START_TEST(test_line_endings_duplicates_escapes) {
     const char *txt = "{\"text\":\"first\",\"text\":\"User:\"}\r\n"
                       "{\"text\":\"\\\\u0000\"}\r\n"
                       "{\"other\":1,\"text\":\"1\"}";
-    write_text(in, txt, strlen(txt));
+    tu_write_all(in, txt, strlen(txt));
     rwkvpeft_jsonl_params p;
     rwkvpeft_jsonl_params_init(&p);
     p.jsonl_path = in;
     p.output_prefix = out;
-    p.vocab_path = vocab_path();
+    p.vocab_path = tu_world_vocab();
     int64_t docs = 0, skipped = -1;
     ck_assert_msg(rwkvpeft_jsonl_to_binidx(&p, &docs, &skipped) == RWKVPEFT_OK, "%s",
                   rwkvpeft_last_error());
@@ -318,14 +273,14 @@ static int32_t progress_cb(void *user, uint64_t done, uint64_t total, uint64_t d
 
 START_TEST(test_progress_cancel_and_errors) {
     char in[1024], out[1024], stem[256];
-    data_path(in, sizeof in, "jsonl/sample.jsonl");
+    tu_data_path(in, sizeof in, "jsonl/sample.jsonl");
     tmp_path(out, sizeof out, "prog");
     snprintf(stem, sizeof stem, "rp-jsonl-%ld-prog", (long)getpid());
     rwkvpeft_jsonl_params p;
     rwkvpeft_jsonl_params_init(&p);
     p.jsonl_path = in;
     p.output_prefix = out;
-    p.vocab_path = vocab_path();
+    p.vocab_path = tu_world_vocab();
     p.progress = progress_cb;
     int cancel = 0;
     p.progress_user = &cancel;
@@ -344,7 +299,7 @@ START_TEST(test_progress_cancel_and_errors) {
     ck_assert_int_eq(rwkvpeft_jsonl_to_binidx(&p, NULL, NULL), RWKVPEFT_OK);
     char bad[1024];
     tmp_path(bad, sizeof bad, "bad.jsonl");
-    write_text(bad, "{\"text\":\"x\"}\n{\n", 15);
+    tu_write_all(bad, "{\"text\":\"x\"}\n{\n", 15);
     p.jsonl_path = bad;
     ck_assert_int_eq(rwkvpeft_jsonl_to_binidx(&p, NULL, NULL), RWKVPEFT_E_FORMAT);
     ck_assert_ptr_nonnull(strstr(rwkvpeft_last_error(), ":2: not valid JSON"));
@@ -370,12 +325,12 @@ START_TEST(test_progress_cancel_and_errors) {
     old.struct_size = (uint32_t)offsetof(rwkvpeft_jsonl_params, fields);
     old.jsonl_path = in;
     old.output_prefix = out;
-    old.vocab_path = vocab_path();
+    old.vocab_path = tu_world_vocab();
     int64_t docs = 0;
     ck_assert_int_eq(rwkvpeft_jsonl_to_binidx(&old, &docs, NULL), RWKVPEFT_OK);
     ck_assert_int_eq(docs, 6);
     char a[1100], b[1100];
-    data_path(b, sizeof b, "jsonl/sample_ref.bin");
+    tu_data_path(b, sizeof b, "jsonl/sample_ref.bin");
     snprintf(a, sizeof a, "%s.bin", out);
     same_file(a, b);
     remove_out(out);
@@ -402,7 +357,7 @@ START_TEST(test_random_lines_never_crash) {
             line[n++] = '"';
             line[n++] = '}';
         }
-        write_text(in, line, (size_t)n);
+        tu_write_all(in, line, (size_t)n);
         rp_jsonl_reader *r = NULL;
         rp_err e;
         ck_assert_int_eq(rp_jsonl_open(in, "text", &r, &e), 0);

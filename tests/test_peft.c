@@ -631,17 +631,11 @@ END_TEST
 /* adapters written by the independent PyTorch implementation                             */
 /* ------------------------------------------------------------------------------------ */
 
+/* tests/data/peft/<name> */
 static void data_path(char *out, size_t cap, const char *name) {
-    const char *d = getenv("RWKVPEFT_TEST_DATA");
-    if (d && *d) {
-        snprintf(out, cap, "%s/peft/%s", d, name);
-        return;
-    }
-    const char *src = __FILE__, *slash = strrchr(src, '/');
-    if (slash)
-        snprintf(out, cap, "%.*s/data/peft/%s", (int)(slash - src), src, name);
-    else
-        snprintf(out, cap, "data/peft/%s", name);
+    char rel[512];
+    snprintf(rel, sizeof rel, "peft/%s", name);
+    tu_data_path(out, cap, rel);
 }
 
 typedef struct fixture_case {

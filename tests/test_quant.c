@@ -6,20 +6,12 @@
 #include "quant.h"
 #include "testutil.h"
 
+/* tests/data/quant/<name> */
 static void *read_fixture(const char *name, size_t *size) {
-    char path[1024];
-    const char *dir = getenv("RWKVPEFT_TEST_DATA");
-    snprintf(path, sizeof path, "%s/quant/%s", dir && dir[0] ? dir : "tests/data", name);
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "fixture %s missing (set RWKVPEFT_TEST_DATA)", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    void *buf = malloc((size_t)n + 1);
-    ck_assert_int_eq((long)fread(buf, 1, (size_t)n, f), n);
-    fclose(f);
-    *size = (size_t)n;
-    return buf;
+    char rel[512], path[1024];
+    snprintf(rel, sizeof rel, "quant/%s", name);
+    tu_data_path(path, sizeof path, rel);
+    return tu_read_all(path, size);
 }
 
 START_TEST(test_int8_code_matches_bitsandbytes) {

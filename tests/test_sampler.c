@@ -12,32 +12,12 @@
 
 #include "rwkvpeft.h"
 #include "sampler.h"
+#include "testutil.h"
 
 #define IGN RWKVPEFT_IGNORE_INDEX
 
-static const char *vocab_path(void) {
-    const char *p = getenv("RWKVPEFT_WORLD_VOCAB");
-    if (!p || !*p || access(p, R_OK) != 0)
-        ck_abort_msg("RWKVPEFT_WORLD_VOCAB is %s: install the rwkv pip package (python3 -m pip "
-                     "install rwkv) and set RWKVPEFT_WORLD_VOCAB to its rwkv_vocab_v20230424.txt",
-                     p && *p ? "not a readable file" : "not set");
-    return p;
-}
-
-static void data_path(char *out, size_t n, const char *rel) {
-    const char *d = getenv("RWKVPEFT_TEST_DATA");
-    if (d && *d) {
-        snprintf(out, n, "%s/%s", d, rel);
-        return;
-    }
-    const char *f = __FILE__;
-    const char *slash = strrchr(f, '/');
-    snprintf(out, n, "%.*s/data/%s", slash ? (int)(slash - f) : 1, slash ? f : ".", rel);
-}
-
 static void tmp_path(char *out, size_t n, const char *name) {
-    const char *d = getenv("RWKVPEFT_TEST_TMP");
-    snprintf(out, n, "%s/rp-sampler-%ld-%s", d && *d ? d : "/tmp", (long)getpid(), name);
+    snprintf(out, n, "%s/rp-sampler-%ld-%s", tu_tmpdir(), (long)getpid(), name);
 }
 
 static void remove_ds(const char *prefix) {
@@ -385,7 +365,7 @@ START_TEST(test_qa_mask) {
     for (int withv = 0; withv < 2; withv++) {
         base(&p, pre, "pad", 20, 1, 1);
         p.loss_mask = "qa";
-        if (withv) p.vocab_path = vocab_path(); /* else: the built-in World ids */
+        if (withv) p.vocab_path = tu_world_vocab(); /* else: the built-in World ids */
         rwkvpeft_sampler *s = make(&p);
         next(s, &b);
         ck_assert_int_eq(b.T, 20);
@@ -431,7 +411,7 @@ START_TEST(test_se_mask) {
     rwkvpeft_sampler_params p;
     base(&p, pre, "pad", 10, 1, 1);
     p.loss_mask = "se";
-    p.vocab_path = vocab_path();
+    p.vocab_path = tu_world_vocab();
     rwkvpeft_sampler *s = make(&p);
     batch b;
     next(s, &b);
@@ -444,7 +424,7 @@ START_TEST(test_se_mask) {
     make_ds(pre, QA_DOC, 18);
     base(&p, pre, "only", 20, 1, 1);
     p.loss_mask = "se";
-    p.vocab_path = vocab_path();
+    p.vocab_path = tu_world_vocab();
     p.mask_id = "{\"mask0\": \"User:\", \"mask1\": \"Assistant:\"}";
     s = make(&p);
     next(s, &b);
@@ -455,7 +435,7 @@ START_TEST(test_se_mask) {
     make_ds(pre, (int32_t[]){5, 6, 5585, 41693}, 4); /* "Assistant" without ":" */
     base(&p, pre, "only", 8, 1, 1);
     p.loss_mask = "se";
-    p.vocab_path = vocab_path();
+    p.vocab_path = tu_world_vocab();
     p.mask_id = "{\"mask0\": \"User:\", \"mask1\": \"Assistant:\"}";
     s = make(&p);
     next(s, &b); /* no marker -> fallback to all targets */
@@ -480,7 +460,7 @@ START_TEST(test_se_mask) {
 END_TEST
 
 START_TEST(test_jsonl_data_type) {
-    const char *v = vocab_path();
+    const char *v = tu_world_vocab();
     rwkvpeft_tokenizer *tok = NULL;
     ck_assert_int_eq(rwkvpeft_tokenizer_load(v, &tok), RWKVPEFT_OK);
     const char *texts[3] = {"User: hi", "", "The quick brown fox jumps over the lazy dog again"};
@@ -532,12 +512,12 @@ END_TEST
 
 START_TEST(test_sft_data_type) {
     char in[1024], ref[1024];
-    data_path(in, sizeof in, "jsonl/sft.jsonl");
-    data_path(ref, sizeof ref, "jsonl/sft_ref.txt");
+    tu_data_path(in, sizeof in, "jsonl/sft.jsonl");
+    tu_data_path(ref, sizeof ref, "jsonl/sft_ref.txt");
     rwkvpeft_sampler_params p;
     base(&p, in, NULL, 40, 1, 4);
     p.data_type = "sft";
-    p.vocab_path = vocab_path();
+    p.vocab_path = tu_world_vocab();
     p.sft_fields = "query,response";
     rwkvpeft_sampler *s = make(&p);
     FILE *f = fopen(ref, "r");

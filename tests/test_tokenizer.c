@@ -14,54 +14,15 @@
 
 #include "rwkvpeft.h"
 #include "tokenizer.h"
-
-static const char *vocab_path(void) {
-    const char *p = getenv("RWKVPEFT_WORLD_VOCAB");
-    if (!p || !*p || access(p, R_OK) != 0)
-        ck_abort_msg("RWKVPEFT_WORLD_VOCAB is %s: install the rwkv pip package (python3 -m pip "
-                     "install rwkv) and set RWKVPEFT_WORLD_VOCAB to its rwkv_vocab_v20230424.txt, "
-                     "e.g. export RWKVPEFT_WORLD_VOCAB=$(python3 -c \"import os, rwkv; "
-                     "print(os.path.join(os.path.dirname(rwkv.__file__), "
-                     "'rwkv_vocab_v20230424.txt'))\")",
-                     p && *p ? "not a readable file" : "not set");
-    return p;
-}
-
-static void data_path(char *out, size_t n, const char *rel) {
-    const char *d = getenv("RWKVPEFT_TEST_DATA");
-    if (d && *d) {
-        snprintf(out, n, "%s/%s", d, rel);
-        return;
-    }
-    /* fall back to tests/data next to this source file */
-    const char *f = __FILE__;
-    const char *slash = strrchr(f, '/');
-    int dl = slash ? (int)(slash - f) : 1;
-    snprintf(out, n, "%.*s/data/%s", dl, slash ? f : ".", rel);
-}
+#include "testutil.h"
 
 static void tmp_path(char *out, size_t n, const char *name) {
-    const char *d = getenv("RWKVPEFT_TEST_TMP");
-    snprintf(out, n, "%s/rp-tok-%ld-%s", d && *d ? d : "/tmp", (long)getpid(), name);
-}
-
-static unsigned char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open fixture %s", path);
-    fseek(f, 0, SEEK_END);
-    long L = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)L + 1);
-    ck_assert_ptr_nonnull(b);
-    ck_assert_int_eq(fread(b, 1, (size_t)L, f), (size_t)L);
-    fclose(f);
-    *n = (size_t)L;
-    return b;
+    snprintf(out, n, "%s/rp-tok-%ld-%s", tu_tmpdir(), (long)getpid(), name);
 }
 
 static rwkvpeft_tokenizer *world(void) {
     rwkvpeft_tokenizer *t = NULL;
-    rwkvpeft_status st = rwkvpeft_tokenizer_load(vocab_path(), &t);
+    rwkvpeft_status st = rwkvpeft_tokenizer_load(tu_world_vocab(), &t);
     ck_assert_msg(st == RWKVPEFT_OK, "load failed: %s", rwkvpeft_last_error());
     return t;
 }
@@ -105,10 +66,10 @@ START_TEST(test_corpus_parity) {
     rwkvpeft_tokenizer *t = world();
     char p[1024];
     size_t clen, ilen;
-    data_path(p, sizeof p, "tokenizer/corpus.bin");
-    unsigned char *corpus = read_all(p, &clen);
-    data_path(p, sizeof p, "tokenizer/ids.bin");
-    unsigned char *idb = read_all(p, &ilen);
+    tu_data_path(p, sizeof p, "tokenizer/corpus.bin");
+    unsigned char *corpus = tu_read_all(p, &clen);
+    tu_data_path(p, sizeof p, "tokenizer/ids.bin");
+    unsigned char *idb = tu_read_all(p, &ilen);
     ck_assert_uint_ge(clen, 100 * 1024);
     ck_assert_int_eq(ilen % 4, 0);
     size_t nref = ilen / 4;
@@ -328,7 +289,7 @@ END_TEST
  * each load succeeds or fails with a line-numbered format error. */
 START_TEST(test_mutations_never_crash) {
     size_t n;
-    FILE *f = fopen(vocab_path(), "rb");
+    FILE *f = fopen(tu_world_vocab(), "rb");
     ck_assert_ptr_nonnull(f);
     char *buf = malloc(1 << 16);
     ck_assert_ptr_nonnull(buf);
