@@ -6,21 +6,9 @@
 
 #include "testmodel.h"
 
-enum { TV = 50 };
-
 /* state: 0 LoRA, 1 state tuning, or one of RWKVPEFT_PEFT_PISSA/BONE/BAT (+ 100) */
 static rwkvpeft_model *tiny(rwkvpeft_context *ctx, int grad_cp, int state, uint64_t seed) {
-    rwkvpeft_model_config c;
-    rwkvpeft_model_config_init(&c);
-    c.n_layer = 2;
-    c.n_embd = 64;
-    c.head_size = 32;
-    c.vocab_size = TV;
-    rwkvpeft_model_params mp;
-    rwkvpeft_model_params_init(&mp);
-    mp.grad_cp = grad_cp;
-    rwkvpeft_model *m = NULL;
-    TU_OK(rwkvpeft_model_init(ctx, &c, &mp, seed, &m));
+    rwkvpeft_model *m = tm_tiny_model(ctx, grad_cp, seed);
     rwkvpeft_adapter_params ap;
     rwkvpeft_adapter_params_init(&ap);
     ap.method = state == 1 ? RWKVPEFT_PEFT_STATE : state >= 100 ? state - 100 : RWKVPEFT_PEFT_LORA;
@@ -45,8 +33,8 @@ static batch make_batch(rwkvpeft_model *m, int B, int T, uint64_t seed, int with
                malloc(sizeof(float) * (size_t)B * T), malloc(sizeof(float) * (size_t)B * T)};
     uint64_t s = seed;
     for (int i = 0; i < B * T; i++) {
-        b.in[i] = (int32_t)(tu_next(&s) % TV);
-        b.tg[i] = (int32_t)(tu_next(&s) % TV);
+        b.in[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
+        b.tg[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
         b.mask[i] = with_mask ? (float)(tu_next(&s) % 3) * 0.5f : 1.0f;
     }
     if (with_mask) b.tg[2] = RWKVPEFT_IGNORE_INDEX;
@@ -164,7 +152,7 @@ START_TEST(test_truncated_mode) {
     /* the first chunk alone: its gradient does not depend on the later chunks' tokens */
     batch c = make_batch(m, 2, 12, 5, 0);
     for (int bb = 0; bb < 2; bb++)
-        for (int t = 8; t < 12; t++) c.in[bb * 12 + t] = (c.in[bb * 12 + t] + 1) % TV;
+        for (int t = 8; t < 12; t++) c.in[bb * 12 + t] = (c.in[bb * 12 + t] + 1) % TM_VOCAB;
     double *g3 = grads_of(m);
     chunked(m, &c, 4, 0, g3);
     ck_assert(rel(g3, g2, m->flat_numel) > 0); /* the last chunk changed ... */
@@ -187,8 +175,8 @@ START_TEST(test_64k_sequence) {
     enum { T = 65536 };
     int32_t *in = malloc(sizeof(int32_t) * T), *tg = malloc(sizeof(int32_t) * T);
     for (int i = 0; i < T; i++) {
-        in[i] = (i * 7 + 3) % TV;
-        tg[i] = (in[i] * 3 + 1) % TV;
+        in[i] = (i * 7 + 3) % TM_VOCAB;
+        tg[i] = (in[i] * 3 + 1) % TM_VOCAB;
     }
     rwkvpeft_train_params tp;
     rwkvpeft_train_params_init(&tp);

@@ -5,23 +5,6 @@
 
 #include "testmodel.h"
 
-enum { TV = 50 }; /* vocabulary of the tiny models */
-
-static rwkvpeft_model *tiny_model(rwkvpeft_context *ctx, int grad_cp, uint64_t seed) {
-    rwkvpeft_model_config c;
-    rwkvpeft_model_config_init(&c);
-    c.n_layer = 2;
-    c.n_embd = 64;
-    c.head_size = 32;
-    c.vocab_size = TV;
-    rwkvpeft_model_params mp;
-    rwkvpeft_model_params_init(&mp);
-    mp.grad_cp = grad_cp;
-    rwkvpeft_model *m = NULL;
-    TU_OK(rwkvpeft_model_init(ctx, &c, &mp, seed, &m));
-    return m;
-}
-
 /* Moves every parameter away from its (partly zero) init so that every gradient path is
  * exercised: matrices by ~1/sqrt(in), small tensors by 0.1, LoRA B by 0.1. */
 static void randomize(rwkvpeft_model *m, uint64_t seed) { tm_randomize(m, seed, 0); }
@@ -29,8 +12,8 @@ static void randomize(rwkvpeft_model *m, uint64_t seed) { tm_randomize(m, seed, 
 static void make_batch(int B, int T, uint64_t seed, int32_t *in, int32_t *tg) {
     uint64_t s = seed;
     for (int i = 0; i < B * T; i++) {
-        in[i] = (int32_t)(tu_next(&s) % TV);
-        tg[i] = (int32_t)(tu_next(&s) % TV);
+        in[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
+        tg[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
     }
     tg[1] = RWKVPEFT_IGNORE_INDEX; /* one ignored target */
 }
@@ -93,7 +76,7 @@ static void check_fd(rwkvpeft_model *m, rp_workspace *ws, uint64_t seed, int per
 
 START_TEST(test_fd_lora_all_parts) {
     rwkvpeft_context *ctx = tu_context("cpu64");
-    rwkvpeft_model *m = tiny_model(ctx, 0, 7);
+    rwkvpeft_model *m = tm_tiny_model(ctx, 0, 7);
     attach(m, RWKVPEFT_PEFT_LORA, "time,ln,emb,head", 0.25f, 0);
     randomize(m, 99);
     rp_workspace *ws = batch_ws(m, 2, 7, 5);
@@ -106,7 +89,7 @@ END_TEST
 
 START_TEST(test_fd_full_finetune_grad_cp) {
     rwkvpeft_context *ctx = tu_context("cpu64");
-    rwkvpeft_model *m = tiny_model(ctx, 1, 8);
+    rwkvpeft_model *m = tm_tiny_model(ctx, 1, 8);
     attach(m, RWKVPEFT_PEFT_NONE, "", 0, 1);
     randomize(m, 77);
     rp_workspace *ws = batch_ws(m, 3, 5, 6);
@@ -123,7 +106,7 @@ START_TEST(test_grad_cp_identical) {
     float *g[2];
     int64_t nflat = 0;
     for (int cp = 0; cp < 2; cp++) {
-        rwkvpeft_model *m = tiny_model(ctx, cp, 11);
+        rwkvpeft_model *m = tm_tiny_model(ctx, cp, 11);
         attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.1f, 0);
         randomize(m, 5);
         rp_workspace *ws = batch_ws(m, 2, 9, 3);
@@ -148,10 +131,10 @@ static void logits_of(rwkvpeft_model *m, float *out, int B, int T) {
 
 START_TEST(test_lora_zero_b_is_identity) {
     rwkvpeft_context *ctx = tu_context("cpu");
-    rwkvpeft_model *m = tiny_model(ctx, 0, 3);
+    rwkvpeft_model *m = tm_tiny_model(ctx, 0, 3);
     randomize(m, 1);
     enum { B = 2, T = 6 };
-    static float before[B * T * TV], after[B * T * TV];
+    static float before[B * T * TM_VOCAB], after[B * T * TM_VOCAB];
     logits_of(m, before, B, T);
     attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.0f, 0);
     logits_of(m, after, B, T);
@@ -185,8 +168,8 @@ static double step(rwkvpeft_trainer *t, int B, int T, uint64_t seed) {
     ck_assert_int_le(B * T, 256);
     uint64_t s = seed;
     for (int i = 0; i < B * T; i++) { /* a learnable pattern: next = (cur*7 + 3) mod V */
-        in[i] = (int32_t)(tu_next(&s) % TV);
-        tg[i] = (in[i] * 7 + 3) % TV;
+        in[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
+        tg[i] = (in[i] * 7 + 3) % TM_VOCAB;
     }
     rwkvpeft_batch b;
     rwkvpeft_batch_init(&b);
@@ -203,7 +186,7 @@ static double step(rwkvpeft_trainer *t, int B, int T, uint64_t seed) {
 
 START_TEST(test_loss_falls) {
     rwkvpeft_context *ctx = tu_context("cpu");
-    rwkvpeft_model *m = tiny_model(ctx, 0, 4);
+    rwkvpeft_model *m = tm_tiny_model(ctx, 0, 4);
     rwkvpeft_adapter_params ap;
     rwkvpeft_adapter_params_init(&ap);
     ap.r = 8;
@@ -225,10 +208,10 @@ END_TEST
 
 START_TEST(test_checkpoint_round_trip) {
     rwkvpeft_context *ctx = tu_context("cpu");
-    rwkvpeft_model *m = tiny_model(ctx, 0, 9);
+    rwkvpeft_model *m = tm_tiny_model(ctx, 0, 9);
     randomize(m, 3);
     enum { B = 1, T = 5 };
-    static float ref[B * T * TV], got[B * T * TV];
+    static float ref[B * T * TM_VOCAB], got[B * T * TM_VOCAB];
     logits_of(m, ref, B, T);
     const char *ext[2] = {".pth", ".safetensors"};
     for (int k = 0; k < 2; k++) {
@@ -246,14 +229,14 @@ START_TEST(test_checkpoint_round_trip) {
         ck_assert_int_eq(info.n_embd, 64);
         ck_assert_int_eq(info.n_head, 2);
         ck_assert_int_eq(info.dim_ffn, 224);
-        ck_assert_int_eq(info.vocab_size, TV);
+        ck_assert_int_eq(info.vocab_size, TM_VOCAB);
         rwkvpeft_model_free(m2);
         /* bf16 storage: close, not equal */
         TU_OK(rwkvpeft_model_save(m, path, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_BF16));
         TU_OK(rwkvpeft_model_load(ctx, path, NULL, &m2));
         logits_of(m2, got, B, T);
         double md = 0;
-        for (int i = 0; i < B * T * TV; i++) md = fmax(md, fabs(ref[i] - got[i]));
+        for (int i = 0; i < B * T * TM_VOCAB; i++) md = fmax(md, fabs(ref[i] - got[i]));
         ck_assert_msg(md < 0.05 && md > 0, "bf16 round trip max diff %g", md);
         rwkvpeft_model_free(m2);
         unlink(path);
@@ -269,7 +252,7 @@ START_TEST(test_adapter_round_trip_and_resume) {
     tu_tmppath(base, sizeof base, "rt-base", ".pth");
     tu_tmppath(ad, sizeof ad, "rt-adapter", ".pth");
     tu_tmppath(st, sizeof st, "rt-state", ".safetensors");
-    rwkvpeft_model *m = tiny_model(ctx, 0, 12);
+    rwkvpeft_model *m = tm_tiny_model(ctx, 0, 12);
     TU_OK(rwkvpeft_model_save(m, base, RWKVPEFT_FORMAT_PTH, RWKVPEFT_DTYPE_F32));
     rwkvpeft_model_free(m);
 
@@ -283,7 +266,7 @@ START_TEST(test_adapter_round_trip_and_resume) {
     TU_OK(rwkvpeft_trainer_save_state(t, st));
     for (int i = 0; i < 3; i++) la[i] = step(t, 2, 8, 60 + (uint64_t)i);
     enum { B = 1, T = 5 };
-    static float ref[B * T * TV], got[B * T * TV];
+    static float ref[B * T * TM_VOCAB], got[B * T * TM_VOCAB];
     rwkvpeft_trainer_free(t);
     rwkvpeft_model_free(m);
 
@@ -328,7 +311,7 @@ START_TEST(test_cpu32_matches_cpu64) {
     rwkvpeft_context *c32 = tu_context("cpu"), *c64 = tu_context("cpu64");
     char path[512];
     tu_tmppath(path, sizeof path, "x32-64", ".safetensors");
-    rwkvpeft_model *m = tiny_model(c64, 0, 14);
+    rwkvpeft_model *m = tm_tiny_model(c64, 0, 14);
     randomize(m, 8);
     TU_OK(rwkvpeft_model_save(m, path, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32));
     rwkvpeft_model_free(m);
@@ -369,7 +352,7 @@ END_TEST
 
 START_TEST(test_misuse_is_reported) {
     rwkvpeft_context *ctx = tu_context("cpu");
-    rwkvpeft_model *m = tiny_model(ctx, 0, 1);
+    rwkvpeft_model *m = tm_tiny_model(ctx, 0, 1);
     rwkvpeft_trainer *t = NULL;
     ck_assert_int_eq(rwkvpeft_trainer_create(m, NULL, &t), RWKVPEFT_E_STATE);
     ck_assert_ptr_null(t);
@@ -392,7 +375,7 @@ START_TEST(test_misuse_is_reported) {
     TU_OK(rwkvpeft_adapter_attach(m, &ap));
     ck_assert_int_eq(rwkvpeft_adapter_attach(m, &ap), RWKVPEFT_E_STATE);
     t = trainer(m, 1e-3f);
-    int32_t in[4] = {1, 2, 3, TV}, tg[4] = {1, 2, 3, 4};
+    int32_t in[4] = {1, 2, 3, TM_VOCAB}, tg[4] = {1, 2, 3, 4};
     float mask[4] = {1, 1, NAN, 1};
     rwkvpeft_batch b;
     rwkvpeft_batch_init(&b);
@@ -423,14 +406,14 @@ END_TEST
  * logits as the parallel forward over the whole sequence; greedy generation follows. */
 START_TEST(test_stateful_inference_matches_forward) {
     rwkvpeft_context *ctx = tu_context("cpu64");
-    rwkvpeft_model *m = tiny_model(ctx, 0, 31);
+    rwkvpeft_model *m = tm_tiny_model(ctx, 0, 31);
     attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.0f, 0);
     randomize(m, 17);
     enum { T = 11 };
     int32_t ids[T];
     uint64_t s = 3;
-    for (int i = 0; i < T; i++) ids[i] = (int32_t)(tu_next(&s) % TV);
-    static float full[T * TV], step[TV];
+    for (int i = 0; i < T; i++) ids[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
+    static float full[T * TM_VOCAB], step[TM_VOCAB];
     TU_OK(rwkvpeft_model_logits(m, ids, 1, T, full));
     rp_workspace *ws = NULL;
     rp_infer_state *st = NULL;
@@ -442,7 +425,7 @@ START_TEST(test_stateful_inference_matches_forward) {
         ck_assert_int_eq(rp_v6_infer(m, ws, st, ids + pos, chunks[c], step), 0);
         pos += chunks[c];
         double md = 0;
-        for (int j = 0; j < TV; j++) md = fmax(md, fabs(step[j] - full[(pos - 1) * TV + j]));
+        for (int j = 0; j < TM_VOCAB; j++) md = fmax(md, fabs(step[j] - full[(pos - 1) * TM_VOCAB + j]));
         ck_assert_msg(md < 1e-9, "after %d tokens: max diff %g", pos, md);
     }
     ck_assert_int_eq(pos, T);
@@ -460,12 +443,12 @@ START_TEST(test_stateful_inference_matches_forward) {
     ck_assert_int_eq((int)n_out, 5);
     memcpy(seq, ids, 4 * sizeof(int32_t));
     memcpy(seq + 4, out, n_out * sizeof(int32_t));
-    static float all[(T + 8) * TV];
+    static float all[(T + 8) * TM_VOCAB];
     TU_OK(rwkvpeft_model_logits(m, seq, 1, 4 + (int)n_out - 1, all));
     for (size_t k = 0; k < n_out; k++) {
-        const float *row = all + (3 + k) * TV;
+        const float *row = all + (3 + k) * TM_VOCAB;
         int best = 0;
-        for (int j = 1; j < TV; j++)
+        for (int j = 1; j < TM_VOCAB; j++)
             if (row[j] > row[best]) best = j;
         ck_assert_int_eq(out[k], best);
     }
@@ -479,8 +462,8 @@ START_TEST(test_stateful_inference_matches_forward) {
     TU_OK(rwkvpeft_generate(m, ids, 3, &gp, o2, 8, &n2));
     ck_assert_int_eq((int)n1, (int)n2);
     ck_assert(memcmp(o1, o2, n1 * sizeof(int32_t)) == 0);
-    for (size_t k = 0; k < n1; k++) ck_assert(o1[k] >= 0 && o1[k] < TV);
-    int32_t bad = TV;
+    for (size_t k = 0; k < n1; k++) ck_assert(o1[k] >= 0 && o1[k] < TM_VOCAB);
+    int32_t bad = TM_VOCAB;
     ck_assert_int_eq(rwkvpeft_generate(m, &bad, 1, &gp, o1, 8, &n1), RWKVPEFT_E_INVALID_ARGUMENT);
     rwkvpeft_model_free(m);
     rwkvpeft_context_free(ctx);

@@ -10,23 +10,6 @@
 #include "tensorfile.h"
 #include "testmodel.h"
 
-enum { TV = 50 }; /* vocabulary of the tiny models */
-
-static rwkvpeft_model *tiny_model(rwkvpeft_context *ctx, int grad_cp, uint64_t seed) {
-    rwkvpeft_model_config c;
-    rwkvpeft_model_config_init(&c);
-    c.n_layer = 2;
-    c.n_embd = 64;
-    c.head_size = 32;
-    c.vocab_size = TV;
-    rwkvpeft_model_params mp;
-    rwkvpeft_model_params_init(&mp);
-    mp.grad_cp = grad_cp;
-    rwkvpeft_model *m = NULL;
-    TU_OK(rwkvpeft_model_init(ctx, &c, &mp, seed, &m));
-    return m;
-}
-
 /* Moves parameters away from their (partly zero) values: matrices by ~1/sqrt(in), small
  * tensors by 0.1 (adapter tensors included when only_adapter is 0 or they are adapters). */
 static void randomize(rwkvpeft_model *m, uint64_t seed, int only_adapter) { tm_randomize(m, seed, only_adapter); }
@@ -34,8 +17,8 @@ static void randomize(rwkvpeft_model *m, uint64_t seed, int only_adapter) { tm_r
 static void make_batch(int B, int T, uint64_t seed, int32_t *in, int32_t *tg) {
     uint64_t s = seed;
     for (int i = 0; i < B * T; i++) {
-        in[i] = (int32_t)(tu_next(&s) % TV);
-        tg[i] = (int32_t)(tu_next(&s) % TV);
+        in[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
+        tg[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
     }
     tg[1] = RWKVPEFT_IGNORE_INDEX;
 }
@@ -105,7 +88,7 @@ static void check_fd(rwkvpeft_model *m, rp_workspace *ws, int per_tensor) {
 
 START_TEST(test_fd_pissa) {
     rwkvpeft_context *ctx = tu_context("cpu64");
-    rwkvpeft_model *m = tiny_model(ctx, 0, 7);
+    rwkvpeft_model *m = tm_tiny_model(ctx, 0, 7);
     randomize(m, 99, 0); /* a non-trivial W to decompose */
     attach(m, RWKVPEFT_PEFT_PISSA, 3, "ln");
     ck_assert_float_eq(m->layers[0].lin[RP_LIN_ATT_K].scale, 1.0f);
@@ -122,7 +105,7 @@ END_TEST
  * group is exercised; W of the receptance linears trains too (dW through the branch). */
 START_TEST(test_fd_bone) {
     rwkvpeft_context *ctx = tu_context("cpu64");
-    rwkvpeft_model *m = tiny_model(ctx, 0, 8);
+    rwkvpeft_model *m = tm_tiny_model(ctx, 0, 8);
     attach(m, RWKVPEFT_PEFT_BONE, 5, "ln,receptance.weight");
     ck_assert_int_eq((int)m->layers[1].lin[RP_LIN_FFN_V].D->shape[0], 5);
     ck_assert_int_eq((int)m->layers[1].lin[RP_LIN_FFN_V].D->shape[1], 64);
@@ -139,7 +122,7 @@ END_TEST
  * trains too (dW = dyᵀ·x̃). */
 START_TEST(test_fd_bat) {
     rwkvpeft_context *ctx = tu_context("cpu64");
-    rwkvpeft_model *m = tiny_model(ctx, 1, 9);
+    rwkvpeft_model *m = tm_tiny_model(ctx, 1, 9);
     attach(m, RWKVPEFT_PEFT_BAT, 8, "ln,key.weight");
     rp_param *d = m->layers[0].lin[RP_LIN_FFN_V].D;
     ck_assert_int_eq(d->ndim, 3);
@@ -156,7 +139,7 @@ END_TEST
 /* State tuning with B = 3: the shared initial state's gradient is the sum over sequences. */
 START_TEST(test_fd_state) {
     rwkvpeft_context *ctx = tu_context("cpu64");
-    rwkvpeft_model *m = tiny_model(ctx, 0, 10);
+    rwkvpeft_model *m = tm_tiny_model(ctx, 0, 10);
     randomize(m, 79, 0);
     attach(m, RWKVPEFT_PEFT_STATE, 0, "time,ln,emb");
     int n_tr = 0;
@@ -181,7 +164,7 @@ END_TEST
 
 START_TEST(test_attach_errors) {
     rwkvpeft_context *ctx = tu_context("cpu");
-    rwkvpeft_model *m = tiny_model(ctx, 0, 1);
+    rwkvpeft_model *m = tm_tiny_model(ctx, 0, 1);
     rwkvpeft_adapter_params ap = aparams(RWKVPEFT_PEFT_BAT, 6, "");
     ck_assert_int_eq(rwkvpeft_adapter_attach(m, &ap), RWKVPEFT_E_INVALID_ARGUMENT);
     ck_assert_msg(strstr(rwkvpeft_last_error(), "divide") != NULL, "%s", rwkvpeft_last_error());
@@ -220,7 +203,7 @@ START_TEST(test_adapter_keys_and_shapes) {
     tu_tmppath(path, sizeof path, "peft-keys", ".safetensors");
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const key_case *kc = &cases[c];
-        rwkvpeft_model *m = tiny_model(ctx, 0, 2);
+        rwkvpeft_model *m = tm_tiny_model(ctx, 0, 2);
         rwkvpeft_adapter_params ap = aparams(kc->method, kc->r, "");
         ap.key_name = kc->key_name;
         TU_OK(rwkvpeft_adapter_attach(m, &ap));
@@ -284,7 +267,7 @@ END_TEST
 
 START_TEST(test_pissa_residual_and_init_file) {
     rwkvpeft_context *ctx = tu_context("cpu");
-    rwkvpeft_model *m = tiny_model(ctx, 0, 3);
+    rwkvpeft_model *m = tm_tiny_model(ctx, 0, 3);
     randomize(m, 11, 0);
     char base[512], init[512];
     tu_tmppath(base, sizeof base, "pissa-base", ".safetensors");
@@ -423,22 +406,6 @@ END_TEST
 /* merging                                                                              */
 /* ------------------------------------------------------------------------------------ */
 
-static void logits_of(rwkvpeft_model *m, float *out, int B, int T) {
-    int32_t ids[64];
-    uint64_t s = 21;
-    for (int i = 0; i < B * T; i++) ids[i] = (int32_t)(tu_next(&s) % TV);
-    TU_OK(rwkvpeft_model_logits(m, ids, B, T, out));
-}
-
-static double rel_diff(const float *a, const float *b, int n) {
-    double num = 0, den = 0;
-    for (int i = 0; i < n; i++) {
-        num = fmax(num, fabs((double)a[i] - b[i]));
-        den = fmax(den, fabs((double)b[i]));
-    }
-    return num / (den > 0 ? den : 1);
-}
-
 typedef struct merge_case {
     int method, r;
     const char *parts;
@@ -450,7 +417,7 @@ START_TEST(test_merge_equivalence) {
     static const merge_case cases[] = {{RWKVPEFT_PEFT_LORA, 3, "time,ln"}, {RWKVPEFT_PEFT_PISSA, 4, "ln"},
                                        {RWKVPEFT_PEFT_BONE, 5, "time"},    {RWKVPEFT_PEFT_BAT, 8, ""},
                                        {RWKVPEFT_PEFT_STATE, 0, ""},       {RWKVPEFT_PEFT_NONE, 0, "time,ln"}};
-    enum { B = 2, T = 7, N = B * T * TV };
+    enum { B = 2, T = 7, N = B * T * TM_VOCAB };
     static float ref[N], got[N];
     rwkvpeft_context *ctx = tu_context("cpu");
     char base[512], ad[512], init[512], merged[512], saved[512];
@@ -459,7 +426,7 @@ START_TEST(test_merge_equivalence) {
     tu_tmppath(init, sizeof init, "merge-init", ".pth");
     tu_tmppath(merged, sizeof merged, "merge-out", ".pth");
     tu_tmppath(saved, sizeof saved, "merge-saved", ".safetensors");
-    rwkvpeft_model *m = tiny_model(ctx, 0, 4);
+    rwkvpeft_model *m = tm_tiny_model(ctx, 0, 4);
     randomize(m, 12, 0);
     TU_OK(rwkvpeft_model_save(m, base, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32));
     rwkvpeft_model_free(m);
@@ -468,7 +435,7 @@ START_TEST(test_merge_equivalence) {
         TU_OK(rwkvpeft_model_load(ctx, base, NULL, &m));
         attach(m, mc->method, mc->r, mc->parts);
         randomize(m, 100 + c, 1); /* adapter and trained base tensors away from their init */
-        logits_of(m, ref, B, T);
+        tm_logits(m, ref, B, T);
         TU_OK(rwkvpeft_save_adapter(m, ad, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32));
         if (mc->method == RWKVPEFT_PEFT_PISSA) TU_OK(rwkvpeft_pissa_save_init(m, init, RWKVPEFT_FORMAT_AUTO));
         /* file to file */
@@ -484,8 +451,8 @@ START_TEST(test_merge_equivalence) {
         TU_OK(rwkvpeft_merge_files(&mp));
         rwkvpeft_model *mm = NULL;
         TU_OK(rwkvpeft_model_load(ctx, merged, NULL, &mm));
-        logits_of(mm, got, B, T);
-        double d = rel_diff(got, ref, N);
+        tm_logits(mm, got, B, T);
+        double d = tm_rel_diff(got, ref, N);
         ck_assert_msg(d < 2e-5, "method %d: merged file logits differ by %g", mc->method, d);
         rwkvpeft_model_free(mm);
         /* auto-detected method gives the same file for Bone/Bat/state */
@@ -493,24 +460,24 @@ START_TEST(test_merge_equivalence) {
             mp.method = -1;
             TU_OK(rwkvpeft_merge_files(&mp));
             TU_OK(rwkvpeft_model_load(ctx, merged, NULL, &mm));
-            logits_of(mm, got, B, T);
-            ck_assert(rel_diff(got, ref, N) < 2e-5);
+            tm_logits(mm, got, B, T);
+            ck_assert(tm_rel_diff(got, ref, N) < 2e-5);
             rwkvpeft_model_free(mm);
         }
         /* in place */
         TU_OK(rwkvpeft_model_merge(m));
         ck_assert_int_eq(m->adapter.attached, 0);
-        logits_of(m, got, B, T);
-        d = rel_diff(got, ref, N);
+        tm_logits(m, got, B, T);
+        d = tm_rel_diff(got, ref, N);
         ck_assert_msg(d < 2e-5, "method %d: in-place merged logits differ by %g", mc->method, d);
         TU_OK(rwkvpeft_model_save(m, saved, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32));
         TU_OK(rwkvpeft_model_load(ctx, saved, NULL, &mm));
-        logits_of(mm, ref, B, T);
+        tm_logits(mm, ref, B, T);
         ck_assert(memcmp(ref, got, sizeof ref) == 0);
         rwkvpeft_model_free(mm);
         /* a merged model takes a new adapter */
         attach(m, RWKVPEFT_PEFT_LORA, 2, "");
-        logits_of(m, ref, B, T);
+        tm_logits(m, ref, B, T);
         ck_assert(memcmp(ref, got, sizeof ref) == 0); /* B = 0: unchanged */
         rwkvpeft_model_free(m);
     }
@@ -551,28 +518,28 @@ END_TEST
 
 /* A Bone adapter saved under one key name loads into an attach that uses the other. */
 START_TEST(test_bone_key_alias) {
-    enum { B = 1, T = 6, N = B * T * TV };
+    enum { B = 1, T = 6, N = B * T * TM_VOCAB };
     static float ref[N], got[N];
     rwkvpeft_context *ctx = tu_context("cpu");
     char ad[512];
     tu_tmppath(ad, sizeof ad, "bone-alias", ".pth");
-    rwkvpeft_model *m = tiny_model(ctx, 0, 5);
+    rwkvpeft_model *m = tm_tiny_model(ctx, 0, 5);
     rwkvpeft_adapter_params ap = aparams(RWKVPEFT_PEFT_BONE, 16, "ln");
     ap.key_name = "bone";
     TU_OK(rwkvpeft_adapter_attach(m, &ap));
     randomize(m, 3, 1);
-    logits_of(m, ref, B, T);
+    tm_logits(m, ref, B, T);
     TU_OK(rwkvpeft_save_adapter(m, ad, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32));
     rwkvpeft_model_free(m);
-    m = tiny_model(ctx, 0, 5);
+    m = tm_tiny_model(ctx, 0, 5);
     ap.key_name = NULL; /* "disha" */
     TU_OK(rwkvpeft_adapter_attach(m, &ap));
     TU_OK(rwkvpeft_adapter_load(m, ad));
-    logits_of(m, got, B, T);
+    tm_logits(m, got, B, T);
     ck_assert(memcmp(ref, got, sizeof ref) == 0);
     rwkvpeft_model_free(m);
     /* Bat with the same r cannot take a Bone file (shape error) */
-    m = tiny_model(ctx, 0, 5);
+    m = tm_tiny_model(ctx, 0, 5);
     attach(m, RWKVPEFT_PEFT_BAT, 16, "ln");
     ck_assert_int_eq(rwkvpeft_adapter_load(m, ad), RWKVPEFT_E_SHAPE);
     rwkvpeft_model_free(m);
@@ -585,7 +552,7 @@ END_TEST
  * scripts use); the model's other tensors stay bit-identical. */
 START_TEST(test_state_tuning_trains) {
     rwkvpeft_context *ctx = tu_context("cpu");
-    rwkvpeft_model *m = tiny_model(ctx, 0, 6);
+    rwkvpeft_model *m = tm_tiny_model(ctx, 0, 6);
     randomize(m, 13, 0);
     rp_param *k = m->layers[0].lin[RP_LIN_ATT_K].W;
     float *before = malloc(sizeof(float) * (size_t)k->numel), *after = malloc(sizeof(float) * (size_t)k->numel);
@@ -600,8 +567,8 @@ START_TEST(test_state_tuning_trains) {
     int32_t in[B * T], tg[B * T];
     uint64_t s = 77;
     for (int i = 0; i < B * T; i++) {
-        in[i] = (int32_t)(tu_next(&s) % TV);
-        tg[i] = (int32_t)(tu_next(&s) % TV);
+        in[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
+        tg[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
     }
     rwkvpeft_batch b;
     rwkvpeft_batch_init(&b);
@@ -691,14 +658,14 @@ START_TEST(test_reference_adapters) {
         ck_assert_ptr_nonnull(e);
         ck_assert_int_eq((int)rp_tensor_numel(e), B * T * V);
         rp_convert_to_f32(want, e->data, e->dtype, (size_t)(B * T * V));
-        double d = rel_diff(got, want, B * T * V);
+        double d = tm_rel_diff(got, want, B * T * V);
         ck_assert_msg(d < 5e-5, "%s: logits differ from the PyTorch reference by %g (relative to max |logit|)", fc->name, d);
         /* and the base logits differ (the adapter is not a no-op) */
         snprintf(key, sizeof key, "logits.base");
         const rp_named_tensor *b0 = rp_tensorfile_find(ef, key);
         ck_assert_ptr_nonnull(b0);
         rp_convert_to_f32(want, b0->data, b0->dtype, (size_t)(B * T * V));
-        ck_assert(rel_diff(got, want, B * T * V) > 1e-3);
+        ck_assert(tm_rel_diff(got, want, B * T * V) > 1e-3);
         free(got);
         free(want);
         rwkvpeft_model_free(m);
@@ -750,13 +717,13 @@ START_TEST(test_gpu_matches_cpu64) {
     static const merge_case cases[] = {{RWKVPEFT_PEFT_LORA, 4, "time,ln"}, {RWKVPEFT_PEFT_PISSA, 4, "ln"},
                                        {RWKVPEFT_PEFT_BONE, 5, "ln"},      {RWKVPEFT_PEFT_BAT, 8, "ln"},
                                        {RWKVPEFT_PEFT_STATE, 0, ""}};
-    enum { B = 3, T = 9, N = B * T * TV };
+    enum { B = 3, T = 9, N = B * T * TM_VOCAB };
     static float l64[N], lg[N];
     rwkvpeft_context *c64 = tu_context("cpu64"), *cg = tu_context(gpu);
     char base[512], ad[512];
     tu_tmppath(base, sizeof base, "gpu-base", ".safetensors");
     tu_tmppath(ad, sizeof ad, "gpu-adapter", ".safetensors");
-    rwkvpeft_model *m = tiny_model(c64, 0, 21);
+    rwkvpeft_model *m = tm_tiny_model(c64, 0, 21);
     randomize(m, 22, 0);
     TU_OK(rwkvpeft_model_save(m, base, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_BF16)); /* exact on both */
     rwkvpeft_model_free(m);
@@ -775,7 +742,7 @@ START_TEST(test_gpu_matches_cpu64) {
         double *g64 = malloc(sizeof(double) * (size_t)mr->flat_numel), *gg = malloc(sizeof(double) * (size_t)mr->flat_numel);
         logits_grads(mr, B, T, l64, g64);
         logits_grads(mgpu, B, T, lg, gg);
-        double dl = rel_diff(lg, l64, N);
+        double dl = tm_rel_diff(lg, l64, N);
         ck_assert_msg(dl < 3e-2, "%s method %d: logits differ by %g", gpu, mc->method, dl);
         double num = 0, den = 0;
         for (int i = 0; i < mr->n_params; i++) {

@@ -19,8 +19,6 @@
 #include "quant.h"
 #include "testmodel.h"
 
-enum { TV = 50 }; /* vocabulary of the tiny models */
-
 /* ---- helpers --------------------------------------------------------------------------- */
 
 /* Shifts every value of p by a uniform amount scaled like the tensor (matrices ~1/sqrt(in)). */
@@ -30,14 +28,7 @@ static void perturb(rwkvpeft_model *m, rp_param *p, uint64_t *s) { tm_perturb(m,
 static void make_base_as(char *path, size_t n, uint64_t seed, rwkvpeft_dtype dtype) {
     tu_tmppath(path, n, "qbase", ".safetensors");
     rwkvpeft_context *ctx = tu_context("cpu");
-    rwkvpeft_model_config c;
-    rwkvpeft_model_config_init(&c);
-    c.n_layer = 2;
-    c.n_embd = 64;
-    c.head_size = 32;
-    c.vocab_size = TV;
-    rwkvpeft_model *m = NULL;
-    TU_OK(rwkvpeft_model_init(ctx, &c, NULL, seed, &m));
+    rwkvpeft_model *m = tm_tiny_model(ctx, 0, seed);
     uint64_t s = seed * 7919 + 1;
     for (int i = 0; i < m->n_params; i++) perturb(m, &m->params[i], &s);
     TU_OK(rwkvpeft_model_save(m, path, RWKVPEFT_FORMAT_AUTO, dtype));
@@ -109,7 +100,7 @@ static void check_quantized(rwkvpeft_model *m, int fmt) {
 static void pattern_batch(int k, int B, int T, int32_t *in, int32_t *tg) {
     static int32_t seq[12];
     uint64_t s = 2024;
-    for (int i = 0; i < 12; i++) seq[i] = (int32_t)(tu_next(&s) % TV);
+    for (int i = 0; i < 12; i++) seq[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             int pos = 5 * k + 3 * b + t;
@@ -123,29 +114,13 @@ static rp_workspace *make_ws(rwkvpeft_model *m, int B, int T, uint64_t seed) {
     ck_assert_int_le(B * T, 128);
     uint64_t s = seed;
     for (int i = 0; i < B * T; i++) {
-        in[i] = (int32_t)(tu_next(&s) % TV);
-        tg[i] = (int32_t)(tu_next(&s) % TV);
+        in[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
+        tg[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
     }
     return tm_workspace(m, B, T, in, tg);
 }
 
 static double loss_grad(rwkvpeft_model *m, rp_workspace *ws, void *grads) { return tm_loss_grad(m, ws, grads, 0); }
-
-static void logits_of(rwkvpeft_model *m, float *out, int B, int T) {
-    int32_t ids[64];
-    uint64_t s = 21;
-    for (int i = 0; i < B * T; i++) ids[i] = (int32_t)(tu_next(&s) % TV);
-    TU_OK(rwkvpeft_model_logits(m, ids, B, T, out));
-}
-
-static double rel_diff(const float *a, const float *b, int n) {
-    double num = 0, den = 0;
-    for (int i = 0; i < n; i++) {
-        num = fmax(num, fabs((double)a[i] - b[i]));
-        den = fmax(den, fabs((double)b[i]));
-    }
-    return num / (den > 0 ? den : 1);
-}
 
 /* ---- gradients through a quantized linear ----------------------------------------------- */
 
@@ -163,7 +138,7 @@ START_TEST(test_grad_equals_dequantized) {
         {RWKVPEFT_PEFT_PISSA, RWKVPEFT_QUANT_NF4, 4, 0, "ln"},     {RWKVPEFT_PEFT_BONE, RWKVPEFT_QUANT_INT8, 5, 0, "time"},
         {RWKVPEFT_PEFT_BAT, RWKVPEFT_QUANT_FP4, 8, 1, ""},         {RWKVPEFT_PEFT_STATE, RWKVPEFT_QUANT_NF4, 0, 0, ""},
         {RWKVPEFT_PEFT_NONE, RWKVPEFT_QUANT_INT8, 0, 0, "time,ln"}};
-    enum { B = 2, T = 9, NL = B * T * TV };
+    enum { B = 2, T = 9, NL = B * T * TM_VOCAB };
     static float lq[NL], ld[NL];
     char base[512];
     make_base(base, sizeof base, 3);
@@ -177,9 +152,9 @@ START_TEST(test_grad_equals_dequantized) {
         ck_assert_ptr_nonnull(d->layers[1].lin[RP_LIN_FFN_K].W->data);
         perturb_trainable(q, 40 + c);
         copy_values(q, d); /* d: dequant(q) as dense weights, the same adapter values */
-        logits_of(q, lq, B, T);
-        logits_of(d, ld, B, T);
-        double dl = rel_diff(lq, ld, NL);
+        tm_logits(q, lq, B, T);
+        tm_logits(d, ld, B, T);
+        double dl = tm_rel_diff(lq, ld, NL);
         ck_assert_msg(dl <= 1e-6, "case %zu: logits differ by %g", c, dl);
         rp_workspace *wq = make_ws(q, B, T, 7 + c), *wd = make_ws(d, B, T, 7 + c);
         float *gq = (float *)malloc(sizeof(float) * (size_t)q->flat_numel), *gd = malloc(sizeof(float) * (size_t)d->flat_numel);
@@ -290,8 +265,8 @@ START_TEST(test_memory_drops) {
     rwkvpeft_model *m = load(ctx, base, RWKVPEFT_QUANT_NF4, 0);
     ck_assert_int_eq(m->layers[0].lin[0].W->qfmt, 0);
     int64_t before = rp_model_param_bytes(m);
-    float logits[2 * TV];
-    logits_of(m, logits, 1, 2);
+    float logits[2 * TM_VOCAB];
+    tm_logits(m, logits, 1, 2);
     check_quantized(m, RWKVPEFT_QUANT_NF4);
     ck_assert_int_lt(rp_model_param_bytes(m), before);
     rwkvpeft_model_free(m);
@@ -303,22 +278,22 @@ END_TEST
 /* Without an adapter: the lazily quantized model's logits equal the dequantized dense
  * model's, for every format. */
 START_TEST(test_lazy_quantized_logits) {
-    enum { B = 2, T = 5, NL = B * T * TV };
+    enum { B = 2, T = 5, NL = B * T * TM_VOCAB };
     static float lq[NL], ld[NL];
     char base[512];
     make_base(base, sizeof base, 6);
     rwkvpeft_context *ctx = tu_context("cpu");
     for (int fmt = RWKVPEFT_QUANT_NF4; fmt <= RWKVPEFT_QUANT_FP8; fmt++) {
         rwkvpeft_model *q = load(ctx, base, fmt, 0), *d = load(ctx, base, RWKVPEFT_QUANT_NONE, 0);
-        logits_of(q, lq, B, T);
+        tm_logits(q, lq, B, T);
         check_quantized(q, fmt);
         copy_values(q, d);
-        logits_of(d, ld, B, T);
-        ck_assert(rel_diff(lq, ld, NL) <= 1e-6);
+        tm_logits(d, ld, B, T);
+        ck_assert(tm_rel_diff(lq, ld, NL) <= 1e-6);
         /* and quantization changed the model (unquantized logits differ) */
         rwkvpeft_model *u = load(ctx, base, RWKVPEFT_QUANT_NONE, 0);
-        logits_of(u, ld, B, T);
-        ck_assert_msg(rel_diff(lq, ld, NL) > 1e-5, "%s changed nothing", rp_quant_name(fmt));
+        tm_logits(u, ld, B, T);
+        ck_assert_msg(tm_rel_diff(lq, ld, NL) > 1e-5, "%s changed nothing", rp_quant_name(fmt));
         rwkvpeft_model_free(u);
         rwkvpeft_model_free(q);
         rwkvpeft_model_free(d);
@@ -436,7 +411,7 @@ START_TEST(test_merge_quantized_run) {
     } cases[] = {{RWKVPEFT_PEFT_LORA, RWKVPEFT_QUANT_NF4, 3, "time,ln"}, {RWKVPEFT_PEFT_PISSA, RWKVPEFT_QUANT_INT8, 4, "ln"},
                  {RWKVPEFT_PEFT_BONE, RWKVPEFT_QUANT_FP4, 5, "time"},    {RWKVPEFT_PEFT_BAT, RWKVPEFT_QUANT_NF4, 8, ""},
                  {RWKVPEFT_PEFT_STATE, RWKVPEFT_QUANT_FP8, 0, ""},       {RWKVPEFT_PEFT_NONE, RWKVPEFT_QUANT_INT8, 0, "ln"}};
-    enum { B = 2, T = 7, N = B * T * TV };
+    enum { B = 2, T = 7, N = B * T * TM_VOCAB };
     static float ref[N], got[N];
     char base[512], ad[512], init[512], merged[512];
     make_base(base, sizeof base, 10);
@@ -448,7 +423,7 @@ START_TEST(test_merge_quantized_run) {
         rwkvpeft_model *m = load(ctx, base, cases[c].fmt, 0);
         attach(m, cases[c].method, cases[c].r, cases[c].parts);
         perturb_trainable(m, 200 + c);
-        logits_of(m, ref, B, T);
+        tm_logits(m, ref, B, T);
         TU_OK(rwkvpeft_save_adapter(m, ad, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32));
         if (cases[c].method == RWKVPEFT_PEFT_PISSA) TU_OK(rwkvpeft_pissa_save_init(m, init, RWKVPEFT_FORMAT_AUTO));
         rwkvpeft_merge_params mp;
@@ -464,21 +439,21 @@ START_TEST(test_merge_quantized_run) {
         mp.quant = cases[c].fmt;
         TU_OK(rwkvpeft_merge_files(&mp));
         rwkvpeft_model *mm = load(ctx, merged, RWKVPEFT_QUANT_NONE, 0);
-        logits_of(mm, got, B, T);
-        double d = rel_diff(got, ref, N);
+        tm_logits(mm, got, B, T);
+        double d = tm_rel_diff(got, ref, N);
         ck_assert_msg(d < 2e-5, "case %zu: file-merged logits differ by %g", c, d);
         rwkvpeft_model_free(mm);
         /* the same merge without quant: the base is not what was trained */
         mp.quant = RWKVPEFT_QUANT_NONE;
         TU_OK(rwkvpeft_merge_files(&mp));
         mm = load(ctx, merged, RWKVPEFT_QUANT_NONE, 0);
-        logits_of(mm, got, B, T);
-        ck_assert_msg(rel_diff(got, ref, N) > 1e-4, "case %zu: quant made no difference", c);
+        tm_logits(mm, got, B, T);
+        ck_assert_msg(tm_rel_diff(got, ref, N) > 1e-4, "case %zu: quant made no difference", c);
         rwkvpeft_model_free(mm);
         /* in place */
         TU_OK(rwkvpeft_model_merge(m));
-        logits_of(m, got, B, T);
-        d = rel_diff(got, ref, N);
+        tm_logits(m, got, B, T);
+        d = tm_rel_diff(got, ref, N);
         ck_assert_msg(d < 2e-5, "case %zu: in-place merged logits differ by %g", c, d);
         const rp_param *w = m->layers[1].lin[RP_LIN_ATT_V].W;
         int adapted = cases[c].method != RWKVPEFT_PEFT_STATE && cases[c].method != RWKVPEFT_PEFT_NONE;
@@ -486,8 +461,8 @@ START_TEST(test_merge_quantized_run) {
         ck_assert_int_eq(m->quant_pending, 0);
         /* a merged model is final: another attach does not quantize it again */
         attach(m, RWKVPEFT_PEFT_LORA, 2, "");
-        logits_of(m, ref, B, T);
-        ck_assert(rel_diff(ref, got, N) == 0);
+        tm_logits(m, ref, B, T);
+        ck_assert(tm_rel_diff(ref, got, N) == 0);
         rwkvpeft_model_free(m);
     }
     unlink(base);
@@ -527,7 +502,7 @@ START_TEST(test_bad_input) {
             rc = rwkvpeft_adapter_attach(m, &ap);
         } else {
             int32_t ids[2] = {1, 2};
-            float lg[2 * TV];
+            float lg[2 * TM_VOCAB];
             rc = rwkvpeft_model_logits(m, ids, 1, 2, lg);
         }
         ck_assert_int_eq(rc, RWKVPEFT_E_NUMERIC);
@@ -665,7 +640,7 @@ START_TEST(test_gpu_quantized) {
     /* (PiSSA on int8 is left out of the cpu64 comparison: that random model happens to be far
      * more sensitive to bf16 activations (gradients 22% off, also in the emulated module; 2e-6
      * with the float32-activation build), while (1) holds exactly for it) */
-    enum { B = 2, T = 9, NL = B * T * TV };
+    enum { B = 2, T = 9, NL = B * T * TM_VOCAB };
     static float l1[NL], l2[NL];
     char base[512], ad[512];
     make_base_as(base, sizeof base, 12, RWKVPEFT_DTYPE_BF16); /* the same float32 values on every backend */
@@ -684,9 +659,9 @@ START_TEST(test_gpu_quantized) {
         TU_OK(rwkvpeft_adapter_load(q, ad));
         copy_values(q, d);
         /* (1) quantized = dequantized on the GPU */
-        logits_of(q, l1, B, T);
-        logits_of(d, l2, B, T);
-        double dl = rel_diff(l1, l2, NL);
+        tm_logits(q, l1, B, T);
+        tm_logits(d, l2, B, T);
+        double dl = tm_rel_diff(l1, l2, NL);
         ck_assert_msg(dl <= 1e-6, "%s case %zu: quantized vs dequantized logits differ by %g", gpu, c, dl);
         double *gq = malloc(sizeof(double) * (size_t)q->flat_numel), *gd = malloc(sizeof(double) * (size_t)q->flat_numel),
                *gr = malloc(sizeof(double) * (size_t)q->flat_numel);
@@ -702,8 +677,8 @@ START_TEST(test_gpu_quantized) {
         }
         ck_assert_msg(num <= 1e-6 * den, "%s case %zu: quantized vs dequantized gradients differ by %g (max %g)", gpu, c, num, den);
         /* (2) against cpu64 (the same codes: both quantize the float32 values of the file) */
-        logits_of(r, l2, B, T);
-        double dr = rel_diff(l1, l2, NL), g2 = 0;
+        tm_logits(r, l2, B, T);
+        double dr = tm_rel_diff(l1, l2, NL), g2 = 0;
         for (int64_t e = 0; e < q->flat_numel; e++) g2 += gr[e] * gr[e];
         fprintf(stderr, "%s %s method %d: vs cpu64 logits rel %.3g, gradients rel L2 %.3g\n", gpu,
                 rp_quant_name(cases[c].fmt), cases[c].method, dr, sqrt(nr / g2));

@@ -8,6 +8,25 @@
 #include "model.h"
 #include "testutil.h"
 
+enum { TM_VOCAB = 50 }; /* vocabulary of the tiny models */
+
+/* A freshly initialised tiny RWKV-6 model: 2 layers, C 64, head size 32, vocabulary
+ * TM_VOCAB; grad_cp turns gradient checkpointing on. */
+static inline rwkvpeft_model *tm_tiny_model(rwkvpeft_context *ctx, int grad_cp, uint64_t seed) {
+    rwkvpeft_model_config c;
+    rwkvpeft_model_config_init(&c);
+    c.n_layer = 2;
+    c.n_embd = 64;
+    c.head_size = 32;
+    c.vocab_size = TM_VOCAB;
+    rwkvpeft_model_params mp;
+    rwkvpeft_model_params_init(&mp);
+    mp.grad_cp = grad_cp;
+    rwkvpeft_model *m = NULL;
+    TU_OK(rwkvpeft_model_init(ctx, &c, &mp, seed, &m));
+    return m;
+}
+
 /* Shifts every value of p by a uniform amount scaled like the tensor, so that every
  * gradient path carries signal: matrices ~1/sqrt(in), the decay base and WKV states 0.5,
  * everything else 0.1. */
@@ -55,6 +74,25 @@ static inline rp_workspace *tm_workspace(rwkvpeft_model *m, int B, int T, const 
     ck_assert_int_eq(rp_workspace_set_batch(m, ws, B, T, in, tg, w), 0);
     free(w);
     return ws;
+}
+
+/* Logits of the public API for B*T fixed pseudo-random token ids (B*T <= 64) into out. */
+static inline void tm_logits(rwkvpeft_model *m, float *out, int B, int T) {
+    int32_t ids[64];
+    ck_assert_int_le(B * T, 64);
+    uint64_t s = 21;
+    for (int i = 0; i < B * T; i++) ids[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
+    TU_OK(rwkvpeft_model_logits(m, ids, B, T, out));
+}
+
+/* max|a - b| / max|b| (max|b| taken as 1 when b is all zero). */
+static inline double tm_rel_diff(const float *a, const float *b, int n) {
+    double num = 0, den = 0;
+    for (int i = 0; i < n; i++) {
+        num = fmax(num, fabs((double)a[i] - b[i]));
+        den = fmax(den, fabs((double)b[i]));
+    }
+    return num / (den > 0 ? den : 1);
 }
 
 #endif
