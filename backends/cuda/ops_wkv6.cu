@@ -347,6 +347,24 @@ RP_DEV void row_sweep(float *sm, int b, int h, int js, int T, int H, bool vec, c
 }
 
 /* ---- the backward's column blocks: gr, a, gu (forward sweep); gk, gw, gs0 (reverse) ------- */
+/* One step of the column role's state recurrence, the same in both of its sweeps: reads
+ * acc[c] = Σ_a x[a]·M[a][c] from the state before the step, then advances it in place,
+ * M[a][c] = d[c]·M[a][c] + y[c]·z[a]. The forward sweep passes (gy, d, k, v) on S, the
+ * reverse sweep (v, d, r, gy) on dS. */
+template <int TJ, int TI>
+RP_DEV void read_then_advance(float (&M)[TJ][TI], const float (&x)[TJ], const float (&d)[TI], const float (&y)[TI],
+                              const float (&z)[TJ], float (&acc)[TI]) {
+#pragma unroll
+    for (int c = 0; c < TI; c++) {
+        acc[c] = 0.0f;
+#pragma unroll
+        for (int a = 0; a < TJ; a++) {
+            acc[c] = fmaf(x[a], M[a][c], acc[c]);
+            M[a][c] = fmaf(d[c], M[a][c], y[c] * z[a]);
+        }
+    }
+}
+
 template <class K> RP_DEV void col_role(float *sm, const wkv_args &A, int b, int h, int is) {
     constexpr int N = K::N, TJ = K::TJ, TI = K::TI, IB = K::IB, L = K::L, G = K::G, P = K::P, TPS = K::TPS;
     constexpr int SJ = K::SJ, SI = K::SI, KO = cmax(TI / G, 1);
@@ -439,15 +457,7 @@ template <class K> RP_DEV void col_role(float *sm, const wkv_args &A, int b, int
             lds_own<TJ, G>(gj, sG + s * N, g);
             lds_own<TI, P>(ki, sK + s * IB, p);
             lds_own<TI, P>(di, sD + s * IB, p);
-#pragma unroll
-            for (int c = 0; c < TI; c++) {
-                acc[c] = 0.0f;
-#pragma unroll
-                for (int a = 0; a < TJ; a++) {
-                    acc[c] = fmaf(gj[a], M[a][c], acc[c]);
-                    M[a][c] = fmaf(di[c], M[a][c], ki[c] * vj[a]);
-                }
-            }
+            read_then_advance(M, gj, di, ki, vj, acc);
             group_reduce<TI, G>(acc, g);
             const float gyv = sS[s];
             const int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N + i0;
@@ -499,15 +509,7 @@ template <class K> RP_DEV void col_role(float *sm, const wkv_args &A, int b, int
             lds_own<TJ, G>(gj, sG + s * N, g);
             lds_own<TI, P>(ri, sR + s * IB, p);
             lds_own<TI, P>(di, sD + s * IB, p);
-#pragma unroll
-            for (int c = 0; c < TI; c++) {
-                acc[c] = 0.0f;
-#pragma unroll
-                for (int a = 0; a < TJ; a++) {
-                    acc[c] = fmaf(vj[a], M[a][c], acc[c]);
-                    M[a][c] = fmaf(di[c], M[a][c], ri[c] * gj[a]);
-                }
-            }
+            read_then_advance(M, vj, di, ri, gj, acc);
             group_reduce<TI, G>(acc, g);
             const float gyv = sS[s];
             const int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N + i0;
