@@ -38,12 +38,7 @@ static batch make_batch(rwkvpeft_model *m, int B, int T, uint64_t seed, int with
         b.mask[i] = with_mask ? (float)(tu_next(&s) % 3) * 0.5f : 1.0f;
     }
     if (with_mask) b.tg[2] = RWKVPEFT_IGNORE_INDEX;
-    rwkvpeft_batch rb;
-    rwkvpeft_batch_init(&rb);
-    rb.batch_size = B;
-    rb.seq_len = T;
-    rb.inputs = b.in;
-    rb.targets = b.tg;
+    rwkvpeft_batch rb = tu_batch(B, T, b.in, b.tg);
     rb.loss_mask = b.mask;
     double wsum;
     rp_err err;
@@ -184,12 +179,7 @@ START_TEST(test_64k_sequence) {
     tp.chunk_ctx = 1024;
     rwkvpeft_trainer *t = NULL;
     TU_OK(rwkvpeft_trainer_create(m, &tp, &t));
-    rwkvpeft_batch b;
-    rwkvpeft_batch_init(&b);
-    b.batch_size = 1;
-    b.seq_len = T;
-    b.inputs = in;
-    b.targets = tg;
+    rwkvpeft_batch b = tu_batch(1, T, in, tg);
     double first = 0, last = 0;
     for (int s = 0; s < 3; s++) {
         rwkvpeft_step_result r;

@@ -171,12 +171,7 @@ static double step(rwkvpeft_trainer *t, int B, int T, uint64_t seed) {
         in[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
         tg[i] = (in[i] * 7 + 3) % TM_VOCAB;
     }
-    rwkvpeft_batch b;
-    rwkvpeft_batch_init(&b);
-    b.batch_size = B;
-    b.seq_len = T;
-    b.inputs = in;
-    b.targets = tg;
+    rwkvpeft_batch b = tu_batch(B, T, in, tg);
     rwkvpeft_step_result r;
     r.struct_size = sizeof r;
     TU_OK(rwkvpeft_train_step(t, &b, &r));
@@ -377,12 +372,7 @@ START_TEST(test_misuse_is_reported) {
     t = trainer(m, 1e-3f);
     int32_t in[4] = {1, 2, 3, TM_VOCAB}, tg[4] = {1, 2, 3, 4};
     float mask[4] = {1, 1, NAN, 1};
-    rwkvpeft_batch b;
-    rwkvpeft_batch_init(&b);
-    b.batch_size = 1;
-    b.seq_len = 4;
-    b.inputs = in;
-    b.targets = tg;
+    rwkvpeft_batch b = tu_batch(1, 4, in, tg);
     ck_assert_int_eq(rwkvpeft_train_step(t, &b, NULL), RWKVPEFT_E_INVALID_ARGUMENT);
     ck_assert(strstr(rwkvpeft_trainer_last_error(t), "outside the vocabulary") != NULL);
     in[3] = 0;

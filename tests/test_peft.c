@@ -570,12 +570,7 @@ START_TEST(test_state_tuning_trains) {
         in[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
         tg[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
     }
-    rwkvpeft_batch b;
-    rwkvpeft_batch_init(&b);
-    b.batch_size = B;
-    b.seq_len = T;
-    b.inputs = in;
-    b.targets = tg;
+    rwkvpeft_batch b = tu_batch(B, T, in, tg);
     rwkvpeft_step_result r;
     r.struct_size = sizeof r;
     double first = 0;

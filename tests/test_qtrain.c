@@ -323,12 +323,7 @@ static void run(const char *base, int quant, int method, int r, float lr, int st
     int32_t in[B * T], tg[B * T];
     for (int s = 0; s < steps; s++) {
         pattern_batch(s % 4, B, T, in, tg);
-        rwkvpeft_batch b;
-        rwkvpeft_batch_init(&b);
-        b.batch_size = B;
-        b.seq_len = T;
-        b.inputs = in;
-        b.targets = tg;
+        rwkvpeft_batch b = tu_batch(B, T, in, tg);
         rwkvpeft_step_result res;
         res.struct_size = sizeof res;
         TU_OK(rwkvpeft_train_step(tr, &b, &res));
@@ -707,12 +702,7 @@ START_TEST(test_gpu_quantized) {
     int32_t in[2 * 16], tg[2 * 16];
     for (int s = 0; s < S; s++) {
         pattern_batch(s % 4, 2, 16, in, tg);
-        rwkvpeft_batch b;
-        rwkvpeft_batch_init(&b);
-        b.batch_size = 2;
-        b.seq_len = 16;
-        b.inputs = in;
-        b.targets = tg;
+        rwkvpeft_batch b = tu_batch(2, 16, in, tg);
         rwkvpeft_step_result res;
         res.struct_size = sizeof res;
         TU_OK(rwkvpeft_train_step(tr, &b, &res));

@@ -60,12 +60,7 @@ static inline double tm_loss_grad(rwkvpeft_model *m, rp_workspace *ws, void *gra
 /* A training workspace holding ids/targets (host, [B*T]) with mean-loss weights. */
 static inline rp_workspace *tm_workspace(rwkvpeft_model *m, int B, int T, const int32_t *in, const int32_t *tg) {
     float *w = (float *)malloc(sizeof(float) * (size_t)B * T);
-    rwkvpeft_batch b;
-    rwkvpeft_batch_init(&b);
-    b.batch_size = B;
-    b.seq_len = T;
-    b.inputs = in;
-    b.targets = tg;
+    rwkvpeft_batch b = tu_batch(B, T, in, tg);
     double s;
     rp_err err;
     ck_assert_int_eq(rp_batch_weights(m, &b, w, &s, &err), 0);

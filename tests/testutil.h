@@ -101,6 +101,17 @@ static inline rwkvpeft_context *tu_context(const char *backend) {
     return ctx;
 }
 
+/* A batch of B sequences of T tokens (inputs and targets [B*T]; no mask, no weights). */
+static inline rwkvpeft_batch tu_batch(int B, int T, const int32_t *inputs, const int32_t *targets) {
+    rwkvpeft_batch b;
+    rwkvpeft_batch_init(&b);
+    b.batch_size = B;
+    b.seq_len = T;
+    b.inputs = inputs;
+    b.targets = targets;
+    return b;
+}
+
 static inline int tu_run(Suite *s) {
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_ENV);
