@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -70,10 +69,8 @@ static void wr_u32(unsigned char *p, uint32_t v) {
 
 struct rwkvpeft_dataset {
     char *idx_path, *bin_path;
-    const unsigned char *idx; /* mapped .idx */
-    size_t idx_size;
-    const unsigned char *bin; /* mapped .bin (NULL when empty) */
-    size_t bin_size;
+    rp_file_image idx; /* the .idx file */
+    rp_file_image bin; /* the .bin file (data NULL when empty) */
     int dtype_code;
     size_t itemsize;
     int64_t n_seqs;
@@ -82,43 +79,10 @@ struct rwkvpeft_dataset {
     rp_err err;
 };
 
-static int map_file(const char *path, const unsigned char **data, size_t *size, rp_err *err) {
-    *data = NULL;
-    *size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return rp_fail(err, RWKVPEFT_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return rp_fail(err, RWKVPEFT_E_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return rp_fail(err, RWKVPEFT_E_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > SIZE_MAX) {
-        close(fd);
-        return rp_fail(err, RWKVPEFT_E_IO, "%s: too large to map", path);
-    }
-    if (st.st_size > 0) {
-        void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED) {
-            int e = errno;
-            close(fd);
-            return rp_fail(err, RWKVPEFT_E_IO, "%s: cannot mmap: %s", path, strerror(e));
-        }
-        *data = (const unsigned char *)m;
-        *size = (size_t)st.st_size;
-    }
-    close(fd);
-    return 0;
-}
-
 void rp_dataset_close(rwkvpeft_dataset *ds) {
     if (!ds) return;
-    if (ds->idx) munmap((void *)ds->idx, ds->idx_size);
-    if (ds->bin) munmap((void *)ds->bin, ds->bin_size);
+    rp_file_image_close(&ds->idx);
+    rp_file_image_close(&ds->bin);
     free(ds->idx_path);
     free(ds->bin_path);
     free(ds);
@@ -135,9 +99,9 @@ static char *concat(const char *a, const char *b) {
 }
 
 static int validate(rwkvpeft_dataset *ds, rp_err *err) {
-    const unsigned char *p = ds->idx;
+    const unsigned char *p = ds->idx.data;
     const char *ip = ds->idx_path;
-    size_t n = ds->idx_size;
+    size_t n = ds->idx.size;
     if (n < RP_BINIDX_HEADER_SIZE)
         return rp_fail(err, RWKVPEFT_E_FORMAT, "%s: truncated header: %zu bytes, need %d", ip, n,
                        RP_BINIDX_HEADER_SIZE);
@@ -191,19 +155,19 @@ static int validate(rwkvpeft_dataset *ds, rp_err *err) {
                            (unsigned long long)i, (long long)ptr, (unsigned long long)expect,
                            ds->itemsize);
         expect += (uint64_t)sz * ds->itemsize;
-        if (expect > ds->bin_size)
+        if (expect > ds->bin.size)
             return rp_fail(err, RWKVPEFT_E_FORMAT,
                            "%s: offset %zu: sequence %llu (%d tokens at byte %llu) ends past the "
                            "end of %s (%zu bytes)", ip, ds->sizes_off + 4 * (size_t)i,
                            (unsigned long long)i, (int)sz, (unsigned long long)ptr, ds->bin_path,
-                           ds->bin_size);
+                           ds->bin.size);
     }
-    if (expect != ds->bin_size)
+    if (expect != ds->bin.size)
         return rp_fail(err, RWKVPEFT_E_FORMAT,
                        "%s: %zu bytes, but the index %s describes %llu bytes of tokens "
-                       "(mismatched .bin/.idx pair?)", ds->bin_path, ds->bin_size, ip,
+                       "(mismatched .bin/.idx pair?)", ds->bin_path, ds->bin.size, ip,
                        (unsigned long long)expect);
-    ds->n_tokens = (int64_t)(ds->bin_size / ds->itemsize);
+    ds->n_tokens = (int64_t)(ds->bin.size / ds->itemsize);
     /* doc_idx */
     if (dc == 0)
         return rp_fail(err, RWKVPEFT_E_FORMAT, "%s: offset 26: doc_count is 0 (doc_idx must hold at "
@@ -241,9 +205,9 @@ int rp_dataset_open(const char *prefix, rwkvpeft_dataset **out, rp_err *err) {
         rc = rp_fail(err, RWKVPEFT_E_OUT_OF_MEMORY, "%s: out of memory", prefix);
         goto fail;
     }
-    rc = map_file(ds->idx_path, &ds->idx, &ds->idx_size, err);
+    rc = rp_file_image_open(ds->idx_path, &ds->idx, err);
     if (rc) goto fail;
-    rc = map_file(ds->bin_path, &ds->bin, &ds->bin_size, err);
+    rc = rp_file_image_open(ds->bin_path, &ds->bin, err);
     if (rc) goto fail;
     rc = validate(ds, err);
     if (rc) goto fail;
@@ -259,8 +223,8 @@ int64_t rp_dataset_num_tokens(const rwkvpeft_dataset *ds) { return ds->n_tokens;
 int rp_dataset_dtype_code(const rwkvpeft_dataset *ds) { return ds->dtype_code; }
 
 void rp_dataset_doc(const rwkvpeft_dataset *ds, int64_t index, int64_t *off, int64_t *n) {
-    uint64_t ptr = rd_u64(ds->idx + ds->ptrs_off + 8 * (size_t)index);
-    int32_t sz = (int32_t)rd_u32(ds->idx + ds->sizes_off + 4 * (size_t)index);
+    uint64_t ptr = rd_u64(ds->idx.data + ds->ptrs_off + 8 * (size_t)index);
+    int32_t sz = (int32_t)rd_u32(ds->idx.data + ds->sizes_off + 4 * (size_t)index);
     *off = (int64_t)(ptr / ds->itemsize);
     *n = sz;
 }
@@ -279,7 +243,7 @@ int rp_dataset_read(const rwkvpeft_dataset *ds, int64_t offset, int64_t n, int32
                        ds->bin_path, (long long)offset, (long long)offset + (long long)n,
                        (long long)ds->n_tokens);
     if (n == 0) return 0;
-    const unsigned char *p = ds->bin + (size_t)offset * ds->itemsize;
+    const unsigned char *p = ds->bin.data + (size_t)offset * ds->itemsize;
     char what[64];
     for (int64_t i = 0; i < n; i++) {
         const unsigned char *q = p + (size_t)i * ds->itemsize;

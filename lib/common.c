@@ -1,11 +1,19 @@
-/* common.c — error records, dtype helpers, checked allocation. */
+/* common.c — error records, dtype helpers, checked allocation, whole-file images. */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L /* pread, O_CLOEXEC */
+#endif
 #include "internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static _Thread_local char tls_last_error[RP_ERR_MSG_MAX];
 
@@ -234,4 +242,73 @@ void rp_give_result(void *dst, const void *src, size_t full) {
     memcpy(&sz, dst, sizeof sz);
     if (sz > full) sz = (uint32_t)full;
     if (sz > sizeof(uint32_t)) memcpy((char *)dst + sizeof(uint32_t), (const char *)src + sizeof(uint32_t), sz - sizeof(uint32_t));
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Whole-file images (the tensor-file readers and the binidx reader)                   */
+/* ---------------------------------------------------------------------------------- */
+
+/* Reads size bytes of fd into a new buffer, for systems or files where mmap fails. */
+static int read_whole(int fd, const char *path, size_t size, unsigned char **out, rp_err *err) {
+    unsigned char *buf = (unsigned char *)rp_malloc(size);
+    if (!buf)
+        return rp_fail(err, RWKVPEFT_E_OUT_OF_MEMORY,
+                       "%s: cannot map the file and no memory to read its %zu bytes", path, size);
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = pread(fd, buf + got, size - got, (off_t)got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : 0;
+            free(buf);
+            return rp_fail(err, RWKVPEFT_E_IO, "%s: read failed at offset %zu: %s", path, got,
+                           e ? strerror(e) : "unexpected end of file");
+        }
+        got += (size_t)r;
+    }
+    *out = buf;
+    return 0;
+}
+
+int rp_file_image_open(const char *path, rp_file_image *img, rp_err *err) {
+    memset(img, 0, sizeof *img);
+    int fd;
+    do {
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) return rp_fail(err, RWKVPEFT_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    int rc = 0;
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        rc = rp_fail(err, RWKVPEFT_E_IO, "%s: cannot stat: %s", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+        rc = rp_fail(err, RWKVPEFT_E_IO, "%s: not a regular file", path);
+    else if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX)
+        rc = rp_fail(err, RWKVPEFT_E_UNSUPPORTED, "%s: file too large for this address space", path);
+    else if (st.st_size > 0) {
+        size_t size = (size_t)st.st_size;
+        void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p != MAP_FAILED) {
+            img->data = (const unsigned char *)p;
+            img->mapped = 1;
+        } else {
+            unsigned char *buf = NULL;
+            rc = read_whole(fd, path, size, &buf, err);
+            img->data = buf;
+        }
+        if (rc == 0) img->size = size;
+    }
+    close(fd);
+    return rc;
+}
+
+void rp_file_image_close(rp_file_image *img) {
+    if (!img) return;
+    if (img->data) {
+        if (img->mapped)
+            munmap((void *)(uintptr_t)img->data, img->size);
+        else
+            free((void *)(uintptr_t)img->data);
+    }
+    memset(img, 0, sizeof *img);
 }

@@ -39,6 +39,23 @@ int rp_err_copy(rp_err *dst, const rp_err *src);
 
 void rp_err_clear(rp_err *err);
 
+/* A whole file held read-only in memory: an mmap where the system allows one, otherwise a
+ * malloc'd copy read with pread. An empty file opens as data NULL, size 0 (callers decide
+ * whether that is valid). */
+typedef struct rp_file_image {
+    const unsigned char *data;
+    size_t size;
+    int mapped; /* data is an mmap (else malloc'd) */
+} rp_file_image;
+
+/* Opens `path` (a regular file) into *img. On failure *img is empty and the error names
+ * the path: E_IO (cannot open/stat/read, not a regular file), E_UNSUPPORTED (larger than
+ * the address space), E_OUT_OF_MEMORY. */
+int rp_file_image_open(const char *path, rp_file_image *img, rp_err *err);
+
+/* Releases the image (unmap or free); safe on an empty or closed one. */
+void rp_file_image_close(rp_file_image *img);
+
 /* Propagate a non-zero status. */
 #define RP_TRY(expr)                 \
     do {                             \

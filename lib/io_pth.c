@@ -296,7 +296,7 @@ static int find_prefix(const rp_zip_reader *z, const char *label, char **prefix,
 int rp_pth_read(rp_tensorfile *f, const char *label, rp_err *err) {
     rp_tensorfile_impl *impl = (rp_tensorfile_impl *)f->impl;
     rp_zip_reader z;
-    RP_TRY(rp_zip_reader_open(&z, impl->image, impl->image_size, label, err));
+    RP_TRY(rp_zip_reader_open(&z, impl->image.data, impl->image.size, label, err));
     char *prefix = NULL, *plabel = NULL;
     long pkl = -1;
     rp_pickle_vm *vm = NULL;

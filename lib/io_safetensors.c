@@ -59,8 +59,8 @@ static int st_fail_json(rp_err *err, const char *label, const char *name, const 
 
 int rp_safetensors_read(rp_tensorfile *f, const char *label, rp_err *err) {
     rp_tensorfile_impl *impl = (rp_tensorfile_impl *)f->impl;
-    const unsigned char *b = (const unsigned char *)impl->image;
-    uint64_t size = impl->image_size;
+    const unsigned char *b = impl->image.data;
+    uint64_t size = impl->image.size;
     if (size < 8)
         return rp_fail(err, RWKVPEFT_E_FORMAT,
                        "%s: %llu bytes is too short for a safetensors file (8-byte header length "

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,67 +43,6 @@ int64_t rp_tensor_numel(const rp_named_tensor *t) {
 /* Open / find / close                                                                */
 /* ---------------------------------------------------------------------------------- */
 
-static int map_file(const char *path, rp_tensorfile_impl *impl, rp_err *err) {
-    int fd;
-    do {
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) return rp_fail(err, RWKVPEFT_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return rp_fail(err, RWKVPEFT_E_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return rp_fail(err, RWKVPEFT_E_IO, "%s: not a regular file", path);
-    }
-    if (st.st_size <= 0) {
-        close(fd);
-        return rp_fail(err, RWKVPEFT_E_FORMAT, "%s: empty file", path);
-    }
-    if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
-        close(fd);
-        return rp_fail(err, RWKVPEFT_E_UNSUPPORTED, "%s: file too large for this address space",
-                       path);
-    }
-    size_t size = (size_t)st.st_size;
-    void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p != MAP_FAILED) {
-        impl->image = p;
-        impl->image_size = size;
-        impl->mapped = 1;
-        close(fd);
-        return 0;
-    }
-    /* fall back to reading the whole file */
-    unsigned char *buf = (unsigned char *)rp_malloc(size);
-    if (!buf) {
-        close(fd);
-        return rp_fail(err, RWKVPEFT_E_OUT_OF_MEMORY,
-                       "%s: cannot map the file and no memory to read its %zu bytes", path, size);
-    }
-    size_t got = 0;
-    while (got < size) {
-        ssize_t r = pread(fd, buf + got, size - got, (off_t)got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            int e = r < 0 ? errno : 0;
-            free(buf);
-            close(fd);
-            return rp_fail(err, RWKVPEFT_E_IO, "%s: read failed at offset %zu: %s", path, got,
-                           e ? strerror(e) : "unexpected end of file");
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    impl->image = buf;
-    impl->image_size = size;
-    impl->mapped = 0;
-    return 0;
-}
-
 /* torch < 1.6 (and _use_new_zipfile_serialization=False): pickle protocol 2 of the magic
  * number 0x1950a86a20f9469cfc6c (PROTO 2, LONG1 10 bytes) */
 static const unsigned char LEGACY_MAGIC[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c,
@@ -122,10 +60,11 @@ int rp_tensorfile_open(const char *path, rp_tensorfile **out, rp_err *err) {
         return rp_fail(err, RWKVPEFT_E_OUT_OF_MEMORY, "%s: out of memory", path);
     }
     f->impl = impl;
-    int rc = map_file(path, impl, err);
+    int rc = rp_file_image_open(path, &impl->image, err);
+    if (!rc && impl->image.size == 0) rc = rp_fail(err, RWKVPEFT_E_FORMAT, "%s: empty file", path);
     if (!rc) {
-        const unsigned char *b = (const unsigned char *)impl->image;
-        size_t n = impl->image_size;
+        const unsigned char *b = impl->image.data;
+        size_t n = impl->image.size;
         if (n >= 4 && b[0] == 'P' && b[1] == 'K' &&
             ((b[2] == 3 && b[3] == 4) || (b[2] == 5 && b[3] == 6))) {
             f->kind = RP_FILE_PTH;
@@ -177,12 +116,7 @@ void rp_tensorfile_close(rp_tensorfile *f) {
         for (size_t i = 0; i < impl->owned_count; i++) free(impl->owned[i]);
         free(impl->owned);
         free(impl->sorted);
-        if (impl->image) {
-            if (impl->mapped)
-                munmap(impl->image, impl->image_size);
-            else
-                free(impl->image);
-        }
+        rp_file_image_close(&impl->image);
         free(impl);
     }
     free(f);

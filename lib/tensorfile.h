@@ -87,9 +87,7 @@ int64_t rp_shape_numel(const int64_t *shape, int ndim);
 
 /* Reader-private state behind rp_tensorfile.impl. */
 typedef struct rp_tensorfile_impl {
-    void *image;        /* the file's bytes: an mmap (mapped=1) or a malloc'd copy */
-    size_t image_size;
-    int mapped;
+    rp_file_image image; /* the file's bytes */
     void **owned;       /* buffers tensors point into (inflated records, contiguous copies) */
     size_t owned_count, owned_cap;
     int *sorted;        /* tensor indices ordered by name (for rp_tensorfile_find) */

@@ -204,8 +204,8 @@ static void write_ok(const char *path, rp_file_kind kind, const tset *s) {
 /* Every contiguous tensor of a stored .pth / safetensors points into the file image. */
 static void assert_in_image(const rp_tensorfile *f) {
     const rp_tensorfile_impl *impl = (const rp_tensorfile_impl *)f->impl;
-    const unsigned char *lo = impl->image, *hi = lo + impl->image_size;
-    ck_assert_int_eq(impl->mapped, 1);
+    const unsigned char *lo = impl->image.data, *hi = lo + impl->image.size;
+    ck_assert_int_eq(impl->image.mapped, 1);
     for (int i = 0; i < f->count; i++) {
         const unsigned char *p = f->tensors[i].data;
         ck_assert_msg(p >= lo && p + f->tensors[i].nbytes <= hi, "tensor '%s' was copied", f->tensors[i].name);
