@@ -19,17 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "kernel_common.h"
 #include "model.h"
 #include "quant.h"
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -177,12 +170,12 @@ int main(int argc, char **argv) {
         b.targets = tg;
         rwkvpeft_step_result res;
         res.struct_size = sizeof res;
-        double t0 = now_ms();
+        double t0 = rp_monotonic_ms();
         if (rwkvpeft_train_step(tr, &b, &res)) { /* the step reads loss and norm back: synchronous */
             fprintf(stderr, "bench_train: step %d: %s\n", s, rwkvpeft_trainer_last_error(tr));
             return 1;
         }
-        double dt = now_ms() - t0;
+        double dt = rp_monotonic_ms() - t0;
         uint64_t u = used_bytes(ctx);
         if (u > peak) peak = u;
         if (s >= warm) ms[s - warm] = dt;

@@ -20,16 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "backend.h"
 #include "kernel_common.h"
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -299,7 +292,7 @@ static void time_op(rp_backend *be, int which, int samples, int inner, double *m
     double *t = malloc(sizeof(double) * (size_t)samples);
     for (int s = -2; s < samples; s++) { /* two warm-up samples */
         OK(be, o->synchronize(be));
-        double t0 = now_ms();
+        double t0 = rp_monotonic_ms();
         for (int i = 0; i < inner; i++) {
             if (which == 0)
                 OK(be, o->wkv6_fwd(be, p[5], state ? p[7] : NULL, p[0], p[1], p[2], p[3], p[4], state ? p[6] : NULL,
@@ -310,7 +303,7 @@ static void time_op(rp_backend *be, int which, int samples, int inner, double *m
                                    H, N));
         }
         OK(be, o->synchronize(be));
-        if (s >= 0) t[s] = (now_ms() - t0) / inner;
+        if (s >= 0) t[s] = (rp_monotonic_ms() - t0) / inner;
     }
     qsort(t, (size_t)samples, sizeof(double), cmp_d);
     *med = t[samples / 2];

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static _Thread_local char tls_last_error[RP_ERR_MSG_MAX];
@@ -242,6 +243,12 @@ void rp_give_result(void *dst, const void *src, size_t full) {
     memcpy(&sz, dst, sizeof sz);
     if (sz > full) sz = (uint32_t)full;
     if (sz > sizeof(uint32_t)) memcpy((char *)dst + sizeof(uint32_t), (const char *)src + sizeof(uint32_t), sz - sizeof(uint32_t));
+}
+
+double rp_monotonic_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
 /* ---------------------------------------------------------------------------------- */

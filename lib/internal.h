@@ -39,6 +39,9 @@ int rp_err_copy(rp_err *dst, const rp_err *src);
 
 void rp_err_clear(rp_err *err);
 
+/* Milliseconds on the monotonic clock (for intervals: progress throttling, timing). */
+double rp_monotonic_ms(void);
+
 /* A whole file held read-only in memory: an mmap where the system allows one, otherwise a
  * malloc'd copy read with pread. An empty file opens as data NULL, size 0 (callers decide
  * whether that is valid). */

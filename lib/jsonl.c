@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -263,12 +262,6 @@ void rwkvpeft_jsonl_params_init(rwkvpeft_jsonl_params *p) {
     p->append_eod = 1;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 rwkvpeft_status rwkvpeft_jsonl_to_binidx(const rwkvpeft_jsonl_params *params, int64_t *n_docs,
                                          int64_t *n_skipped) {
     if (n_docs) *n_docs = 0;
@@ -302,7 +295,7 @@ rwkvpeft_status rwkvpeft_jsonl_to_binidx(const rwkvpeft_jsonl_params *params, in
         rp_fail(&err, rc, "%s", rwkvpeft_last_error());
         goto out;
     }
-    double last = now_s();
+    double last = rp_monotonic_ms();
     for (;;) {
         const uint8_t *text;
         size_t len, plen;
@@ -342,8 +335,8 @@ rwkvpeft_status rwkvpeft_jsonl_to_binidx(const rwkvpeft_jsonl_params *params, in
         }
         docs++;
         if (p.progress && (docs & 63) == 0) {
-            double t = now_s();
-            if (t - last >= 0.2) {
+            double t = rp_monotonic_ms();
+            if (t - last >= 200) {
                 last = t;
                 if (p.progress(p.progress_user, rp_jsonl_bytes_read(rd), rp_jsonl_file_size(rd),
                                (uint64_t)docs)) {

@@ -10,7 +10,6 @@
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "model.h"
 
@@ -28,20 +27,14 @@ static rp_backend_ops wrapped;
 static double prof_ms[P_COUNT];
 static long prof_calls[P_COUNT];
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
 /* One wrapper per entry: sync, time the call, sync again. */
 #define PROF(idx, name, params, args)                           \
     static int prof_##name params {                             \
         real_ops->synchronize(be);                              \
-        double t0 = now_ms();                                   \
+        double t0 = rp_monotonic_ms();                                   \
         int rc = real_ops->name args;                           \
         real_ops->synchronize(be);                              \
-        prof_ms[idx] += now_ms() - t0;                          \
+        prof_ms[idx] += rp_monotonic_ms() - t0;                          \
         prof_calls[idx]++;                                      \
         return rc;                                              \
     }
