@@ -14,8 +14,8 @@
 /* parameter list                                                                       */
 /* ------------------------------------------------------------------------------------ */
 
-static rp_param *add_param(rwkvpeft_model *m, int cls, int nparts, const char **names, int ndim, int64_t d0,
-                           int64_t d1, int64_t d2) {
+rp_param *rp_model_add_param(rwkvpeft_model *m, int cls, int nparts, const char **names, int ndim, int64_t d0,
+                             int64_t d1, int64_t d2) {
     if (m->n_params >= m->cap_params) return NULL;
     rp_param *p = &m->params[m->n_params++];
     memset(p, 0, sizeof *p);
@@ -38,7 +38,7 @@ static rp_param *add_param(rwkvpeft_model *m, int cls, int nparts, const char **
 
 static rp_param *add1(rwkvpeft_model *m, int cls, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2) {
     const char *names[1] = {name};
-    return add_param(m, cls, 1, names, ndim, d0, d1, d2);
+    return rp_model_add_param(m, cls, 1, names, ndim, d0, d1, d2);
 }
 
 rp_param *rp_model_find_param(rwkvpeft_model *m, const char *name, int *part) {
@@ -94,7 +94,7 @@ int rp_model_create_v6(rwkvpeft_model *m, int L, int C, int A, int F, int H, int
         ly->maa_x = add1(m, RP_CLS_SMALL, n[0], 3, 1, 1, C);
         static const char slots[5] = {'w', 'k', 'v', 'r', 'g'};
         for (int s = 0; s < 5; s++) NM(s, "blocks.%d.att.time_maa_%c", l, slots[s]);
-        ly->maa_wkvrg = add_param(m, RP_CLS_SMALL, 5, np, 3, 1, 1, C);
+        ly->maa_wkvrg = rp_model_add_param(m, RP_CLS_SMALL, 5, np, 3, 1, 1, C);
         NM(0, "blocks.%d.att.time_maa_w1", l);
         ly->maa_w1 = add1(m, RP_CLS_SMALL, n[0], 2, C, 5 * Dm, 0);
         NM(0, "blocks.%d.att.time_maa_w2", l);
@@ -128,7 +128,7 @@ int rp_model_create_v6(rwkvpeft_model *m, int L, int C, int A, int F, int H, int
         }
         NM(0, "blocks.%d.ffn.time_maa_k", l);
         NM(1, "blocks.%d.ffn.time_maa_r", l);
-        ly->ffn_maa_kr = add_param(m, RP_CLS_SMALL, 2, np, 3, 1, 1, C);
+        ly->ffn_maa_kr = rp_model_add_param(m, RP_CLS_SMALL, 2, np, 3, 1, 1, C);
         static const char *ffn_lin[3] = {"key", "receptance", "value"};
         static const int ffn_id[3] = {RP_LIN_FFN_K, RP_LIN_FFN_R, RP_LIN_FFN_V};
         for (int i = 0; i < 3; i++) {

@@ -150,6 +150,12 @@ int rp_model_load_file(rwkvpeft_model *m, const char *path);
 int rp_model_save_file(rwkvpeft_model *m, const char *path, int kind, rp_dtype dtype, int adapter_only);
 void rp_model_destroy(rwkvpeft_model *m);
 rp_param *rp_model_find_param(rwkvpeft_model *m, const char *name, int *part);
+
+/* Appends a parameter of `nparts` stacked parts named names[0..nparts) (the first names the
+ * whole), each of shape d0[,d1[,d2]] (ndim of them); not trainable, lr_scale 1, data placed
+ * later. NULL when the table (cap_params) is full. */
+rp_param *rp_model_add_param(rwkvpeft_model *m, int cls, int nparts, const char **names, int ndim, int64_t d0,
+                             int64_t d1, int64_t d2);
 /* Copies host f32 values into a parameter (all parts, or part `part` >= 0). */
 int rp_param_upload_f32(rwkvpeft_model *m, rp_param *p, int part, const float *src);
 /* Reads a parameter into host f32. */

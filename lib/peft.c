@@ -71,28 +71,14 @@ static void module_of(const rp_linear *lin, char *out, size_t n) {
 
 /* Appends an adapter tensor (small, trainable, data placed in the flat buffer later). */
 static rp_param *add_adapter_param(rwkvpeft_model *m, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2) {
-    if (m->n_params >= m->cap_params) {
+    const char *names[1] = {name};
+    rp_param *p = rp_model_add_param(m, RP_CLS_SMALL, 1, names, ndim, d0, d1, d2);
+    if (!p) {
         rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "parameter table full");
         return NULL;
     }
-    rp_param *p = &m->params[m->n_params++];
-    memset(p, 0, sizeof *p);
-    snprintf(p->name, RP_NAME_MAX, "%s", name);
-    snprintf(p->part_names[0], RP_NAME_MAX, "%s", name);
-    p->nparts = 1;
-    p->ndim = ndim;
-    int64_t dims[3] = {d0, d1, d2};
-    p->part_numel = 1;
-    for (int i = 0; i < ndim; i++) {
-        p->shape[i] = dims[i];
-        p->part_numel *= dims[i];
-    }
-    p->numel = p->part_numel;
-    p->cls = RP_CLS_SMALL;
     p->trainable = 1;
     p->is_adapter = 1;
-    p->flat_off = -1;
-    p->lr_scale = 1;
     return p;
 }
 
