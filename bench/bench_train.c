@@ -4,7 +4,7 @@
  *               [--bsz 8] [--method lora|state] [--r 64] [--alpha 128] [--grad_cp 1]
  *               [--quant none|nf4|fp4|4bit|int8|fp8] [--warmup 3] [--steps 10] [--json out.jsonl]
  *
- * Builds an RWKV-6 of the given shape with random weights (the reference's init costs a QR
+ * --version 5|6|7 (default 6) picks the architecture. Builds a model of the given shape with random weights (the reference's init costs a QR
  * per matrix; timing does not depend on the values, so a cheap scaled uniform fill is used),
  * attaches LoRA on the 8 block linears + train_parts time,ln (the reference's default) or,
  * for --method state, state tuning (only att.time_state trains), and times full steps
@@ -38,7 +38,7 @@ static uint64_t used_bytes(rwkvpeft_context *ctx) {
 int main(int argc, char **argv) {
     const char *backend = "cuda", *method = "lora", *json = NULL, *quant = "none";
     int L = 24, C = 2048, F = 0, V = 65536, T = 1024, B = 8, r = 64, grad_cp = 1, warm = 3, steps = 10;
-    int chunk = 0, infctx_full = 1; /* --chunk N: long-context training in chunks of N (--ctx is the whole length) */
+    int chunk = 0, infctx_full = 1, version = 6; /* --chunk N: long-context training in chunks of N (--ctx is the whole length) */
     double alpha = 128;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
@@ -59,18 +59,25 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--steps")) steps = atoi(v);
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--quant")) quant = v;
+        else if (!strcmp(a, "--version")) version = atoi(v);
         else {
             fprintf(stderr, "bench_train: unknown option %s\n", a);
             return 2;
         }
     }
-    if (F == 0) F = C * 7 / 2 / 32 * 32;
+    if (version != 5 && version != 6 && version != 7) {
+        fprintf(stderr, "bench_train: --version must be 5, 6 or 7\n");
+        return 2;
+    }
+    if (F == 0) F = version == 7 ? 4 * C : C * 7 / 2 / 32 * 32;
     int qfmt = rp_quant_parse(quant);
     if (qfmt < 0) {
         fprintf(stderr, "bench_train: --quant must be none, nf4, fp4, 4bit, int8 or fp8\n");
         return 2;
     }
-    int Dm = C == 4096 ? 64 : 32, Dd = C == 4096 ? 128 : 64, N = 64;
+    int N = 64;
+    rp_arch arch = {.version = version, .n_layer = L, .C = C, .A = C, .F = F, .H = C / N, .N = N, .V = V};
+    rp_arch_default_widths(&arch);
     rwkvpeft_context_params cp;
     rwkvpeft_context_params_init(&cp);
     cp.backend = backend;
@@ -87,12 +94,12 @@ int main(int argc, char **argv) {
     m->quant = qfmt; /* as rwkvpeft_model_params.quant: applied at the attach */
     m->quant_pending = qfmt != 0;
     ctx->n_models++;
-    if (rp_model_create_v6(m, L, C, C, F, C / N, N, V, Dm, Dd, 0) || rp_model_alloc_params(m)) {
+    if (rp_model_create(m, &arch, 0) || rp_model_alloc_params(m)) {
         fprintf(stderr, "bench_train: %s\n", m->err.msg);
         return 1;
     }
     /* cheap random weights with sane scales: matrices U(±1/sqrt(in)), decay in (-6,-1),
-     * mixes in (0,1), norms 1 */
+     * mixes in (0,1), norms and v7's k_a/v0 near 1 */
     int64_t maxn = 0;
     for (int i = 0; i < m->n_params; i++)
         if (m->params[i].numel > maxn) maxn = m->params[i].numel;
@@ -104,13 +111,18 @@ int main(int argc, char **argv) {
             double b = 1.0 / sqrt((double)p->shape[1]);
             lo = -b;
             hi = b;
-        } else if (strstr(p->name, "time_decay") && !strstr(p->name, "_w")) {
+        } else if ((strstr(p->name, "time_decay") && !strstr(p->name, "_w")) || strstr(p->name, "att.w0")) {
             lo = -6;
             hi = -1;
-        } else if (strstr(p->name, "time_maa") && !strstr(p->name, "_w1") && !strstr(p->name, "_w2")) {
+        } else if ((strstr(p->name, "time_maa") && !strstr(p->name, "_w1") && !strstr(p->name, "_w2")) ||
+                   strstr(p->name, "time_mix") || strstr(p->name, ".x_")) {
             lo = 0;
             hi = 1;
-        } else if (strstr(p->name, ".weight") && (strstr(p->name, "ln") || strstr(p->name, "ln_x"))) {
+        } else if (strstr(p->name, "att.k_k")) {
+            lo = 0.8;
+            hi = 0.9;
+        } else if ((strstr(p->name, ".weight") && (strstr(p->name, "ln") || strstr(p->name, "ln_x"))) ||
+                   strstr(p->name, "att.k_a") || strstr(p->name, "att.v0")) {
             lo = 0.9;
             hi = 1.1;
         }
@@ -185,25 +197,26 @@ int main(int argc, char **argv) {
     double med = ms[steps / 2];
     /* dense matmul FLOPs per token (reference-h200.md): block linears + time-mix low-rank + head;
      * forward 2P, grad_cp recompute 2P, input-gradient backward 2P */
-    double P = (double)L * (4.0 * C * C + C * C + 2.0 * C * F + C * C + (double)C * 5 * Dm + 5.0 * Dm * C +
-                            (double)C * Dd + (double)Dd * C) +
-               (double)C * V;
+    double per_layer = version == 7 ? 4.0 * C * C + 2.0 * C * F + 2.0 * C * (arch.Dw + arch.Da + arch.Dv + arch.Dg)
+                       : version == 6 ? 5.0 * C * C + 2.0 * C * F + C * C + 10.0 * C * arch.Dm + 2.0 * C * arch.Dd
+                                      : 5.0 * C * C + 2.0 * C * F + C * C;
+    double P = L * per_layer + (double)C * V;
     double flops = (grad_cp ? 6.0 : 4.0) * P * B * T;
     double tok_s = B * T / (med / 1e3);
     double gib = peak > base_used ? (double)(peak - base_used) / (1024.0 * 1024 * 1024) : 0.0; /* 0 on the CPU: host RAM in use can fall */
-    printf("bench_train: backend %s | L%d C%d F%d V%d | %s r%d quant %s | B%d T%d grad_cp %d | median step %.1f ms "
+    printf("bench_train: backend %s | RWKV-%d L%d C%d F%d V%d | %s r%d quant %s | B%d T%d grad_cp %d | median step %.1f ms "
            "(min %.1f, max %.1f) | %.0f tokens/s | %.2f GiB | params %.3f -> %.3f GiB | dense %.1f TFLOP/s | loss %.3f\n",
-           backend, L, C, F, V, method, r, rp_quant_name(qfmt), B, T, grad_cp, med, ms[0], ms[steps - 1], tok_s, gib,
+           backend, version, L, C, F, V, method, r, rp_quant_name(qfmt), B, T, grad_cp, med, ms[0], ms[steps - 1], tok_s, gib,
            bytes_dense / 1073741824.0, bytes_attached / 1073741824.0, flops / (med / 1e3) / 1e12, loss);
     if (json) {
         FILE *f = fopen(json, "a");
         if (f) {
             fprintf(f,
-                    "{\"backend\":\"%s\",\"layers\":%d,\"embd\":%d,\"ffn\":%d,\"vocab\":%d,\"method\":\"%s\",\"r\":%d,"
+                    "{\"backend\":\"%s\",\"version\":%d,\"layers\":%d,\"embd\":%d,\"ffn\":%d,\"vocab\":%d,\"method\":\"%s\",\"r\":%d,"
                     "\"quant\":\"%s\",\"bsz\":%d,\"ctx\":%d,\"chunk\":%d,\"infctx_full\":%d,\"grad_cp\":%d,"
                     "\"median_ms\":%.3f,\"min_ms\":%.3f,"
                     "\"max_ms\":%.3f,\"tokens_per_s\":%.1f,\"peak_gib\":%.3f,\"param_gib\":%.3f,\"dense_tflops\":%.2f}\n",
-                    backend, L, C, F, V, method, r, rp_quant_name(qfmt), B, T, chunk, infctx_full, grad_cp, med, ms[0],
+                    backend, version, L, C, F, V, method, r, rp_quant_name(qfmt), B, T, chunk, infctx_full, grad_cp, med, ms[0],
                     ms[steps - 1], tok_s, gib, bytes_attached / 1073741824.0, flops / (med / 1e3) / 1e12);
             fclose(f);
         }

@@ -187,11 +187,11 @@ typedef struct rwkvpeft_model rwkvpeft_model;
  * from the checkpoint's tensors instead. */
 typedef struct rwkvpeft_model_config {
     uint32_t struct_size;
-    int32_t version;    /* RWKV generation: 6 (x060). Default 6 */
+    int32_t version;    /* RWKV generation: 5 (x052), 6 (x060) or 7 (x070). Default 6 */
     int32_t n_layer;    /* default 2 */
     int32_t n_embd;     /* C, multiple of 32 and of head_size; default 128 */
-    int32_t dim_att;    /* 0 = n_embd */
-    int32_t dim_ffn;    /* 0 = floor(3.5*C/32)*32 as the reference */
+    int32_t dim_att;    /* 0 = n_embd (RWKV-7: must be n_embd) */
+    int32_t dim_ffn;    /* 0 = floor(3.5*C/32)*32 as the reference (RWKV-7: 4*n_embd, fixed) */
     int32_t head_size;  /* N; default 64 */
     int32_t vocab_size; /* default 65536 */
 } rwkvpeft_model_config;
@@ -278,8 +278,8 @@ typedef struct rwkvpeft_model_info {
     int32_t n_head;
     int32_t head_size;
     int32_t vocab_size;
-    int32_t dim_mix;   /* v6 ddlerp low-rank width (time_maa_w1 cols / 5) */
-    int32_t dim_decay; /* v6 decay low-rank width */
+    int32_t dim_mix;   /* v6 ddlerp low-rank width (time_maa_w1 cols / 5); 0 for v5, v7 */
+    int32_t dim_decay; /* v6 decay low-rank width (time_decay_w1 cols); v7: att.w1 cols; 0 for v5 */
     int64_t n_params;    /* all base parameters */
     int64_t n_trainable; /* elements that receive gradients (after attach) */
 } rwkvpeft_model_info;

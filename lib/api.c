@@ -228,10 +228,17 @@ rwkvpeft_status rwkvpeft_model_init(rwkvpeft_context *ctx, const rwkvpeft_model_
     rwkvpeft_model_config c;
     rwkvpeft_model_config_init(&c);
     rp_take_params(&c, sizeof c, config);
-    if (c.version != 6)
-        return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_UNSUPPORTED, "model version %d is not supported (this build: 6)", c.version);
-    int C = c.n_embd, A = c.dim_att ? c.dim_att : C, F = c.dim_ffn ? c.dim_ffn : (int)((C * 7 / 2) / 32 * 32),
-        N = c.head_size;
+    if (c.version != 5 && c.version != 6 && c.version != 7)
+        return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_UNSUPPORTED,
+                                        "model version %d is not supported (this build: 5, 6, 7)", c.version);
+    /* v7 has no dim_att of its own and a 4C channel mix (spec §1.3) */
+    int C = c.n_embd, A = c.dim_att ? c.dim_att : C,
+        F = c.dim_ffn ? c.dim_ffn : c.version == 7 ? 4 * C : (int)((C * 7 / 2) / 32 * 32), N = c.head_size;
+    if (c.version == 7 && (A != C || F != 4 * C))
+        return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT,
+                                        "invalid config: RWKV-7 needs dim_att = n_embd and dim_ffn = 4*n_embd (got %d, %d "
+                                        "for n_embd %d); leave them 0",
+                                        A, F, C);
     if (c.n_layer < 1 || c.n_layer > 1024 || C < 32 || C > 65536 || C % 32 || A % 32 || F % 32 || A <= 0 || F <= 0 || N <= 0 ||
         A % N || c.vocab_size < 2 || c.vocab_size > (1 << 24))
         return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT,
@@ -242,8 +249,10 @@ rwkvpeft_status rwkvpeft_model_init(rwkvpeft_context *ctx, const rwkvpeft_model_
     RP_TRY(check_model_params(params));
     rwkvpeft_model *m = model_new(ctx, params);
     if (!m) return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
-    int Dm = C == 4096 ? 64 : 32, Dd = C == 4096 ? 128 : 64;
-    int rc = rp_model_create_v6(m, c.n_layer, C, A, F, A / N, N, c.vocab_size, Dm, Dd, 0);
+    rp_arch arch = {.version = c.version, .n_layer = c.n_layer, .C = C, .A = A, .F = F, .H = A / N, .N = N,
+                    .V = c.vocab_size};
+    rp_arch_default_widths(&arch);
+    int rc = rp_model_create(m, &arch, 0);
     if (!rc) rc = rp_model_alloc_params(m);
     if (!rc) rc = rp_model_init_weights(m, seed);
     if (rc) {
@@ -291,7 +300,7 @@ rwkvpeft_status rwkvpeft_model_get_info(const rwkvpeft_model *m, rwkvpeft_model_
     o.head_size = m->N;
     o.vocab_size = m->V;
     o.dim_mix = m->Dm;
-    o.dim_decay = m->Dd;
+    o.dim_decay = m->version == 7 ? m->Dw : m->Dd;
     for (int i = 0; i < m->n_params; i++)
         if (!m->params[i].is_adapter) o.n_params += m->params[i].numel;
     o.n_trainable = m->n_trainable;

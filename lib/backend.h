@@ -26,7 +26,7 @@
 
 #include "internal.h"
 
-#define RP_BACKEND_API_VERSION 1
+#define RP_BACKEND_API_VERSION 2
 
 typedef struct rp_backend_ops rp_backend_ops;
 
@@ -51,8 +51,16 @@ typedef enum rp_act_kind {
     RP_ACT_TANH = 0,    /* backward uses y */
     RP_ACT_SIGMOID = 1, /* backward uses y */
     RP_ACT_SILU = 2,    /* backward uses x */
-    RP_ACT_RELU_SQ = 3  /* relu(x)^2; backward uses x */
+    RP_ACT_RELU_SQ = 3, /* relu(x)^2; backward uses x */
+    RP_ACT_SOFTCLAMP = 4 /* −softplus(−x) − 0.5 (RWKV-7 decay clamp, < −0.5); backward uses x */
 } rp_act_kind;
+
+/* How shift_mix reads its coefficients. */
+typedef enum rp_mix_form {
+    RP_MIX_DELTA = 0,  /* out = x + δ⊙(coef + m)      (RWKV-6/7: coef weighs the previous token) */
+    RP_MIX_CURRENT = 1 /* out = x⊙coef + shift(x)⊙(1 − coef) = x + δ⊙(1 − coef)   (RWKV-5 time_mix_*:
+                        * coef weighs the current token; m must be NULL) */
+} rp_mix_form;
 
 typedef enum rp_quant_format {
     RP_QUANT_NF4 = 1,
@@ -126,15 +134,17 @@ struct rp_backend_ops {
     /* ---- token shift and mixing ----------------------------------------------------------- */
     /* With δ = shift(x) − x per sequence (shift(x)_t = x_{t−1}; at t = 0 the row of x_prev
      * [B,C] or 0 when x_prev is NULL), for each slot s < n_slots:
-     *     out[s] = x + δ ⊙ (coef[s] + m[s])      (m NULL: no m term)
+     *     out[s] = x + δ ⊙ (coef[s] + m[s])      (form RP_MIX_DELTA; m NULL: no m term)
+     *     out[s] = x + δ ⊙ (1 − coef[s])         (form RP_MIX_CURRENT; m must be NULL)
      * x A [B,T,C]; coef P [n_slots,C]; m A [n_slots,B·T,C]; out A [n_slots,B·T,C]. */
     int (*shift_mix_fwd)(rp_backend *be, void *out, const void *x, const void *x_prev,
-                         const void *coef, const void *m, int n_slots, int B, int T, int C);
+                         const void *coef, const void *m, int form, int n_slots, int B, int T, int C);
     /* Backward of shift_mix_fwd for dout [n_slots,B·T,C]: dx += ; dx_prev += (NULL: not
-     * wanted); dcoef += (NULL: frozen); dm written (NULL: not wanted). */
+     * wanted); dcoef += (NULL: frozen; RP_MIX_CURRENT: += −Σ dout⊙δ); dm written (NULL: not
+     * wanted). */
     int (*shift_mix_bwd)(rp_backend *be, void *dx, void *dx_prev, void *dcoef, void *dm,
                          const void *dout, const void *x, const void *x_prev, const void *coef,
-                         const void *m, int n_slots, int B, int T, int C);
+                         const void *m, int form, int n_slots, int B, int T, int C);
 
     /* ---- element-wise ------------------------------------------------------------------------ */
     /* y = f(x), n elements of A; y may alias x. */
@@ -154,6 +164,12 @@ struct rp_backend_ops {
     int (*broadcast_rows)(rp_backend *be, void *y, const void *v, int64_t n, int C, int accumulate);
     /* dv += Σ_r dy[r,:]; dv P [C], dy A [n,C]. */
     int (*sum_rows)(rp_backend *be, void *dv, const void *dy, int64_t n, int C);
+    /* y = a + (b − a) ⊙ t (A; the RWKV-7 value residual). y may alias b, not a or t. */
+    int (*lerp_fwd)(rp_backend *be, void *y, const void *a, const void *b, const void *t, int64_t n);
+    /* da += dy ⊙ (1 − t); db += dy ⊙ t (either may be NULL); dt = dy ⊙ (b − a) written
+     * (NULL: not wanted). */
+    int (*lerp_bwd)(rp_backend *be, void *da, void *db, void *dt, const void *dy, const void *a,
+                    const void *b, const void *t, int64_t n);
     /* y = x ⊙ keep / (1 − p), keep_i = rp_dropout_keep(seed, i, p) (lib/kernel_common.h),
      * A, y may alias x. The same seed gives the same mask on every backend. */
     int (*dropout)(rp_backend *be, void *y, const void *x, int64_t n, float p, uint64_t seed);
@@ -224,6 +240,26 @@ struct rp_backend_ops {
                     const void *gy, const void *gs_out, const void *r, const void *w, const void *k,
                     const void *v, const void *a, const void *b, const void *s0, int s0_shared, int B,
                     int T, int H, int N);
+
+    /* ---- RWKV-7 key preparation and bonus (spec §1.6; NULL like wkv7) ------------------- */
+    /* Per row and head h (channels c = h·N + i, C = H·N):
+     *   u = k ⊙ k_k;  kk = u / max(‖u_h‖₂, 1e-12);  wa = −kk;  wb = kk ⊙ a;
+     *   k_out = k ⊙ (1 + (a − 1) ⊙ k_a)
+     * k, a, k_out, wa, wb A [n,C] (outputs may not alias inputs); k_k, k_a P [C]. */
+    int (*v7_kprep_fwd)(rp_backend *be, void *k_out, void *wa, void *wb, const void *k, const void *a,
+                        const void *k_k, const void *k_a, int64_t n, int H, int N);
+    /* From dk_out, dwa, dwb (A): dk, da written (A); dk_k, dk_a += (P, NULL: frozen). */
+    int (*v7_kprep_bwd)(rp_backend *be, void *dk, void *da, void *dk_k, void *dk_a, const void *dk_out,
+                        const void *dwa, const void *dwb, const void *k, const void *a, const void *k_k,
+                        const void *k_a, int64_t n, int H, int N);
+    /* The bonus term, per row and head: y_h += (Σ_i r_h[i]·k_h[i]·r_k[h,i]) · v_h.
+     * y, r, k, v A [n,H·N]; r_k P [H,N]. */
+    int (*v7_bonus_fwd)(rp_backend *be, void *y, const void *r, const void *k, const void *v,
+                        const void *r_k, int64_t n, int H, int N);
+    /* dr, dk, dv += (A); dr_k += (P, NULL: frozen). */
+    int (*v7_bonus_bwd)(rp_backend *be, void *dr, void *dk, void *dv, void *dr_k, const void *dy,
+                        const void *r, const void *k, const void *v, const void *r_k, int64_t n, int H,
+                        int N);
 };
 
 /* ---- backend registry (lib/backend.c) -------------------------------------------------- */

@@ -87,14 +87,14 @@ rwkvpeft_status rwkvpeft_generate(rwkvpeft_model *m, const int32_t *prompt, size
     if (!rc) rc = rp_infer_state_create(m, 1, &st);
     for (size_t i = 0; !rc && i < n_prompt; i += (size_t)chunk) {
         int T = n_prompt - i < (size_t)chunk ? (int)(n_prompt - i) : chunk;
-        rc = rp_v6_infer(m, ws, st, prompt + i, T, logits);
+        rc = rp_infer(m, ws, st, prompt + i, T, logits);
     }
     size_t produced = 0;
     while (!rc && produced < capacity && (int64_t)produced < p.max_new_tokens) {
         int32_t next = pick(logits, m->V, p.temperature, p.top_p, p.seed, produced, scratch);
         out[produced++] = next;
         if (next == p.stop_token) break;
-        if (produced < capacity && (int64_t)produced < p.max_new_tokens) rc = rp_v6_infer(m, ws, st, &next, 1, logits);
+        if (produced < capacity && (int64_t)produced < p.max_new_tokens) rc = rp_infer(m, ws, st, &next, 1, logits);
     }
     if (n_out) *n_out = produced;
     rp_infer_state_free(m, st);
@@ -124,7 +124,7 @@ rwkvpeft_status rwkvpeft_model_logits(rwkvpeft_model *m, const int32_t *tokens, 
         rc = rp_workspace_create(m, B, T, 0, &m->eval_ws);
     }
     if (!rc) rc = rp_workspace_set_batch(m, m->eval_ws, B, T, tokens, tg, w);
-    if (!rc) rc = rp_v6_forward_backward(m, m->eval_ws, NULL, 0, 0, 0, logits);
+    if (!rc) rc = rp_forward_backward(m, m->eval_ws, NULL, 0, 0, 0, logits);
     free(tg);
     free(w);
     return (rwkvpeft_status)rc;

@@ -124,6 +124,7 @@ int rp_model_merge(rwkvpeft_model *m) {
     for (int l = 0; l < m->n_layer; l++)
         for (int i = 0; i < RP_LIN_COUNT; i++) {
             rp_linear *lin = &m->layers[l].lin[i];
+            if (!lin->W) continue; /* linear absent in this version */
             if (lin->A || lin->D) RP_TRY(merge_linear(m, lin));
         }
     /* 2. detach: drop adapter-only tensors, give the trained base tensors (and a state
@@ -131,6 +132,7 @@ int rp_model_merge(rwkvpeft_model *m) {
     for (int l = 0; l < m->n_layer; l++) {
         for (int i = 0; i < RP_LIN_COUNT; i++) {
             rp_linear *lin = &m->layers[l].lin[i];
+            if (!lin->W) continue; /* linear absent in this version */
             lin->A = lin->B = lin->D = NULL;
             lin->d_mode = RP_DMODE_NONE;
             lin->r = 0;

@@ -51,9 +51,34 @@ rp_param *rp_model_find_param(rwkvpeft_model *m, const char *name, int *part) {
     return NULL;
 }
 
-int rp_model_create_v6(rwkvpeft_model *m, int L, int C, int A, int F, int H, int N, int V, int Dm, int Dd,
-                       int with_state) {
-    m->version = 6;
+static int round_to_32(double x) { /* Python round() (half to even) of x/32, times 32 */
+    return (int)nearbyint(x / 32.0) * 32;
+}
+
+void rp_arch_default_widths(rp_arch *a) {
+    int C = a->C;
+    a->Dm = C == 4096 ? 64 : 32;
+    a->Dd = C == 4096 ? 128 : 64;
+    int dw = round_to_32(1.8 * sqrt((double)C)), dv = round_to_32(1.3 * sqrt((double)C)),
+        dg = round_to_32(0.6 * pow((double)C, 0.8));
+    a->Dw = a->Da = dw > 32 ? dw : 32;
+    a->Dv = dv > 32 ? dv : 32;
+    a->Dg = C == 1024 ? 128 : dg > 32 ? dg : 32;
+}
+
+int rp_model_create(rwkvpeft_model *m, const rp_arch *arch, int with_state) {
+    int L = arch->n_layer, C = arch->C, A = arch->A, F = arch->F, H = arch->H, N = arch->N, V = arch->V;
+    int ver = arch->version, Dm = arch->Dm, Dd = arch->Dd;
+    if (ver != 5 && ver != 6 && ver != 7)
+        return rp_fail(&m->err, RWKVPEFT_E_UNSUPPORTED, "RWKV version %d is not supported (5, 6, 7)", ver);
+    if (ver == 7) {
+        const rp_backend_ops *o = m->be->ops;
+        if (!o->wkv7_fwd || !o->wkv7_bwd || !o->v7_kprep_fwd || !o->v7_kprep_bwd || !o->v7_bonus_fwd ||
+            !o->v7_bonus_bwd || !o->lerp_fwd || !o->lerp_bwd)
+            return rp_fail(&m->err, RWKVPEFT_E_UNSUPPORTED, "the %s backend cannot run RWKV-7 (its WKV7 ops are missing)",
+                           o->name);
+    }
+    m->version = ver;
     m->n_layer = L;
     m->C = C;
     m->A = A;
@@ -61,21 +86,30 @@ int rp_model_create_v6(rwkvpeft_model *m, int L, int C, int A, int F, int H, int
     m->H = H;
     m->N = N;
     m->V = V;
-    m->Dm = Dm;
-    m->Dd = Dd;
+    m->Dm = ver == 6 ? Dm : 0;
+    m->Dd = ver == 6 ? Dd : 0;
+    m->Dw = ver == 7 ? arch->Dw : 0;
+    m->Da = ver == 7 ? arch->Da : 0;
+    m->Dv = ver == 7 ? arch->Dv : 0;
+    m->Dg = ver == 7 ? arch->Dg : 0;
     /* enough room for the base tensors plus one LoRA pair per linear: never reallocated,
      * so rp_param pointers stay valid */
-    m->cap_params = 8 + L * (32 + 2 * RP_LIN_COUNT);
+    m->cap_params = 8 + L * (40 + 2 * RP_LIN_COUNT);
     m->params = (rp_param *)rp_calloc((size_t)m->cap_params, sizeof(rp_param));
-    m->layers = (rp_v6_layer *)rp_calloc((size_t)L, sizeof(rp_v6_layer));
+    m->layers = (rp_layer *)rp_calloc((size_t)L, sizeof(rp_layer));
     if (!m->params || !m->layers) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
     char n[RP_MAX_PARTS][RP_NAME_MAX];
     const char *np[RP_MAX_PARTS];
     for (int i = 0; i < RP_MAX_PARTS; i++) np[i] = n[i];
 #define NM(i, ...) snprintf(n[i], RP_NAME_MAX, __VA_ARGS__)
+#define ADD_ATT(field, ...)                                    \
+    do {                                                       \
+        NM(0, "blocks.%d.att.%s", l, #field);                  \
+        ly->field = add1(m, RP_CLS_SMALL, n[0], __VA_ARGS__);  \
+    } while (0)
     m->emb = add1(m, RP_CLS_MATRIX, "emb.weight", 2, V, C, 0);
     for (int l = 0; l < L; l++) {
-        rp_v6_layer *ly = &m->layers[l];
+        rp_layer *ly = &m->layers[l];
         if (l == 0) {
             NM(0, "blocks.0.ln0.weight");
             ly->ln0_w = add1(m, RP_CLS_SMALL, n[0], 1, C, 0, 0);
@@ -90,26 +124,58 @@ int rp_model_create_v6(rwkvpeft_model *m, int L, int C, int A, int F, int H, int
         ly->ln2_w = add1(m, RP_CLS_SMALL, n[0], 1, C, 0, 0);
         NM(0, "blocks.%d.ln2.bias", l);
         ly->ln2_b = add1(m, RP_CLS_SMALL, n[0], 1, C, 0, 0);
-        NM(0, "blocks.%d.att.time_maa_x", l);
-        ly->maa_x = add1(m, RP_CLS_SMALL, n[0], 3, 1, 1, C);
-        static const char slots[5] = {'w', 'k', 'v', 'r', 'g'};
-        for (int s = 0; s < 5; s++) NM(s, "blocks.%d.att.time_maa_%c", l, slots[s]);
-        ly->maa_wkvrg = rp_model_add_param(m, RP_CLS_SMALL, 5, np, 3, 1, 1, C);
-        NM(0, "blocks.%d.att.time_maa_w1", l);
-        ly->maa_w1 = add1(m, RP_CLS_SMALL, n[0], 2, C, 5 * Dm, 0);
-        NM(0, "blocks.%d.att.time_maa_w2", l);
-        ly->maa_w2 = add1(m, RP_CLS_SMALL, n[0], 3, 5, Dm, C);
-        NM(0, "blocks.%d.att.time_decay", l);
-        ly->decay = add1(m, RP_CLS_SMALL, n[0], 3, 1, 1, A);
-        NM(0, "blocks.%d.att.time_decay_w1", l);
-        ly->decay_w1 = add1(m, RP_CLS_SMALL, n[0], 2, C, Dd, 0);
-        NM(0, "blocks.%d.att.time_decay_w2", l);
-        ly->decay_w2 = add1(m, RP_CLS_SMALL, n[0], 2, Dd, A, 0);
-        NM(0, "blocks.%d.att.time_faaaa", l);
-        ly->faaaa = add1(m, RP_CLS_SMALL, n[0], 2, H, N, 0);
+        if (ver == 6) {
+            NM(0, "blocks.%d.att.time_maa_x", l);
+            ly->maa_x = add1(m, RP_CLS_SMALL, n[0], 3, 1, 1, C);
+            static const char slots[5] = {'w', 'k', 'v', 'r', 'g'};
+            for (int s = 0; s < 5; s++) NM(s, "blocks.%d.att.time_maa_%c", l, slots[s]);
+            ly->maa_wkvrg = rp_model_add_param(m, RP_CLS_SMALL, 5, np, 3, 1, 1, C);
+            NM(0, "blocks.%d.att.time_maa_w1", l);
+            ly->maa_w1 = add1(m, RP_CLS_SMALL, n[0], 2, C, 5 * Dm, 0);
+            NM(0, "blocks.%d.att.time_maa_w2", l);
+            ly->maa_w2 = add1(m, RP_CLS_SMALL, n[0], 3, 5, Dm, C);
+            NM(0, "blocks.%d.att.time_decay", l);
+            ly->decay = add1(m, RP_CLS_SMALL, n[0], 3, 1, 1, A);
+            NM(0, "blocks.%d.att.time_decay_w1", l);
+            ly->decay_w1 = add1(m, RP_CLS_SMALL, n[0], 2, C, Dd, 0);
+            NM(0, "blocks.%d.att.time_decay_w2", l);
+            ly->decay_w2 = add1(m, RP_CLS_SMALL, n[0], 2, Dd, A, 0);
+        } else if (ver == 5) {
+            static const char slots[4] = {'k', 'v', 'r', 'g'};
+            for (int s = 0; s < 4; s++) NM(s, "blocks.%d.att.time_mix_%c", l, slots[s]);
+            ly->mix_kvrg = rp_model_add_param(m, RP_CLS_SMALL, 4, np, 3, 1, 1, C);
+            NM(0, "blocks.%d.att.time_decay", l);
+            ly->decay = add1(m, RP_CLS_SMALL, n[0], 2, H, N, 0);
+        } else {
+            static const char slots[6] = {'r', 'w', 'k', 'v', 'a', 'g'};
+            for (int s = 0; s < 6; s++) NM(s, "blocks.%d.att.x_%c", l, slots[s]);
+            ly->x_rwkvag = rp_model_add_param(m, RP_CLS_SMALL, 6, np, 3, 1, 1, C);
+            ADD_ATT(w0, 3, 1, 1, C);
+            ADD_ATT(w1, 2, C, arch->Dw, 0);
+            ADD_ATT(w2, 2, arch->Dw, C, 0);
+            ADD_ATT(a0, 3, 1, 1, C);
+            ADD_ATT(a1, 2, C, arch->Da, 0);
+            ADD_ATT(a2, 2, arch->Da, C, 0);
+            if (l > 0) {
+                ADD_ATT(v0, 3, 1, 1, C);
+                ADD_ATT(v1, 2, C, arch->Dv, 0);
+                ADD_ATT(v2, 2, arch->Dv, C, 0);
+            }
+            ADD_ATT(g1, 2, C, arch->Dg, 0);
+            ADD_ATT(g2, 2, arch->Dg, C, 0);
+            ADD_ATT(k_k, 3, 1, 1, C);
+            ADD_ATT(k_a, 3, 1, 1, C);
+            ADD_ATT(r_k, 2, H, N, 0);
+        }
+        if (ver != 7) {
+            NM(0, "blocks.%d.att.time_faaaa", l);
+            ly->faaaa = add1(m, RP_CLS_SMALL, n[0], 2, H, N, 0);
+        }
+        /* v7 has no gate linear (its gate is g1/g2) */
         static const char *att_lin[5] = {"receptance", "key", "value", "gate", "output"};
         static const int att_id[5] = {RP_LIN_ATT_R, RP_LIN_ATT_K, RP_LIN_ATT_V, RP_LIN_ATT_G, RP_LIN_ATT_O};
         for (int i = 0; i < 5; i++) {
+            if (ver == 7 && att_id[i] == RP_LIN_ATT_G) continue;
             NM(0, "blocks.%d.att.%s.weight", l, att_lin[i]);
             rp_linear *lin = &ly->lin[att_id[i]];
             int out = i == 4 ? C : A, in = i == 4 ? A : C;
@@ -126,12 +192,18 @@ int rp_model_create_v6(rwkvpeft_model *m, int L, int C, int A, int F, int H, int
             NM(0, "blocks.%d.att.time_state", l);
             ly->time_state = add1(m, RP_CLS_SMALL, n[0], 3, H, N, N);
         }
-        NM(0, "blocks.%d.ffn.time_maa_k", l);
-        NM(1, "blocks.%d.ffn.time_maa_r", l);
-        ly->ffn_maa_kr = rp_model_add_param(m, RP_CLS_SMALL, 2, np, 3, 1, 1, C);
+        if (ver == 7) {
+            NM(0, "blocks.%d.ffn.x_k", l);
+            ly->ffn_mix = add1(m, RP_CLS_SMALL, n[0], 3, 1, 1, C);
+        } else {
+            NM(0, ver == 6 ? "blocks.%d.ffn.time_maa_k" : "blocks.%d.ffn.time_mix_k", l);
+            NM(1, ver == 6 ? "blocks.%d.ffn.time_maa_r" : "blocks.%d.ffn.time_mix_r", l);
+            ly->ffn_mix = rp_model_add_param(m, RP_CLS_SMALL, 2, np, 3, 1, 1, C);
+        }
         static const char *ffn_lin[3] = {"key", "receptance", "value"};
         static const int ffn_id[3] = {RP_LIN_FFN_K, RP_LIN_FFN_R, RP_LIN_FFN_V};
         for (int i = 0; i < 3; i++) {
+            if (ver == 7 && ffn_id[i] == RP_LIN_FFN_R) continue;
             NM(0, "blocks.%d.ffn.%s.weight", l, ffn_lin[i]);
             rp_linear *lin = &ly->lin[ffn_id[i]];
             int out = i == 0 ? F : C, in = i == 2 ? F : C;
@@ -141,12 +213,14 @@ int rp_model_create_v6(rwkvpeft_model *m, int L, int C, int A, int F, int H, int
             lin->id = l * RP_LIN_COUNT + ffn_id[i];
         }
     }
+#undef ADD_ATT
 #undef NM
     m->ln_out_w = add1(m, RP_CLS_SMALL, "ln_out.weight", 1, C, 0, 0);
     m->ln_out_b = add1(m, RP_CLS_SMALL, "ln_out.bias", 1, C, 0, 0);
     m->head = add1(m, RP_CLS_MATRIX, "head.weight", 2, V, C, 0);
     for (int i = 0; i < m->n_params; i++)
         if (!m->params[i].name[0]) return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "parameter table overflow");
+    if (!m->head) return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "parameter table overflow");
     return 0;
 }
 
@@ -335,7 +409,7 @@ static int orthogonal_init(float *out, int64_t rows, int64_t cols, double gain, 
 }
 
 int rp_model_init_weights(rwkvpeft_model *m, uint64_t seed) {
-    int L = m->n_layer, C = m->C, A = m->A, H = m->H, N = m->N;
+    int L = m->n_layer, C = m->C, A = m->A;
     int64_t maxn = 0;
     for (int i = 0; i < m->n_params; i++)
         if (m->params[i].numel > maxn) maxn = m->params[i].numel;
@@ -350,25 +424,37 @@ int rp_model_init_weights(rwkvpeft_model *m, uint64_t seed) {
         if (strncmp(nm, "blocks.", 7) == 0) layer = atoi(nm + 7);
         /* ratio_0_to_1 = l/(L-1) (0 when L == 1); ratio_1_to_almost0 = 1 - l/L */
         double r01 = L > 1 ? (double)layer / (L - 1) : 0.0, r10 = 1.0 - (double)layer / L;
+        rp_layer *ly = layer >= 0 && layer < L ? &m->layers[layer] : NULL;
+        int v7 = m->version == 7;
         if (strstr(nm, "ln_x.weight")) {
-            double v = pow((1.0 + layer) / L, 0.7);
+            /* v7's ln_x keeps GroupNorm's default weight 1 */
+            double v = v7 ? 1.0 : pow((1.0 + layer) / L, 0.7);
             for (int64_t i = 0; i < p->numel; i++) buf[i] = (float)v;
         } else if (strstr(nm, ".ln") || strstr(nm, "ln_out")) {
             int is_w = strstr(nm, ".weight") != NULL;
             for (int64_t i = 0; i < p->numel; i++) buf[i] = is_w ? 1.0f : 0.0f;
-        } else if (strstr(nm, "att.time_maa_x") || p == m->layers[layer > 0 ? layer : 0].maa_wkvrg ||
-                   strstr(nm, "ffn.time_maa_k")) {
-            /* ddd[i] = i/C; maa = 1 - ddd^e with per-slot exponents (see docs/init-rules.md) */
+        } else if (ly && (p == ly->maa_x || p == ly->maa_wkvrg || p == ly->mix_kvrg || p == ly->x_rwkvag ||
+                          p == ly->ffn_mix)) {
+            /* ddd[i] = i/C; v6: maa = 1 − (ddd^e + add); v5: mix = ddd^e + add (the weight of the
+             * current token); v7: x = 1 − (ddd^e + add) with its own exponents */
             for (int part = 0; part < p->nparts; part++) {
                 const char *pn = p->part_names[part];
                 char slot = pn[strlen(pn) - 1];
                 int is_ffn = strstr(pn, ".ffn.") != NULL;
                 double e = r10, add = 0;
-                if (!is_ffn && (slot == 'r' || slot == 'g')) e = 0.5 * r10;
-                if (!is_ffn && slot == 'v') add = 0.3 * r01;
+                if (v7) {
+                    if (is_ffn) e = r10 * r10 * r10 * r10;
+                    else if (slot == 'r' || slot == 'g') e = 0.2 * r10;
+                    else if (slot == 'w' || slot == 'a') e = 0.9 * r10;
+                    else if (slot == 'k') e = 0.9 * r10, add = 0.4 * r01;
+                    else e = 0.4 * r10, add = 0.6 * r01; /* v */
+                } else {
+                    if (!is_ffn && (slot == 'r' || slot == 'g')) e = 0.5 * r10;
+                    if (!is_ffn && slot == 'v') add = 0.3 * r01;
+                }
                 for (int i = 0; i < C; i++) {
-                    double ddd = (double)i / C;
-                    buf[part * C + i] = (float)(1.0 - (pow(ddd, e) + add));
+                    double ddd = (double)i / C, v = pow(ddd, e) + add;
+                    buf[part * C + i] = (float)(m->version == 5 ? v : 1.0 - v);
                 }
             }
         } else if (strstr(nm, "time_maa_w1") || strstr(nm, "time_decay_w1") || strstr(nm, "time_maa_w2") ||
@@ -385,6 +471,26 @@ int rp_model_init_weights(rwkvpeft_model *m, uint64_t seed) {
             }
         } else if (strstr(nm, "time_state")) {
             memset(buf, 0, sizeof(float) * (size_t)p->numel);
+        } else if (ly && v7 && p == ly->w0) {
+            for (int n = 0; n < C; n++)
+                buf[n] = (float)(-7.0 + 5.0 * pow((double)n / (C > 1 ? C - 1 : 1), 0.85 + sqrt(r01)) + 0.5);
+        } else if (ly && v7 && (p == ly->w1 || p == ly->a1 || p == ly->v1 || p == ly->g1 || p == ly->a0 || p == ly->r_k)) {
+            memset(buf, 0, sizeof(float) * (size_t)p->numel);
+        } else if (ly && v7 && (p == ly->v0 || p == ly->k_k || p == ly->k_a)) {
+            float v = p == ly->k_k ? 0.85f : 1.0f;
+            for (int64_t i = 0; i < p->numel; i++) buf[i] = v;
+        } else if (ly && v7 && (p == ly->w2 || p == ly->a2 || p == ly->v2 || p == ly->g2)) {
+            /* ortho_init(x, 0.1): [D,C] with D < C has gain 1 */
+            int64_t rows = p->shape[0], cols = p->shape[1];
+            double gain = rows > cols ? sqrt((double)rows / cols) : 1.0;
+            rc = orthogonal_init(buf, rows, cols, 0.1 * gain, &rng, &m->err);
+        } else if (v7 && p->cls == RP_CLS_MATRIX && p != m->emb && p != m->head) {
+            /* the x070 module's suggested init: uniform for r, k, v and ffn.key; zero outputs */
+            double bound = 0;
+            if (strstr(nm, ".att.receptance.") || strstr(nm, ".att.value.") || strstr(nm, ".ffn.key.")) bound = 0.5;
+            if (strstr(nm, ".att.key.")) bound = 0.05;
+            bound /= sqrt((double)C);
+            for (int64_t i = 0; i < p->numel; i++) buf[i] = (float)(bound ? -bound + 2 * bound * rng_uniform(&rng) : 0);
         } else if (p == m->emb) {
             /* U(-lr_init, lr_init) with the reference's default lr_init 6e-4 */
             for (int64_t i = 0; i < p->numel; i++) buf[i] = (float)(-6e-4 + 1.2e-3 * rng_uniform(&rng));
@@ -400,8 +506,6 @@ int rp_model_init_weights(rwkvpeft_model *m, uint64_t seed) {
         } else {
             rc = rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "no init rule for %s", nm);
         }
-        (void)H;
-        (void)N;
         if (!rc) rc = rp_param_upload_f32(m, p, -1, buf);
     }
     free(buf);
@@ -424,14 +528,44 @@ static void shape_str(char *out, size_t n, int ndim, const int64_t *shape) {
     if (o < n) snprintf(out + o, n - o, "]");
 }
 
-/* Infers the architecture of an RWKV-6 checkpoint from its tensors (spec §1.3). */
-static int infer_v6(rwkvpeft_model *m, rp_tensorfile *f, const char *path, int *L, int *C, int *A, int *F, int *H,
-                    int *N, int *V, int *Dm, int *Dd, int *with_state) {
+/* A 2-D tensor's shape, or an E_SHAPE error naming what it should be. */
+static const rp_named_tensor *need2(rwkvpeft_model *m, rp_tensorfile *f, const char *path, const char *name,
+                                    const char *what) {
+    const rp_named_tensor *t = need(m, f, path, name);
+    if (t && t->ndim != 2) {
+        rp_fail(&m->err, RWKVPEFT_E_SHAPE, "%s: %s must be 2-D %s", path, name, what);
+        return NULL;
+    }
+    return t;
+}
+
+/* Infers version and sizes of a checkpoint from its tensors (spec §1.3): v7 if it has
+ * blocks.0.att.r_k, v6 if blocks.0.att.time_maa_x, v5 if blocks.0.att.time_mix_k. */
+static int infer_arch(rwkvpeft_model *m, rp_tensorfile *f, const char *path, rp_arch *a, int *with_state) {
     const rp_named_tensor *t;
-    if (!(t = need(m, f, path, "emb.weight"))) return m->err.code;
-    if (t->ndim != 2) return rp_fail(&m->err, RWKVPEFT_E_SHAPE, "%s: emb.weight must be 2-D [vocab, n_embd]", path);
-    *V = (int)t->shape[0];
-    *C = (int)t->shape[1];
+    memset(a, 0, sizeof *a);
+    if (rp_tensorfile_find(f, "blocks.0.att.r_k"))
+        a->version = 7;
+    else if (rp_tensorfile_find(f, "blocks.0.att.time_maa_x"))
+        a->version = 6;
+    else if (rp_tensorfile_find(f, "blocks.0.att.time_mix_k"))
+        a->version = 5;
+    else {
+        for (int i = 0; i < f->count; i++)
+            if (strstr(f->tensors[i].name, "lora_") || strstr(f->tensors[i].name, ".bone") ||
+                strstr(f->tensors[i].name, ".disha") || strstr(f->tensors[i].name, "time_state"))
+                return rp_fail(&m->err, RWKVPEFT_E_SHAPE,
+                               "%s: this is an adapter file (it holds %s), not a base model; load the base model "
+                               "and pass this file as the adapter",
+                               path, f->tensors[i].name);
+        return rp_fail(&m->err, RWKVPEFT_E_SHAPE,
+                       "%s: not an RWKV checkpoint of a known version (no blocks.0.att.r_k (x070), time_maa_x (x060) "
+                       "or time_mix_k (x052) tensor)",
+                       path);
+    }
+    if (!(t = need2(m, f, path, "emb.weight", "[vocab, n_embd]"))) return m->err.code;
+    a->V = (int)t->shape[0];
+    a->C = (int)t->shape[1];
     int maxl = -1;
     for (int i = 0; i < f->count; i++) {
         const char *nm = f->tensors[i].name;
@@ -444,29 +578,45 @@ static int infer_v6(rwkvpeft_model *m, rp_tensorfile *f, const char *path, int *
         }
     }
     if (maxl < 0) return rp_fail(&m->err, RWKVPEFT_E_SHAPE, "%s: no blocks.N.* tensors", path);
-    *L = maxl + 1;
-    if (!(t = need(m, f, path, "blocks.0.att.key.weight"))) return m->err.code;
-    if (t->ndim != 2) return rp_fail(&m->err, RWKVPEFT_E_SHAPE, "%s: blocks.0.att.key.weight must be 2-D", path);
-    *A = (int)t->shape[0];
-    if (!(t = need(m, f, path, "blocks.0.ffn.key.weight"))) return m->err.code;
-    if (t->ndim != 2) return rp_fail(&m->err, RWKVPEFT_E_SHAPE, "%s: blocks.0.ffn.key.weight must be 2-D", path);
-    *F = (int)t->shape[0];
-    if (!(t = need(m, f, path, "blocks.0.att.time_faaaa"))) return m->err.code;
-    if (t->ndim != 2) return rp_fail(&m->err, RWKVPEFT_E_SHAPE, "%s: blocks.0.att.time_faaaa must be [n_head, head_size]", path);
-    *H = (int)t->shape[0];
-    *N = (int)t->shape[1];
-    if (!(t = need(m, f, path, "blocks.0.att.time_maa_w1"))) return m->err.code;
-    if (t->ndim != 2 || t->shape[1] % 5)
-        return rp_fail(&m->err, RWKVPEFT_E_SHAPE, "%s: blocks.0.att.time_maa_w1 must be [n_embd, 5*D_mix]", path);
-    *Dm = (int)(t->shape[1] / 5);
-    if (!(t = need(m, f, path, "blocks.0.att.time_decay_w1"))) return m->err.code;
-    if (t->ndim != 2) return rp_fail(&m->err, RWKVPEFT_E_SHAPE, "%s: blocks.0.att.time_decay_w1 must be 2-D", path);
-    *Dd = (int)t->shape[1];
+    a->n_layer = maxl + 1;
+    if (!(t = need2(m, f, path, "blocks.0.att.key.weight", "[dim_att, n_embd]"))) return m->err.code;
+    a->A = (int)t->shape[0];
+    if (!(t = need2(m, f, path, "blocks.0.ffn.key.weight", "[dim_ffn, n_embd]"))) return m->err.code;
+    a->F = (int)t->shape[0];
+    const char *hn = a->version == 7 ? "blocks.0.att.r_k" : "blocks.0.att.time_faaaa";
+    if (!(t = need2(m, f, path, hn, "[n_head, head_size]"))) return m->err.code;
+    a->H = (int)t->shape[0];
+    a->N = (int)t->shape[1];
+    if (a->version == 6) {
+        if (!(t = need2(m, f, path, "blocks.0.att.time_maa_w1", "[n_embd, 5*D_mix]"))) return m->err.code;
+        if (t->shape[1] % 5)
+            return rp_fail(&m->err, RWKVPEFT_E_SHAPE, "%s: blocks.0.att.time_maa_w1 must be [n_embd, 5*D_mix]", path);
+        a->Dm = (int)(t->shape[1] / 5);
+        if (!(t = need2(m, f, path, "blocks.0.att.time_decay_w1", "[n_embd, D_decay]"))) return m->err.code;
+        a->Dd = (int)t->shape[1];
+        if (a->Dm <= 0 || a->Dd <= 0) return rp_fail(&m->err, RWKVPEFT_E_SHAPE, "%s: empty low-rank mixers", path);
+    }
+    if (a->version == 7) {
+        static const char *lr[4] = {"blocks.0.att.w1", "blocks.0.att.a1", "blocks.1.att.v1", "blocks.0.att.g1"};
+        int *dst[4] = {&a->Dw, &a->Da, &a->Dv, &a->Dg};
+        for (int i = 0; i < 4; i++) {
+            if (i == 2 && a->n_layer == 1) { /* v1 exists from layer 1 on */
+                a->Dv = 32;
+                continue;
+            }
+            if (!(t = need2(m, f, path, lr[i], "[n_embd, D]"))) return m->err.code;
+            *dst[i] = (int)t->shape[1];
+            if (*dst[i] <= 0) return rp_fail(&m->err, RWKVPEFT_E_SHAPE, "%s: %s has no columns", path, lr[i]);
+        }
+        if (a->A != a->C)
+            return rp_fail(&m->err, RWKVPEFT_E_SHAPE, "%s: RWKV-7 needs dim_att = n_embd (att.key.weight is [%d,%d])", path,
+                           a->A, a->C);
+    }
     *with_state = rp_tensorfile_find(f, "blocks.0.att.time_state") != NULL;
-    if (*V <= 0 || *C <= 0 || *A <= 0 || *F <= 0 || *H <= 0 || *N <= 0 || *Dm <= 0 || *Dd <= 0 || (int64_t)*H * *N != *A)
+    if (a->V <= 0 || a->C <= 0 || a->A <= 0 || a->F <= 0 || a->H <= 0 || a->N <= 0 || (int64_t)a->H * a->N != a->A)
         return rp_fail(&m->err, RWKVPEFT_E_SHAPE,
-                       "%s: inconsistent sizes (vocab %d, n_embd %d, dim_att %d, n_head %d x head_size %d)", path, *V,
-                       *C, *A, *H, *N);
+                       "%s: inconsistent sizes (vocab %d, n_embd %d, dim_att %d, n_head %d x head_size %d)", path, a->V,
+                       a->C, a->A, a->H, a->N);
     return 0;
 }
 
@@ -474,33 +624,13 @@ int rp_model_load_file(rwkvpeft_model *m, const char *path) {
     rp_tensorfile *f = NULL;
     int rc = rp_tensorfile_open(path, &f, &m->err);
     if (rc) return rc;
-    if (rp_tensorfile_find(f, "blocks.0.att.r_k")) {
-        rc = rp_fail(&m->err, RWKVPEFT_E_UNSUPPORTED, "%s: RWKV-7 (x070) checkpoints are not supported yet", path);
+    rp_arch arch;
+    int ws = 0;
+    if ((rc = infer_arch(m, f, path, &arch, &ws))) goto done;
+    if ((rc = rp_model_create(m, &arch, ws))) {
+        rp_fail_prefix(&m->err, "%s", path);
         goto done;
     }
-    if (rp_tensorfile_find(f, "blocks.0.att.time_mix_k")) {
-        rc = rp_fail(&m->err, RWKVPEFT_E_UNSUPPORTED, "%s: RWKV-5 (x052) checkpoints are not supported yet", path);
-        goto done;
-    }
-    if (!rp_tensorfile_find(f, "blocks.0.att.time_maa_x")) {
-        for (int i = 0; i < f->count; i++)
-            if (strstr(f->tensors[i].name, "lora_") || strstr(f->tensors[i].name, ".bone") ||
-                strstr(f->tensors[i].name, ".disha") || strstr(f->tensors[i].name, "time_state")) {
-                rc = rp_fail(&m->err, RWKVPEFT_E_SHAPE,
-                             "%s: this is an adapter file (it holds %s), not a base model; load the base model "
-                             "and pass this file as the adapter",
-                             path, f->tensors[i].name);
-                goto done;
-            }
-        rc = rp_fail(&m->err, RWKVPEFT_E_SHAPE,
-                     "%s: not an RWKV checkpoint of a known version (no blocks.0.att.time_maa_x, "
-                     "time_mix_k or r_k tensor)",
-                     path);
-        goto done;
-    }
-    int L = 0, C = 0, A = 0, F = 0, H = 0, N = 0, V = 0, Dm = 0, Dd = 0, ws = 0;
-    if ((rc = infer_v6(m, f, path, &L, &C, &A, &F, &H, &N, &V, &Dm, &Dd, &ws))) goto done;
-    if ((rc = rp_model_create_v6(m, L, C, A, F, H, N, V, Dm, Dd, ws))) goto done;
     /* every file tensor must be a model parameter part with the same shape, and every
      * non-optional part must be present */
     char *seen = (char *)rp_calloc((size_t)m->n_params * RP_MAX_PARTS, 1);
@@ -514,9 +644,9 @@ int rp_model_load_file(rwkvpeft_model *m, const char *path) {
         rp_param *p = rp_model_find_param(m, t->name, &part);
         if (!p) {
             rc = rp_fail(&m->err, RWKVPEFT_E_SHAPE,
-                         "%s: unexpected tensor %s for an RWKV-6 model with %d layers (an adapter key, or a "
+                         "%s: unexpected tensor %s for an RWKV-%d model with %d layers (an adapter key, or a "
                          "layer beyond the inferred n_layer?)",
-                         path, t->name, L);
+                         path, t->name, arch.version, arch.n_layer);
             break;
         }
         int same = t->ndim == p->ndim;

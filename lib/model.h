@@ -7,7 +7,7 @@
 #include "internal.h"
 
 #define RP_NAME_MAX 96
-#define RP_MAX_PARTS 5
+#define RP_MAX_PARTS 6
 
 typedef enum rp_param_class {
     RP_CLS_MATRIX = 0, /* a large weight matrix: stored in the backend's act dtype */
@@ -63,22 +63,44 @@ typedef struct rp_linear {
 
 enum { RP_LIN_ATT_R, RP_LIN_ATT_K, RP_LIN_ATT_V, RP_LIN_ATT_G, RP_LIN_ATT_O, RP_LIN_FFN_K, RP_LIN_FFN_R, RP_LIN_FFN_V, RP_LIN_COUNT };
 
-typedef struct rp_v6_layer {
+/* One block's parameters. Which fields exist depends on the version (NULL otherwise);
+ * the linears that a version lacks have lin[i].W == NULL (RWKV-7: att.gate, ffn.receptance). */
+typedef struct rp_layer {
     rp_param *ln0_w, *ln0_b; /* layer 0 only */
     rp_param *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    /* RWKV-6 time mix */
     rp_param *maa_x;         /* [1,1,C] */
     rp_param *maa_wkvrg;     /* pack of 5 [1,1,C] */
     rp_param *maa_w1;        /* [C,5Dm] */
     rp_param *maa_w2;        /* [5,Dm,C] */
-    rp_param *decay;         /* [1,1,A] */
+    rp_param *decay;         /* v6 [1,1,A]; v5 [H,N] (static decay) */
     rp_param *decay_w1;      /* [C,Dd] */
     rp_param *decay_w2;      /* [Dd,A] */
-    rp_param *faaaa;         /* [H,N] */
+    rp_param *faaaa;         /* v5/v6 [H,N] */
+    /* RWKV-5 time mix */
+    rp_param *mix_kvrg;      /* pack of 4 [1,1,C]: time_mix_k, _v, _r, _g (weight of the current token) */
+    /* RWKV-7 time mix */
+    rp_param *x_rwkvag;      /* pack of 6 [1,1,C]: x_r, x_w, x_k, x_v, x_a, x_g */
+    rp_param *w0, *w1, *w2;  /* [1,1,C], [C,Dw], [Dw,C] */
+    rp_param *a0, *a1, *a2;  /* [1,1,C], [C,Da], [Da,C] */
+    rp_param *v0, *v1, *v2;  /* [1,1,C], [C,Dv], [Dv,C]; NULL in layer 0 */
+    rp_param *g1, *g2;       /* [C,Dg], [Dg,C] */
+    rp_param *k_k, *k_a;     /* [1,1,C] */
+    rp_param *r_k;           /* [H,N] */
+    /* all versions */
     rp_param *lnx_w, *lnx_b; /* [A] */
-    rp_param *ffn_maa_kr;    /* pack of 2 [1,1,C] */
+    rp_param *ffn_mix;       /* v6 pack of 2 (time_maa_k, _r); v5 pack of 2 (time_mix_k, _r); v7 x_k */
     rp_param *time_state;    /* [H,N,N] or NULL */
     rp_linear lin[RP_LIN_COUNT];
-} rp_v6_layer;
+} rp_layer;
+
+/* The architecture of a model: version and every size (spec §1.2, §1.3). */
+typedef struct rp_arch {
+    int version; /* 5, 6 or 7 */
+    int n_layer, C, A, F, H, N, V;
+    int Dm, Dd;         /* v6 low-rank widths */
+    int Dw, Da, Dv, Dg; /* v7 low-rank widths */
+} rp_arch;
 
 struct rwkvpeft_context {
     const rp_backend_ops *ops;
@@ -117,6 +139,7 @@ struct rwkvpeft_model {
 
     int version;
     int n_layer, C, A, F, H, N, V, Dm, Dd;
+    int Dw, Da, Dv, Dg; /* RWKV-7 low-rank widths */
     int grad_cp;
     int from_file;
     int quant;         /* rwkvpeft_quant_type requested for the target linears */
@@ -125,7 +148,7 @@ struct rwkvpeft_model {
 
     rp_param *params; /* owned array; pointers into it stay valid (allocated once) */
     int n_params, cap_params;
-    rp_v6_layer *layers;
+    rp_layer *layers;
     rp_param *emb, *head, *ln_out_w, *ln_out_b;
 
     rp_adapter_cfg adapter;
@@ -142,8 +165,11 @@ struct rwkvpeft_model {
 };
 
 /* ---- model.c: parameters, init, checkpoint I/O --------------------------------------- */
-int rp_model_create_v6(rwkvpeft_model *m, int n_layer, int C, int A, int F, int H, int N, int V, int Dm,
-                       int Dd, int with_state);
+/* Builds the parameter table of an architecture (no storage yet). */
+int rp_model_create(rwkvpeft_model *m, const rp_arch *arch, int with_state);
+/* The reference's low-rank widths of a fresh model of width C (spec §1.2): v6 Dm, Dd; v7
+ * Dw, Da, Dv, Dg. */
+void rp_arch_default_widths(rp_arch *arch);
 int rp_model_alloc_params(rwkvpeft_model *m);
 int rp_model_init_weights(rwkvpeft_model *m, uint64_t seed);
 int rp_model_load_file(rwkvpeft_model *m, const char *path);
@@ -210,7 +236,7 @@ int rp_is_target_linear_weight(const char *name);
 /* dequant(quant(x)) in place (host float32), for merges. */
 int rp_quant_roundtrip(int fmt, float *x, int64_t n, rp_err *err);
 
-/* ---- rwkv6.c: the graph --------------------------------------------------------------- */
+/* ---- rwkv.c: the graph (RWKV-5, -6, -7) --------------------------------------------------- */
 typedef struct rp_workspace rp_workspace;
 
 /* Workspace for batches of up to B×T tokens; `training` adds what the backward needs. */
@@ -226,7 +252,7 @@ int rp_workspace_set_batch(rwkvpeft_model *m, rp_workspace *ws, int B, int T, co
 /* Forward (+ loss into ws->loss_sum) and, if `grad_flat` is non-NULL, the backward that
  * accumulates parameter gradients into grad_flat. dropout_seed 0 disables dropout.
  * logits_out (host, [B*T, V] float32) receives the logits when non-NULL. */
-int rp_v6_forward_backward(rwkvpeft_model *m, rp_workspace *ws, void *grad_flat, float grad_scale,
+int rp_forward_backward(rwkvpeft_model *m, rp_workspace *ws, void *grad_flat, float grad_scale,
                            float l2wrap, uint64_t dropout_seed, float *logits_out);
 
 /* Recurrent state for generation: shift and WKV states of every layer for B sequences. */
@@ -234,7 +260,7 @@ typedef struct rp_infer_state rp_infer_state;
 int rp_infer_state_create(rwkvpeft_model *m, int B, rp_infer_state **out);
 void rp_infer_state_free(rwkvpeft_model *m, rp_infer_state *st);
 /* Feeds T tokens per sequence (host ids [B,T]) and writes the next-token logits [B,V]. */
-int rp_v6_infer(rwkvpeft_model *m, rp_workspace *ws, rp_infer_state *st, const int32_t *ids, int T, float *logits_last);
+int rp_infer(rwkvpeft_model *m, rp_workspace *ws, rp_infer_state *st, const int32_t *ids, int T, float *logits_last);
 
 /* Long-context training of a batch held in host memory (ids/targets [B,T], weights [B,T]
  * normalised over the whole batch), `chunk` tokens at a time with every layer's token-shift
@@ -242,7 +268,7 @@ int rp_v6_infer(rwkvpeft_model *m, rp_workspace *ws, rp_infer_state *st, const i
  * states (each chunk is recomputed in a backward sweep from its saved start state), equal to
  * the un-chunked model's; full = 0: the reference's truncated mode (states are detached
  * inputs; each chunk's mean loss weighted by its length). *loss receives the batch loss. */
-int rp_v6_train_chunked(rwkvpeft_model *m, rp_workspace *ws, const int32_t *ids, const int32_t *targets,
+int rp_train_chunked(rwkvpeft_model *m, rp_workspace *ws, const int32_t *ids, const int32_t *targets,
                         const float *weights, int B, int T, int chunk, int full, void *gf, float grad_scale, float l2wrap,
                         uint64_t seed, double *loss);
 

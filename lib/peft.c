@@ -132,6 +132,7 @@ static int pissa_prepare(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
     for (int l = 0; l < m->n_layer && !rc; l++)
         for (int i = 0; i < RP_LIN_COUNT && !rc; i++) {
             rp_linear *lin = &m->layers[l].lin[i];
+            if (!lin->W) continue; /* linear absent in this version */
             int r = ap->r;
             lin->pissa_A0 = (float *)rp_malloc(sizeof(float) * (size_t)r * lin->in);
             lin->pissa_B0 = (float *)rp_malloc(sizeof(float) * (size_t)lin->out * r);
@@ -172,6 +173,7 @@ static int pissa_apply_residual(rwkvpeft_model *m) {
     for (int l = 0; l < m->n_layer && !rc; l++)
         for (int i = 0; i < RP_LIN_COUNT && !rc; i++) {
             rp_linear *lin = &m->layers[l].lin[i];
+            if (!lin->W) continue; /* linear absent in this version */
             int64_t n = lin->W->numel;
             float *w = (float *)rp_malloc(sizeof(float) * (size_t)n);
             if (!w) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of host memory for %s", lin->W->name);
@@ -197,6 +199,7 @@ void rp_adapter_release(rwkvpeft_model *m) {
     for (int l = 0; m->layers && l < m->n_layer; l++)
         for (int i = 0; i < RP_LIN_COUNT; i++) {
             rp_linear *lin = &m->layers[l].lin[i];
+            if (!lin->W) continue; /* linear absent in this version */
             free(lin->pissa_A0);
             free(lin->pissa_B0);
             lin->pissa_A0 = lin->pissa_B0 = NULL;
@@ -213,6 +216,7 @@ static int make_fold(rwkvpeft_model *m, int r) {
     for (int l = 0; l < m->n_layer; l++)
         for (int i = 0; i < RP_LIN_COUNT; i++) {
             const rp_linear *lin = &m->layers[l].lin[i];
+            if (!lin->W) continue; /* linear absent in this version */
             if (lin->in > rows) rows = lin->in;
             if (lin->out > rows) rows = lin->out;
         }
@@ -248,6 +252,10 @@ int rp_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
     if (method < RWKVPEFT_PEFT_NONE || method > RWKVPEFT_PEFT_STATE)
         return rp_fail(&m->err, RWKVPEFT_E_UNSUPPORTED,
                        "PEFT method %d is not supported by this build (none 0, LoRA 1, PiSSA 2, Bone 3, Bat 4, state 5)", method);
+    if (method == RWKVPEFT_PEFT_STATE && m->version == 5)
+        return rp_fail(&m->err, RWKVPEFT_E_UNSUPPORTED,
+                       "state tuning is not defined for RWKV-5: the reference has no state-tuning variant of its "
+                       "time mix (spec §1.8); use LoRA, PiSSA, Bone or Bat");
     int lowrank = method == RWKVPEFT_PEFT_LORA || method == RWKVPEFT_PEFT_PISSA;
     int dmode = method == RWKVPEFT_PEFT_BONE ? RP_DMODE_BONE : method == RWKVPEFT_PEFT_BAT ? RP_DMODE_BAT : RP_DMODE_NONE;
     const char *key = ap->key_name ? ap->key_name : "disha";
@@ -269,6 +277,7 @@ int rp_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
     for (int l = 0; l < m->n_layer && (dmode == RP_DMODE_BAT || method == RWKVPEFT_PEFT_PISSA); l++)
         for (int i = 0; i < RP_LIN_COUNT; i++) {
             const rp_linear *lin = &m->layers[l].lin[i];
+            if (!lin->W) continue; /* linear absent in this version */
             if (dmode == RP_DMODE_BAT && (lin->in % ap->r || lin->out % ap->r))
                 return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT,
                                "Bat rank r = %d must divide both sizes of every adapted linear; %s is [%d,%d] "
@@ -320,6 +329,7 @@ int rp_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
     for (int l = 0; l < m->n_layer && (lowrank || dmode) && !rc; l++)
         for (int i = 0; i < RP_LIN_COUNT && !rc; i++) {
             rp_linear *lin = &m->layers[l].lin[i];
+            if (!lin->W) continue; /* linear absent in this version */
             char mod[RP_NAME_MAX - 8], name[RP_NAME_MAX];
             module_of(lin, mod, sizeof mod);
             lin->r = ap->r;
@@ -347,7 +357,7 @@ int rp_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
     int added_state = 0;
     if (method == RWKVPEFT_PEFT_STATE) {
         for (int l = 0; l < m->n_layer; l++) {
-            rp_v6_layer *ly = &m->layers[l];
+            rp_layer *ly = &m->layers[l];
             if (!ly->time_state) {
                 char name[RP_NAME_MAX];
                 snprintf(name, sizeof name, "blocks.%d.att.time_state", l);
@@ -393,6 +403,7 @@ int rp_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
     for (int l = 0; l < m->n_layer && (lowrank || dmode); l++)
         for (int i = 0; i < RP_LIN_COUNT; i++) {
             rp_linear *lin = &m->layers[l].lin[i];
+            if (!lin->W) continue; /* linear absent in this version */
             if (dmode) {
                 if (m->be->ops->memset_zero(m->be, lin->D->data, (size_t)lin->D->numel * ps))
                     return rp_be_fail(m->be, RWKVPEFT_E_BACKEND, &m->err);
@@ -450,6 +461,7 @@ int rp_pissa_save_init(rwkvpeft_model *m, const char *path, int kind) {
     for (int l = 0; l < m->n_layer; l++)
         for (int i = 0; i < RP_LIN_COUNT; i++) {
             const rp_linear *lin = &m->layers[l].lin[i];
+            if (!lin->W) continue; /* linear absent in this version */
             char mod[RP_NAME_MAX];
             module_of(lin, mod, sizeof mod);
             for (int ab = 0; ab < 2; ab++) {
@@ -481,6 +493,7 @@ int rp_pissa_check_init(rwkvpeft_model *m, const char *path) {
     for (int l = 0; l < m->n_layer && !rc; l++)
         for (int i = 0; i < RP_LIN_COUNT && !rc; i++) {
             const rp_linear *lin = &m->layers[l].lin[i];
+            if (!lin->W) continue; /* linear absent in this version */
             char mod[RP_NAME_MAX];
             module_of(lin, mod, sizeof mod);
             for (int ab = 0; ab < 2 && !rc; ab++) {

@@ -15,11 +15,12 @@
 
 enum {
     P_GEMM, P_EMB_F, P_EMB_B, P_NORM_F, P_NORM_B, P_MIX_F, P_MIX_B, P_ACT_F, P_ACT_B, P_MUL_F, P_MUL_B, P_ADD, P_BCAST,
-    P_SUMROWS, P_DROP, P_WKV_F, P_WKV_B, P_CE, P_SUMSQ, P_ADAM, P_DEQ, P_COPY, P_COUNT
+    P_SUMROWS, P_DROP, P_WKV_F, P_WKV_B, P_LERP_F, P_LERP_B, P_WKV7_F, P_WKV7_B, P_V7_F, P_V7_B, P_CE, P_SUMSQ, P_ADAM, P_DEQ, P_COPY, P_COUNT
 };
 static const char *const prof_names[P_COUNT] = {
     "gemm", "embedding_fwd", "embedding_bwd", "norm_fwd", "norm_bwd", "shift_mix_fwd", "shift_mix_bwd", "act_fwd",
     "act_bwd", "mul_fwd", "mul_bwd", "add", "broadcast_rows", "sum_rows", "dropout", "wkv6_fwd", "wkv6_bwd",
+    "lerp_fwd", "lerp_bwd", "wkv7_fwd", "wkv7_bwd", "v7_kprep/bonus_fwd", "v7_kprep/bonus_bwd",
     "cross_entropy", "sumsq", "adam_update", "dequant", "memcpy/convert"};
 
 static const rp_backend_ops *real_ops;
@@ -57,12 +58,13 @@ PROF(P_NORM_B, norm_bwd,
       const void *rs, int64_t n, int G, int S),
      (be, dx, dw, db, dy, x, w, mu, rs, n, G, S))
 PROF(P_MIX_F, shift_mix_fwd,
-     (rp_backend * be, void *o, const void *x, const void *xp, const void *c, const void *m, int ns, int B, int T, int C),
-     (be, o, x, xp, c, m, ns, B, T, C))
+     (rp_backend * be, void *o, const void *x, const void *xp, const void *c, const void *m, int fm, int ns, int B, int T,
+      int C),
+     (be, o, x, xp, c, m, fm, ns, B, T, C))
 PROF(P_MIX_B, shift_mix_bwd,
      (rp_backend * be, void *dx, void *dxp, void *dc, void *dm, const void *g, const void *x, const void *xp,
-      const void *c, const void *m, int ns, int B, int T, int C),
-     (be, dx, dxp, dc, dm, g, x, xp, c, m, ns, B, T, C))
+      const void *c, const void *m, int fm, int ns, int B, int T, int C),
+     (be, dx, dxp, dc, dm, g, x, xp, c, m, fm, ns, B, T, C))
 PROF(P_ACT_F, act_fwd, (rp_backend * be, int kind, void *y, const void *x, int64_t n), (be, kind, y, x, n))
 PROF(P_ACT_B, act_bwd, (rp_backend * be, int kind, void *dx, const void *dy, const void *x, const void *y, int64_t n),
      (be, kind, dx, dy, x, y, n))
@@ -82,6 +84,35 @@ PROF(P_WKV_B, wkv6_bwd,
       const void *r, const void *k, const void *v, const void *w, const void *u, const void *s0, int sh, int B, int T,
       int H, int N),
      (be, gr, gk, gv, gw, gu, gs0, gy, gso, r, k, v, w, u, s0, sh, B, T, H, N))
+PROF(P_LERP_F, lerp_fwd, (rp_backend * be, void *y, const void *a, const void *b, const void *t, int64_t n),
+     (be, y, a, b, t, n))
+PROF(P_LERP_B, lerp_bwd,
+     (rp_backend * be, void *da, void *db, void *dt, const void *dy, const void *a, const void *b, const void *t, int64_t n),
+     (be, da, db, dt, dy, a, b, t, n))
+PROF(P_WKV7_F, wkv7_fwd,
+     (rp_backend * be, void *y, void *so, const void *r, const void *w, const void *k, const void *v, const void *a,
+      const void *b, const void *s0, int sh, int B, int T, int H, int N),
+     (be, y, so, r, w, k, v, a, b, s0, sh, B, T, H, N))
+PROF(P_WKV7_B, wkv7_bwd,
+     (rp_backend * be, void *gr, void *gw, void *gk, void *gv, void *ga, void *gb, void *gs0, const void *gy,
+      const void *gso, const void *r, const void *w, const void *k, const void *v, const void *a, const void *b,
+      const void *s0, int sh, int B, int T, int H, int N),
+     (be, gr, gw, gk, gv, ga, gb, gs0, gy, gso, r, w, k, v, a, b, s0, sh, B, T, H, N))
+PROF(P_V7_F, v7_kprep_fwd,
+     (rp_backend * be, void *ko, void *wa, void *wb, const void *k, const void *a, const void *kk, const void *ka,
+      int64_t n, int H, int N),
+     (be, ko, wa, wb, k, a, kk, ka, n, H, N))
+PROF(P_V7_B, v7_kprep_bwd,
+     (rp_backend * be, void *dk, void *da, void *dkk, void *dka, const void *dko, const void *dwa, const void *dwb,
+      const void *k, const void *a, const void *kk, const void *ka, int64_t n, int H, int N),
+     (be, dk, da, dkk, dka, dko, dwa, dwb, k, a, kk, ka, n, H, N))
+PROF(P_V7_F, v7_bonus_fwd,
+     (rp_backend * be, void *y, const void *r, const void *k, const void *v, const void *rk, int64_t n, int H, int N),
+     (be, y, r, k, v, rk, n, H, N))
+PROF(P_V7_B, v7_bonus_bwd,
+     (rp_backend * be, void *dr, void *dk, void *dv, void *drk, const void *dy, const void *r, const void *k,
+      const void *v, const void *rk, int64_t n, int H, int N),
+     (be, dr, dk, dv, drk, dy, r, k, v, rk, n, H, N))
 PROF(P_CE, cross_entropy,
      (rp_backend * be, void *ls, void *dl, const void *lg, const int32_t *tg, const void *wt, int64_t n, int V, float gs,
       float l2),
@@ -121,6 +152,17 @@ const rp_backend_ops *rp_profile_wrap(const rp_backend_ops *ops) {
     wrapped.dropout = prof_dropout;
     wrapped.wkv6_fwd = prof_wkv6_fwd;
     wrapped.wkv6_bwd = prof_wkv6_bwd;
+    /* optional entries stay NULL when the backend lacks them */
+#define WRAP_OPT(name) wrapped.name = ops->name ? prof_##name : NULL
+    WRAP_OPT(lerp_fwd);
+    WRAP_OPT(lerp_bwd);
+    WRAP_OPT(wkv7_fwd);
+    WRAP_OPT(wkv7_bwd);
+    WRAP_OPT(v7_kprep_fwd);
+    WRAP_OPT(v7_kprep_bwd);
+    WRAP_OPT(v7_bonus_fwd);
+    WRAP_OPT(v7_bonus_bwd);
+#undef WRAP_OPT
     wrapped.cross_entropy = prof_cross_entropy;
     wrapped.sumsq = prof_sumsq;
     wrapped.adam_update = prof_adam_update;

@@ -5,7 +5,7 @@
  * W_res is what gets quantized) or at the first forward of a model without an adapter — and
  * their dense copy is freed. A quantized rp_param keeps on the device only the packed codes,
  * the float32 absmax scales and (int8, once per model) the 256-entry code table; its `data`
- * is NULL. The graph (rwkv6.c, linear_fwd/linear_bwd) dequantizes one matrix at a time
+ * is NULL. The graph (rwkv.c, linear_fwd/linear_bwd) dequantizes one matrix at a time
  * into the workspace's scratch buffer through the backend's `dequant` op and runs the usual
  * gemm; quantized weights never train.
  *
@@ -92,11 +92,11 @@ int rp_model_quantize(rwkvpeft_model *m) {
     if (!m->quant_pending) return 0;
     float *buf = NULL;
     int64_t cap = 0, dense = 0, packed = 0;
-    int rc = 0;
+    int rc = 0, count = 0;
     for (int l = 0; l < m->n_layer && !rc; l++)
         for (int i = 0; i < RP_LIN_COUNT && !rc; i++) {
             rp_param *p = m->layers[l].lin[i].W;
-            if (p->qfmt) continue;
+            if (!p || p->qfmt) continue; /* absent in this version, or done */
             if (p->trainable) {
                 rc = rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT,
                              "%s is selected to train, but the model quantizes it (quant %s); quantized weights are "
@@ -117,12 +117,13 @@ int rp_model_quantize(rwkvpeft_model *m) {
             rc = rp_param_download_f32(m, p, buf);
             if (!rc) rc = rp_param_quantize_host(m, p, m->quant, buf);
             if (!rc) packed += (int64_t)p->q_bytes + 4 * p->q_nblocks;
+            count++;
         }
     free(buf);
     if (rc) return rc;
     m->quant_pending = 0;
     if (m->ctx)
-        rp_log(m->ctx, RWKVPEFT_LOG_INFO, "quantized %d linears to %s: %.1f MiB -> %.1f MiB", m->n_layer * RP_LIN_COUNT,
+        rp_log(m->ctx, RWKVPEFT_LOG_INFO, "quantized %d linears to %s: %.1f MiB -> %.1f MiB", count,
                rp_quant_name(m->quant), dense / 1048576.0, packed / 1048576.0);
     return 0;
 }

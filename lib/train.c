@@ -237,7 +237,7 @@ int rp_evaluate(rwkvpeft_model *m, const rwkvpeft_batch *b, double *loss, double
     int rc = rp_batch_weights(m, b, w, &s, &m->err);
     if (!rc) rc = ensure_ws(m, &m->eval_ws, b->batch_size, b->seq_len, 0);
     if (!rc) rc = rp_workspace_set_batch(m, m->eval_ws, b->batch_size, b->seq_len, b->inputs, b->targets, w);
-    if (!rc) rc = rp_v6_forward_backward(m, m->eval_ws, NULL, 0.0f, 0.0f, 0, NULL);
+    if (!rc) rc = rp_forward_backward(m, m->eval_ws, NULL, 0.0f, 0.0f, 0, NULL);
     free(w);
     if (rc) return rc;
     double l = rp_read_par_scalar(m, rp_workspace_loss(m->eval_ws), &rc);
@@ -282,10 +282,10 @@ int rp_trainer_step(rwkvpeft_trainer *t, const rwkvpeft_batch *b, rwkvpeft_step_
     if (seed == 0) seed = 1;
     double chunked_loss = 0;
     if (chunked)
-        rc = rp_v6_train_chunked(m, t->ws, b->inputs, b->targets, w, b->batch_size, b->seq_len, t->tp.chunk_ctx,
+        rc = rp_train_chunked(m, t->ws, b->inputs, b->targets, w, b->batch_size, b->seq_len, t->tp.chunk_ctx,
                                  t->tp.infctx_full != 0, t->grads, grad_scale, l2wrap, seed, &chunked_loss);
     else
-        rc = rp_v6_forward_backward(m, t->ws, t->grads, grad_scale, l2wrap, seed, NULL);
+        rc = rp_forward_backward(m, t->ws, t->grads, grad_scale, l2wrap, seed, NULL);
     free(w);
     if (rc) return tfail(t, rc);
     t->micro++;

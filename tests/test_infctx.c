@@ -64,7 +64,7 @@ static double plain(rwkvpeft_model *m, const batch *b, double *g) {
     ck_assert_int_eq(rp_workspace_create(m, b->B, b->T, 1, &ws), 0);
     ck_assert_int_eq(rp_workspace_set_batch(m, ws, b->B, b->T, b->in, b->tg, b->w), 0);
     memset(g, 0, sizeof(double) * (size_t)m->flat_numel);
-    ck_assert_int_eq(rp_v6_forward_backward(m, ws, g, 1.0f, (float)(1e-4 / (b->B * b->T)), 0, NULL), 0);
+    ck_assert_int_eq(rp_forward_backward(m, ws, g, 1.0f, (float)(1e-4 / (b->B * b->T)), 0, NULL), 0);
     double l = *(double *)rp_workspace_loss(ws);
     rp_workspace_free(m, ws);
     return l;
@@ -75,7 +75,7 @@ static double chunked(rwkvpeft_model *m, const batch *b, int chunk, int full, do
     ck_assert_int_eq(rp_workspace_create(m, b->B, chunk, 1, &ws), 0);
     memset(g, 0, sizeof(double) * (size_t)m->flat_numel);
     double loss = 0;
-    ck_assert_int_eq(rp_v6_train_chunked(m, ws, b->in, b->tg, b->w, b->B, b->T, chunk, full, g, 1.0f,
+    ck_assert_int_eq(rp_train_chunked(m, ws, b->in, b->tg, b->w, b->B, b->T, chunk, full, g, 1.0f,
                                          (float)(1e-4 / (b->B * b->T)), 0, &loss),
                      0);
     rp_workspace_free(m, ws);

@@ -125,7 +125,7 @@ END_TEST
 
 static void logits_of(rwkvpeft_model *m, float *out, int B, int T) {
     rp_workspace *ws = batch_ws(m, B, T, 21);
-    ck_assert_int_eq(rp_v6_forward_backward(m, ws, NULL, 0, 0, 0, out), 0);
+    ck_assert_int_eq(rp_forward_backward(m, ws, NULL, 0, 0, 0, out), 0);
     rp_workspace_free(m, ws);
 }
 
@@ -412,7 +412,7 @@ START_TEST(test_stateful_inference_matches_forward) {
     static const int chunks[] = {3, 1, 4, 2, 1};
     int pos = 0;
     for (int c = 0; c < 5; c++) {
-        ck_assert_int_eq(rp_v6_infer(m, ws, st, ids + pos, chunks[c], step), 0);
+        ck_assert_int_eq(rp_infer(m, ws, st, ids + pos, chunks[c], step), 0);
         pos += chunks[c];
         double md = 0;
         for (int j = 0; j < TM_VOCAB; j++) md = fmax(md, fabs(step[j] - full[(pos - 1) * TM_VOCAB + j]));

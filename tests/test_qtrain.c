@@ -601,7 +601,7 @@ static double loss_grads_any(rwkvpeft_model *m, int B, int T, double *grads) {
     double loss = 0;
     ck_assert_int_eq(be->ops->alloc(be, &g, bytes), 0);
     ck_assert_int_eq(be->ops->memset_zero(be, g, bytes), 0);
-    ck_assert_int_eq(rp_v6_forward_backward(m, ws, g, 1.0f, 0.0f, 0, NULL), 0);
+    ck_assert_int_eq(rp_forward_backward(m, ws, g, 1.0f, 0.0f, 0, NULL), 0);
     ck_assert_int_eq(be->ops->memcpy_d2h(be, h, g, bytes), 0);
     for (int64_t i = 0; i < m->flat_numel; i++) grads[i] = P_ == RP_F64 ? ((double *)h)[i] : ((float *)h)[i];
     if (P_ == RP_F64) {

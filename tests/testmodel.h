@@ -10,11 +10,12 @@
 
 enum { TM_VOCAB = 50 }; /* vocabulary of the tiny models */
 
-/* A freshly initialised tiny RWKV-6 model: 2 layers, C 64, head size 32, vocabulary
- * TM_VOCAB; grad_cp turns gradient checkpointing on. */
-static inline rwkvpeft_model *tm_tiny_model(rwkvpeft_context *ctx, int grad_cp, uint64_t seed) {
+/* A freshly initialised tiny model of RWKV version `version` (5, 6, 7): 2 layers, C 64,
+ * head size 32, vocabulary TM_VOCAB; grad_cp turns gradient checkpointing on. */
+static inline rwkvpeft_model *tm_tiny_model_v(rwkvpeft_context *ctx, int version, int grad_cp, uint64_t seed) {
     rwkvpeft_model_config c;
     rwkvpeft_model_config_init(&c);
+    c.version = version;
     c.n_layer = 2;
     c.n_embd = 64;
     c.head_size = 32;
@@ -25,6 +26,11 @@ static inline rwkvpeft_model *tm_tiny_model(rwkvpeft_context *ctx, int grad_cp, 
     rwkvpeft_model *m = NULL;
     TU_OK(rwkvpeft_model_init(ctx, &c, &mp, seed, &m));
     return m;
+}
+
+/* The tiny RWKV-6 model. */
+static inline rwkvpeft_model *tm_tiny_model(rwkvpeft_context *ctx, int grad_cp, uint64_t seed) {
+    return tm_tiny_model_v(ctx, 6, grad_cp, seed);
 }
 
 /* Shifts every value of p by a uniform amount scaled like the tensor, so that every
@@ -52,7 +58,7 @@ static inline void tm_randomize(rwkvpeft_model *m, uint64_t seed, int only_train
  * buffer is zeroed first). dropout_seed 0 = no dropout. */
 static inline double tm_loss_grad(rwkvpeft_model *m, rp_workspace *ws, void *grads, uint64_t dropout_seed) {
     if (grads) memset(grads, 0, (size_t)m->flat_numel * rp_dtype_size(m->be->ops->par_dtype));
-    ck_assert_int_eq(rp_v6_forward_backward(m, ws, grads, 1.0f, 0.0f, dropout_seed, NULL), 0);
+    ck_assert_int_eq(rp_forward_backward(m, ws, grads, 1.0f, 0.0f, dropout_seed, NULL), 0);
     void *ls = rp_workspace_loss(ws);
     return m->be->ops->par_dtype == RP_F64 ? *(double *)ls : *(float *)ls;
 }

@@ -302,12 +302,19 @@ static int cpu_norm_bwd(rp_backend *be, void *dx_, void *dw_, void *db_, const v
 /* token shift + mix                                                                    */
 /* ------------------------------------------------------------------------------------ */
 
+/* The coefficient of slot s at (row, c): coef (+ m) for RP_MIX_DELTA, 1 − coef for RP_MIX_CURRENT. */
+static inline real mix_coef(const real *coef, const real *m, int form, int64_t ci, int64_t mi) {
+    return form == RP_MIX_CURRENT ? 1 - coef[ci] : coef[ci] + (m ? m[mi] : 0);
+}
+
 static int cpu_shift_mix_fwd(rp_backend *be, void *out_, const void *x_, const void *xprev_, const void *coef_,
-                             const void *m_, int S, int B, int T, int C) {
+                             const void *m_, int form, int S, int B, int T, int C) {
     real *out = (real *)out_;
     const real *x = (const real *)x_, *xp = (const real *)xprev_, *coef = (const real *)coef_,
                *m = (const real *)m_;
     int64_t n = (int64_t)B * T, slot = n * C;
+    if (form != RP_MIX_DELTA && (form != RP_MIX_CURRENT || m))
+        return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "shift_mix_fwd: form");
 #pragma omp parallel for num_threads(nthreads(be, slot * S))
     for (int64_t row = 0; row < n; row++) {
         int t = (int)(row % T);
@@ -316,19 +323,21 @@ static int cpu_shift_mix_fwd(rp_backend *be, void *out_, const void *x_, const v
         for (int c = 0; c < C; c++) {
             real d = (pr ? pr[c] : 0) - xr[c];
             for (int s = 0; s < S; s++)
-                out[s * slot + row * C + c] = xr[c] + d * (coef[(int64_t)s * C + c] + (m ? m[s * slot + row * C + c] : 0));
+                out[s * slot + row * C + c] = xr[c] + d * mix_coef(coef, m, form, (int64_t)s * C + c, s * slot + row * C + c);
         }
     }
     return 0;
 }
 
 static int cpu_shift_mix_bwd(rp_backend *be, void *dx_, void *dxprev_, void *dcoef_, void *dm_, const void *dout_,
-                             const void *x_, const void *xprev_, const void *coef_, const void *m_, int S, int B,
-                             int T, int C) {
+                             const void *x_, const void *xprev_, const void *coef_, const void *m_, int form, int S,
+                             int B, int T, int C) {
     real *dx = (real *)dx_, *dxp = (real *)dxprev_, *dcoef = (real *)dcoef_, *dm = (real *)dm_;
     const real *dout = (const real *)dout_, *x = (const real *)x_, *xp = (const real *)xprev_,
                *coef = (const real *)coef_, *m = (const real *)m_;
     int64_t n = (int64_t)B * T, slot = n * C;
+    if (form != RP_MIX_DELTA && (form != RP_MIX_CURRENT || m))
+        return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "shift_mix_bwd: form");
     int nt = nthreads(be, slot * S);
     /* scratch: dδ [n,C], then per-thread dcoef partials [nt,S,C] */
     size_t dd_bytes = (sizeof(real) * (size_t)slot + 63) & ~(size_t)63; /* keeps the doubles aligned */
@@ -352,9 +361,9 @@ static int cpu_shift_mix_bwd(rp_backend *be, void *dx_, void *dxprev_, void *dco
                 for (int s = 0; s < S; s++) {
                     int64_t idx = s * slot + row * C + c;
                     real g = dout[idx];
-                    real cm = coef[(int64_t)s * C + c] + (m ? m[idx] : 0);
+                    real cm = mix_coef(coef, m, form, (int64_t)s * C + c, idx);
                     gd += (double)g * cm;
-                    if (pc) pc[(int64_t)s * C + c] += (double)g * d;
+                    if (pc) pc[(int64_t)s * C + c] += form == RP_MIX_CURRENT ? -(double)g * d : (double)g * d;
                     if (dm) dm[idx] = g * d;
                 }
                 dd[row * C + c] = (real)gd;
@@ -393,11 +402,13 @@ static int cpu_shift_mix_bwd(rp_backend *be, void *dx_, void *dxprev_, void *dco
 #endif
 
 static inline real sigm(real x) { return (real)(1.0 / (1.0 + exp(-(double)x))); }
+/* log(1 + e^x) without overflow */
+static inline double softplus(double x) { return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
 
 static int cpu_act_fwd(rp_backend *be, int kind, void *y_, const void *x_, int64_t n) {
     real *y = (real *)y_;
     const real *x = (const real *)x_;
-    if (kind < RP_ACT_TANH || kind > RP_ACT_RELU_SQ) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_fwd: kind");
+    if (kind < RP_ACT_TANH || kind > RP_ACT_SOFTCLAMP) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_fwd: kind");
 #pragma omp parallel for num_threads(nthreads(be, n))
     for (int64_t i = 0; i < n; i++) {
         real v = x[i];
@@ -405,6 +416,7 @@ static int cpu_act_fwd(rp_backend *be, int kind, void *y_, const void *x_, int64
         case RP_ACT_TANH: y[i] = (real)tanh((double)v); break;
         case RP_ACT_SIGMOID: y[i] = sigm(v); break;
         case RP_ACT_SILU: y[i] = v * sigm(v); break;
+        case RP_ACT_SOFTCLAMP: y[i] = (real)(-softplus(-(double)v) - 0.5); break;
         default: y[i] = v > 0 ? v * v : 0; break;
         }
     }
@@ -415,6 +427,7 @@ static int cpu_act_bwd(rp_backend *be, int kind, void *dx_, const void *dy_, con
                        int64_t n) {
     real *dx = (real *)dx_;
     const real *dy = (const real *)dy_, *x = (const real *)x_, *y = (const real *)y_;
+    if (kind < RP_ACT_TANH || kind > RP_ACT_SOFTCLAMP) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_bwd: kind");
     if ((kind == RP_ACT_TANH || kind == RP_ACT_SIGMOID) ? !y : !x)
         return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_bwd: missing x or y");
 #pragma omp parallel for num_threads(nthreads(be, n))
@@ -427,6 +440,7 @@ static int cpu_act_bwd(rp_backend *be, int kind, void *dx_, const void *dy_, con
             dx[i] = dy[i] * s * (1 + x[i] * (1 - s));
             break;
         }
+        case RP_ACT_SOFTCLAMP: dx[i] = dy[i] * sigm(-x[i]); break;
         default: dx[i] = x[i] > 0 ? dy[i] * 2 * x[i] : 0; break;
         }
     }
@@ -449,6 +463,27 @@ static int cpu_mul_bwd(rp_backend *be, void *da_, void *db_, const void *dy_, co
     for (int64_t i = 0; i < n; i++) {
         if (da) da[i] += dy[i] * b[i];
         if (db) db[i] += dy[i] * a[i];
+    }
+    return 0;
+}
+
+static int cpu_lerp_fwd(rp_backend *be, void *y_, const void *a_, const void *b_, const void *t_, int64_t n) {
+    real *y = (real *)y_;
+    const real *a = (const real *)a_, *b = (const real *)b_, *t = (const real *)t_;
+#pragma omp parallel for num_threads(nthreads(be, n))
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] + (b[i] - a[i]) * t[i];
+    return 0;
+}
+
+static int cpu_lerp_bwd(rp_backend *be, void *da_, void *db_, void *dt_, const void *dy_, const void *a_,
+                        const void *b_, const void *t_, int64_t n) {
+    real *da = (real *)da_, *db = (real *)db_, *dt = (real *)dt_;
+    const real *dy = (const real *)dy_, *a = (const real *)a_, *b = (const real *)b_, *t = (const real *)t_;
+#pragma omp parallel for num_threads(nthreads(be, n))
+    for (int64_t i = 0; i < n; i++) {
+        if (da) da[i] += dy[i] * (1 - t[i]);
+        if (db) db[i] += dy[i] * t[i];
+        if (dt) dt[i] = dy[i] * (b[i] - a[i]);
     }
     return 0;
 }
@@ -830,6 +865,157 @@ static int cpu_wkv7_bwd(rp_backend *be, void *gr_, void *gw_, void *gk_, void *g
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* RWKV-7 key preparation and bonus                                                     */
+/* ------------------------------------------------------------------------------------ */
+
+#define V7_NORM_FLOOR 1e-12
+
+/* Per-thread double partials [nt, nvec·C] for parameter gradients; NULL when none is wanted. */
+static double *param_partials(rp_backend *be, int nt, int64_t len) {
+    double *part = (double *)cpu_scratch(be, sizeof(double) * (size_t)(nt * len));
+    if (part) memset(part, 0, sizeof(double) * (size_t)(nt * len));
+    return part;
+}
+
+static void add_partials(real *dst, const double *part, int nt, int64_t len) {
+    for (int t = 0; t < nt; t++)
+        for (int64_t i = 0; i < len; i++) dst[i] += (real)part[(int64_t)t * len + i];
+}
+
+static int cpu_v7_kprep_fwd(rp_backend *be, void *kout_, void *wa_, void *wb_, const void *k_, const void *a_,
+                            const void *kk_, const void *ka_, int64_t n, int H, int N) {
+    real *kout = (real *)kout_, *wa = (real *)wa_, *wb = (real *)wb_;
+    const real *k = (const real *)k_, *a = (const real *)a_, *k_k = (const real *)kk_, *k_a = (const real *)ka_;
+    int64_t C = (int64_t)H * N;
+#pragma omp parallel for num_threads(nthreads(be, n * C))
+    for (int64_t row = 0; row < n; row++)
+        for (int h = 0; h < H; h++) {
+            int64_t o = row * C + (int64_t)h * N, c0 = (int64_t)h * N;
+            double ss = 0;
+            for (int i = 0; i < N; i++) {
+                double u = (double)k[o + i] * k_k[c0 + i];
+                ss += u * u;
+            }
+            double nrm = sqrt(ss), inv = 1.0 / (nrm > V7_NORM_FLOOR ? nrm : V7_NORM_FLOOR);
+            for (int i = 0; i < N; i++) {
+                double kk = (double)k[o + i] * k_k[c0 + i] * inv;
+                wa[o + i] = (real)-kk;
+                wb[o + i] = (real)(kk * a[o + i]);
+                kout[o + i] = (real)((double)k[o + i] * (1.0 + ((double)a[o + i] - 1.0) * k_a[c0 + i]));
+            }
+        }
+    return 0;
+}
+
+/* With u = k⊙k_k, ν = max(‖u‖, floor), kk = u/ν:
+ *   dkk = −dwa + dwb⊙a;  du = (dkk − kk·(kk·dkk))/ν  (ν = ‖u‖), or dkk/floor (below the floor)
+ *   dk = du⊙k_k + dk_out⊙(1 + (a−1)⊙k_a);  da = dwb⊙kk + dk_out⊙k⊙k_a
+ *   dk_k += Σ du⊙k;  dk_a += Σ dk_out⊙k⊙(a−1) */
+static int cpu_v7_kprep_bwd(rp_backend *be, void *dk_, void *da_, void *dkk_, void *dka_, const void *dkout_,
+                            const void *dwa_, const void *dwb_, const void *k_, const void *a_, const void *kk_,
+                            const void *ka_, int64_t n, int H, int N) {
+    real *dk = (real *)dk_, *da = (real *)da_, *dk_k = (real *)dkk_, *dk_a = (real *)dka_;
+    const real *dkout = (const real *)dkout_, *dwa = (const real *)dwa_, *dwb = (const real *)dwb_,
+               *k = (const real *)k_, *a = (const real *)a_, *k_k = (const real *)kk_, *k_a = (const real *)ka_;
+    int64_t C = (int64_t)H * N;
+    int nt = nthreads(be, n * C);
+    double *part = (dk_k || dk_a) ? param_partials(be, nt, 2 * C) : NULL;
+    if ((dk_k || dk_a) && !part) return cpu_fail(be, RWKVPEFT_E_OUT_OF_MEMORY, "v7_kprep_bwd: scratch");
+#pragma omp parallel num_threads(nt)
+    {
+        double *pkk = part ? part + (int64_t)omp_get_thread_num() * 2 * C : NULL, *pka = pkk ? pkk + C : NULL;
+#pragma omp for
+        for (int64_t row = 0; row < n; row++)
+            for (int h = 0; h < H; h++) {
+                int64_t o = row * C + (int64_t)h * N, c0 = (int64_t)h * N;
+                double ss = 0;
+                for (int i = 0; i < N; i++) {
+                    double u = (double)k[o + i] * k_k[c0 + i];
+                    ss += u * u;
+                }
+                double nrm = sqrt(ss);
+                int floored = !(nrm > V7_NORM_FLOOR);
+                double nu = floored ? V7_NORM_FLOOR : nrm, dot = 0;
+                for (int i = 0; i < N; i++) {
+                    double kk = (double)k[o + i] * k_k[c0 + i] / nu;
+                    dot += kk * (-(double)dwa[o + i] + (double)dwb[o + i] * a[o + i]);
+                }
+                for (int i = 0; i < N; i++) {
+                    int64_t c = c0 + i;
+                    double kk = (double)k[o + i] * k_k[c] / nu;
+                    double dkk = -(double)dwa[o + i] + (double)dwb[o + i] * a[o + i];
+                    double du = floored ? dkk / nu : (dkk - kk * dot) / nu;
+                    double g = dkout[o + i];
+                    dk[o + i] = (real)(du * k_k[c] + g * (1.0 + ((double)a[o + i] - 1.0) * k_a[c]));
+                    da[o + i] = (real)((double)dwb[o + i] * kk + g * k[o + i] * k_a[c]);
+                    if (pkk) {
+                        pkk[c] += du * k[o + i];
+                        pka[c] += g * k[o + i] * ((double)a[o + i] - 1.0);
+                    }
+                }
+            }
+    }
+    if (part)
+        for (int t = 0; t < nt; t++)
+            for (int64_t c = 0; c < C; c++) {
+                if (dk_k) dk_k[c] += (real)part[(int64_t)t * 2 * C + c];
+                if (dk_a) dk_a[c] += (real)part[(int64_t)t * 2 * C + C + c];
+            }
+    return 0;
+}
+
+static int cpu_v7_bonus_fwd(rp_backend *be, void *y_, const void *r_, const void *k_, const void *v_, const void *rk_,
+                            int64_t n, int H, int N) {
+    real *y = (real *)y_;
+    const real *r = (const real *)r_, *k = (const real *)k_, *v = (const real *)v_, *r_k = (const real *)rk_;
+    int64_t C = (int64_t)H * N;
+#pragma omp parallel for num_threads(nthreads(be, n * C))
+    for (int64_t row = 0; row < n; row++)
+        for (int h = 0; h < H; h++) {
+            int64_t o = row * C + (int64_t)h * N, c0 = (int64_t)h * N;
+            double s = 0;
+            for (int i = 0; i < N; i++) s += (double)r[o + i] * k[o + i] * r_k[c0 + i];
+            for (int j = 0; j < N; j++) y[o + j] += (real)(s * v[o + j]);
+        }
+    return 0;
+}
+
+/* s_h = Σ r·k·r_k, y += s_h·v:  ds_h = Σ_j dy·v;  dr += ds_h·k·r_k;  dk += ds_h·r·r_k;
+ * dv += s_h·dy;  dr_k += Σ_rows ds_h·r·k. */
+static int cpu_v7_bonus_bwd(rp_backend *be, void *dr_, void *dk_, void *dv_, void *drk_, const void *dy_,
+                            const void *r_, const void *k_, const void *v_, const void *rk_, int64_t n, int H, int N) {
+    real *dr = (real *)dr_, *dk = (real *)dk_, *dv = (real *)dv_, *dr_k = (real *)drk_;
+    const real *dy = (const real *)dy_, *r = (const real *)r_, *k = (const real *)k_, *v = (const real *)v_,
+               *r_k = (const real *)rk_;
+    int64_t C = (int64_t)H * N;
+    int nt = nthreads(be, n * C);
+    double *part = dr_k ? param_partials(be, nt, C) : NULL;
+    if (dr_k && !part) return cpu_fail(be, RWKVPEFT_E_OUT_OF_MEMORY, "v7_bonus_bwd: scratch");
+#pragma omp parallel num_threads(nt)
+    {
+        double *prk = part ? part + (int64_t)omp_get_thread_num() * C : NULL;
+#pragma omp for
+        for (int64_t row = 0; row < n; row++)
+            for (int h = 0; h < H; h++) {
+                int64_t o = row * C + (int64_t)h * N, c0 = (int64_t)h * N;
+                double s = 0, ds = 0;
+                for (int i = 0; i < N; i++) {
+                    s += (double)r[o + i] * k[o + i] * r_k[c0 + i];
+                    ds += (double)dy[o + i] * v[o + i];
+                }
+                for (int i = 0; i < N; i++) {
+                    dr[o + i] += (real)(ds * k[o + i] * r_k[c0 + i]);
+                    dk[o + i] += (real)(ds * r[o + i] * r_k[c0 + i]);
+                    dv[o + i] += (real)(s * dy[o + i]);
+                    if (prk) prk[c0 + i] += ds * r[o + i] * k[o + i];
+                }
+            }
+    }
+    if (part) add_partials(dr_k, part, nt, C);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* loss                                                                                 */
 /* ------------------------------------------------------------------------------------ */
 
@@ -1039,8 +1225,14 @@ const rp_backend_ops THIS_OPS = {
     .sumsq = cpu_sumsq,
     .adam_update = cpu_adam_update,
     .dequant = cpu_dequant,
+    .lerp_fwd = cpu_lerp_fwd,
+    .lerp_bwd = cpu_lerp_bwd,
     .wkv7_fwd = cpu_wkv7_fwd,
     .wkv7_bwd = cpu_wkv7_bwd,
+    .v7_kprep_fwd = cpu_v7_kprep_fwd,
+    .v7_kprep_bwd = cpu_v7_kprep_bwd,
+    .v7_bonus_fwd = cpu_v7_bonus_fwd,
+    .v7_bonus_bwd = cpu_v7_bonus_bwd,
 };
 
 static rp_backend *cpu_create(int device, int n_threads, rp_err *err) {

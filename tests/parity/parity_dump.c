@@ -103,7 +103,7 @@ int main(int argc, char **argv) {
         be->ops->memset_zero(be, grads, (size_t)m->flat_numel * ps))
         die("grads");
     float *logits = malloc(sizeof(float) * (size_t)(n * m->V));
-    if (rp_v6_forward_backward(m, ws, grads, 1.0f, (float)(1e-4 / (double)n), 0, logits)) {
+    if (rp_forward_backward(m, ws, grads, 1.0f, (float)(1e-4 / (double)n), 0, logits)) {
         fprintf(stderr, "parity_dump: forward/backward: %s\n", m->err.msg);
         return 1;
     }

@@ -1,8 +1,9 @@
-/* rwkv6.c — the RWKV-6 (x060) graph: forward and backward of a whole model over a batch,
- * written only against the backend ops table (lib/backend.h). Spec: §1.1, §1.5, §1.7.
+/* rwkv.c — the RWKV graph of every version (x052, x060, x070): forward and backward of a
+ * whole model over a batch, written only against the backend ops table (lib/backend.h).
+ * Spec: §1.1, §1.4 (v5), §1.5 (v6), §1.6 (v7), §1.7.
  *
  * Layout: token rows are b·T + t; x is [B,T,C] row-major. Each block's forward keeps what
- * its backward needs in an rp_v6_acts record. Without gradient checkpointing every layer
+ * its backward needs in an rp_acts record. Without gradient checkpointing every layer
  * has its own record; with it, all layers share one record and only each block's input is
  * kept, the block being recomputed (same dropout masks) just before its backward.
  */
@@ -17,7 +18,10 @@
 #define GN_EPS (1e-5f * 64.0f) /* 1e-5 · head_size_divisor² (spec §1.5) */
 #define LOGIT_CHUNK_ELEMS (16 << 20)
 
-typedef struct rp_v6_acts {
+typedef struct rp_acts {
+    /* RWKV-5 uses the RWKV-6 fields it needs (xs slots 1..4 = k,v,r,g; w = the broadcast
+     * static decay); RWKV-7 adds the fields at the end and reuses r, k (raw key), v (after
+     * the value residual), g, w, y, o, og, ln*, x_mid, xkr (one slot), kpre, kk, kv. */
     void *x_in;                 /* [n,C] block input (residual stream) */
     void *ln1, *mean1, *rstd1;  /* LN1 output and statistics */
     void *z;                    /* [n,C] x + δ·maa_x */
@@ -37,7 +41,13 @@ typedef struct rp_v6_acts {
     void *kv;                   /* [n,C] */
     void *rs;                   /* [n,C] sigmoid receptance */
     void *lora_t[RP_LIN_COUNT]; /* [n,r] LoRA hidden (x·Aᵀ) */
-} rp_v6_acts;
+    /* RWKV-7 */
+    void *wh, *wpre;            /* [n,Dw] tanh(xw·w1); [n,C] w0 + wh·w2 (w = softclamp(wpre)) */
+    void *ah, *alr;             /* [n,Da] xa·a1; [n,C] a = σ(a0 + ah·a2) */
+    void *vh, *vt, *vpre;       /* [n,Dv] xv·v1; [n,C] σ(v0 + vh·v2); [n,C] v before the residual */
+    void *gh;                   /* [n,Dg] σ(xg·g1) */
+    void *kn, *wa, *wb;         /* [n,C] modified key, −kk, kk⊙a (the WKV7 inputs) */
+} rp_acts;
 
 struct rp_workspace {
     int cap_B, cap_T, training, shared_acts;
@@ -46,7 +56,7 @@ struct rp_workspace {
     int32_t *ids, *targets; /* device */
     void *weights;          /* P [n] */
     void *loss_sum;         /* P [1] */
-    rp_v6_acts *acts;       /* n_layer records */
+    rp_acts *acts;       /* n_layer records */
     void *emb_out, *mean0, *rstd0;
     void *x_final, *lnout, *mean_o, *rstd_o;
     void *logits;
@@ -54,6 +64,8 @@ struct rp_workspace {
     void *tmp_c;    /* [n,C] */
     void *rows_tmp; /* [B,C]: one row per sequence (carried-state gradients) */
     void *x_spare;  /* [n,C] output sink for recomputed blocks */
+    void *v_first;  /* RWKV-7 [n,C]: layer 0's v, read by every later layer */
+    void *dv_first; /* RWKV-7 [n,C]: ∂L/∂v_first gathered from layers ≥ 1 during the backward */
     /* backward scratch */
     void *dres, *dln, *dlnout; /* [n,C] */
     void *dxs;                 /* [5,n,C] */
@@ -63,7 +75,7 @@ struct rp_workspace {
     void *da[6];               /* [n,A]: dr dk dv dw dg dy; also dog/do */
     void *dF;                  /* [n,F] */
     void *dC2;                 /* [n,C] */
-    void *ddh;                 /* [n,Dd] */
+    void *ddh;                 /* [n,max(Dd, Dw, Da, Dv, Dg)] */
     void *lora_x;              /* [n,max_in] */
     void *lora_dt;             /* [n,max_r] */
     void *wq;                  /* A [largest quantized weight]: one dequantized matrix at a time */
@@ -110,24 +122,46 @@ static int max_lora_r(const rwkvpeft_model *m) {
     return r;
 }
 
-static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_v6_acts *a) {
+/* Activation slots of the time mix: v6 5 (w,k,v,r,g), v5 the same layout (slot 0 unused),
+ * v7 6 (r,w,k,v,a,g). */
+static int mix_slots(const rwkvpeft_model *m) { return m->version == 7 ? 6 : 5; }
+
+static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_acts *a) {
     rp_dtype A_ = m->be->ops->act_dtype, P_ = m->be->ops->par_dtype;
     int64_t n = ws->cap_n, C = m->C, A = m->A, F = m->F;
+    int v6 = m->version == 6, v7 = m->version == 7;
 #define AL(f, e, t) RP_TRY(ws_alloc(m, ws, &a->f, (e), (t)))
     AL(ln1, n * C, A_);
     AL(mean1, n, P_);
     AL(rstd1, n, P_);
-    AL(z, n * C, A_);
-    AL(h, n * 5 * m->Dm, A_);
-    AL(m, 5 * n * C, A_);
-    AL(xs, 5 * n * C, A_);
+    if (v6) {
+        AL(z, n * C, A_);
+        AL(h, n * 5 * m->Dm, A_);
+        AL(m, 5 * n * C, A_);
+        AL(dh, n * m->Dd, A_);
+    }
+    AL(xs, mix_slots(m) * n * C, A_);
     AL(r, n * A, A_);
     AL(k, n * A, A_);
     AL(v, n * A, A_);
-    AL(gpre, n * A, A_);
+    if (!v7) AL(gpre, n * A, A_);
     AL(g, n * A, A_);
-    AL(dh, n * m->Dd, A_);
     AL(w, n * A, A_);
+    if (v7) {
+        AL(wh, n * m->Dw, A_);
+        AL(wpre, n * C, A_);
+        AL(ah, n * m->Da, A_);
+        AL(alr, n * C, A_);
+        if (m->n_layer > 1) {
+            AL(vh, n * m->Dv, A_);
+            AL(vt, n * C, A_);
+            AL(vpre, n * C, A_);
+        }
+        AL(gh, n * m->Dg, A_);
+        AL(kn, n * C, A_);
+        AL(wa, n * C, A_);
+        AL(wb, n * C, A_);
+    }
     AL(y, n * A, A_);
     AL(gn_mean, n * m->H, P_);
     AL(gn_rstd, n * m->H, P_);
@@ -137,11 +171,11 @@ static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_v6_acts *a) {
     AL(ln2, n * C, A_);
     AL(mean2, n, P_);
     AL(rstd2, n, P_);
-    AL(xkr, 2 * n * C, A_);
+    AL(xkr, (v7 ? 1 : 2) * n * C, A_);
     AL(kpre, n * F, A_);
     AL(kk, n * F, A_);
     AL(kv, n * C, A_);
-    AL(rs, n * C, A_);
+    if (!v7) AL(rs, n * C, A_);
     int r = max_lora_r(m);
     for (int i = 0; i < RP_LIN_COUNT; i++) AL(lora_t[i], n * r, A_);
 #undef AL
@@ -162,7 +196,7 @@ int rp_workspace_create(rwkvpeft_model *m, int B, int T, int training, rp_worksp
     ws->training = training;
     ws->shared_acts = !training || m->grad_cp;
     int rc = 0;
-    ws->acts = (rp_v6_acts *)rp_calloc((size_t)m->n_layer, sizeof(rp_v6_acts));
+    ws->acts = (rp_acts *)rp_calloc((size_t)m->n_layer, sizeof(rp_acts));
     if (!ws->acts) rc = rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
 #define AL(f, e, t) \
     if (!rc) rc = ws_alloc(m, ws, (void **)&ws->f, (e), (t))
@@ -180,6 +214,7 @@ int rp_workspace_create(rwkvpeft_model *m, int B, int T, int training, rp_worksp
     AL(tmp_c, n * C, A_);
     AL(rows_tmp, (int64_t)B * C, A_);
     AL(x_spare, n * C, A_);
+    if (m->version == 7) AL(v_first, n * C, A_);
     ws->logit_rows = LOGIT_CHUNK_ELEMS / m->V;
     if (ws->logit_rows < 1) ws->logit_rows = 1;
     if (ws->logit_rows > n) ws->logit_rows = n;
@@ -190,26 +225,32 @@ int rp_workspace_create(rwkvpeft_model *m, int B, int T, int training, rp_worksp
         AL(dres, n * C, A_);
         AL(dln, n * C, A_);
         AL(dlnout, n * C, A_);
-        AL(dxs, 5 * n * C, A_);
+        AL(dxs, mix_slots(m) * n * C, A_);
         AL(dm, 5 * n * C, A_);
-        AL(dhh, n * 5 * m->Dm, A_);
+        if (m->version == 6) AL(dhh, n * 5 * m->Dm, A_);
         AL(dz, n * C, A_);
         for (int i = 0; i < 6; i++) AL(da[i], n * A, A_);
         AL(dF, n * m->F, A_);
         AL(dC2, n * C, A_);
-        AL(ddh, n * m->Dd, A_);
+        int dmax = m->Dd;
+        if (m->Dw > dmax) dmax = m->Dw;
+        if (m->Da > dmax) dmax = m->Da;
+        if (m->Dv > dmax) dmax = m->Dv;
+        if (m->Dg > dmax) dmax = m->Dg;
+        if (dmax) AL(ddh, n * dmax, A_);
+        if (m->version == 7) AL(dv_first, n * C, A_);
         AL(lora_dt, n * max_lora_r(m), A_);
     }
     AL(lora_x, n * max_in, A_);
     for (int l = 0; l < m->n_layer; l++)
         for (int i = 0; i < RP_LIN_COUNT; i++)
-            if (m->layers[l].lin[i].W->qfmt && m->layers[l].lin[i].W->numel > ws->wq_numel)
+            if (m->layers[l].lin[i].W && m->layers[l].lin[i].W->qfmt && m->layers[l].lin[i].W->numel > ws->wq_numel)
                 ws->wq_numel = m->layers[l].lin[i].W->numel;
     if (ws->wq_numel) AL(wq, ws->wq_numel, A_);
 #undef AL
     /* activation records: one per layer, or one shared record plus per-layer inputs */
     for (int l = 0; !rc && l < m->n_layer; l++) {
-        rp_v6_acts *a = &ws->acts[l];
+        rp_acts *a = &ws->acts[l];
         if (ws->shared_acts && l > 0) {
             void *keep;
             rc = ws_alloc(m, ws, &keep, n * C, A_);
@@ -439,10 +480,11 @@ static int keep_last_rows(rwkvpeft_model *m, void *dst, const void *x, int B, in
 /* st_in: the carried state this chunk starts from (NULL or NULL fields: zero shift state,
  * and the shared time_state or zero as WKV state); st_out: receives the state after the
  * chunk (NULL: not wanted). They may be the same record (the state advances in place). */
-static int block_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, void *x_out, uint64_t seed,
-                     const rp_layer_state *st_in, rp_layer_state *st_out) {
+/* RWKV-5 and RWKV-6 blocks (RWKV-5: plain lerp mixes of the current token, static decay). */
+static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, void *x_out, uint64_t seed,
+                       const rp_layer_state *st_in, rp_layer_state *st_out) {
     rp_backend *be = m->be;
-    rp_v6_layer *ly = &m->layers[l];
+    rp_layer *ly = &m->layers[l];
     rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
     int B = ws->B, T = ws->T, C = m->C, A = m->A, F = m->F, Dm = m->Dm, Dd = m->Dd;
     int64_t n = (int64_t)B * T, nC = n * C;
@@ -451,22 +493,33 @@ static int block_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, 
     /* time mix */
     OP(norm_fwd(be, a->ln1, a->mean1, a->rstd1, a->x_in, ly->ln1_w->data, ly->ln1_b->data, n, 1, C, LN_EPS));
     const void *att_prev = st_in ? st_in->att_prev : NULL, *ffn_prev = st_in ? st_in->ffn_prev : NULL;
-    OP(shift_mix_fwd(be, a->z, a->ln1, att_prev, ly->maa_x->data, NULL, 1, B, T, C));
-    OP(gemm(be, 0, 0, (int)n, 5 * Dm, C, 1.0f, a->z, A_, C, 0, ly->maa_w1->data, P_, 5 * Dm, 0, 0.0f, a->h, A_, 5 * Dm, 0, 1));
-    OP(act_fwd(be, RP_ACT_TANH, a->h, a->h, n * 5 * Dm));
-    OP(gemm(be, 0, 0, (int)n, C, Dm, 1.0f, a->h, A_, 5 * Dm, Dm, ly->maa_w2->data, P_, C, (int64_t)Dm * C, 0.0f, a->m, A_, C,
-            nC, 5));
-    OP(shift_mix_fwd(be, a->xs, a->ln1, att_prev, ly->maa_wkvrg->data, a->m, 5, B, T, C));
+    int v5 = m->version == 5, form = v5 ? RP_MIX_CURRENT : RP_MIX_DELTA;
+    if (v5) {
+        OP(shift_mix_fwd(be, SLOT(a->xs, 1), a->ln1, att_prev, ly->mix_kvrg->data, NULL, RP_MIX_CURRENT, 4, B, T, C));
+    } else {
+        OP(shift_mix_fwd(be, a->z, a->ln1, att_prev, ly->maa_x->data, NULL, RP_MIX_DELTA, 1, B, T, C));
+        OP(gemm(be, 0, 0, (int)n, 5 * Dm, C, 1.0f, a->z, A_, C, 0, ly->maa_w1->data, P_, 5 * Dm, 0, 0.0f, a->h, A_, 5 * Dm,
+                0, 1));
+        OP(act_fwd(be, RP_ACT_TANH, a->h, a->h, n * 5 * Dm));
+        OP(gemm(be, 0, 0, (int)n, C, Dm, 1.0f, a->h, A_, 5 * Dm, Dm, ly->maa_w2->data, P_, C, (int64_t)Dm * C, 0.0f, a->m,
+                A_, C, nC, 5));
+        OP(shift_mix_fwd(be, a->xs, a->ln1, att_prev, ly->maa_wkvrg->data, a->m, RP_MIX_DELTA, 5, B, T, C));
+    }
     if (st_out && st_out->att_prev) RP_TRY(keep_last_rows(m, st_out->att_prev, a->ln1, B, T));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_R], a->r, SLOT(a->xs, 3), n, a->lora_t[RP_LIN_ATT_R], seed));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_K], a->k, SLOT(a->xs, 1), n, a->lora_t[RP_LIN_ATT_K], seed));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_V], a->v, SLOT(a->xs, 2), n, a->lora_t[RP_LIN_ATT_V], seed));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_G], a->gpre, SLOT(a->xs, 4), n, a->lora_t[RP_LIN_ATT_G], seed));
     OP(act_fwd(be, RP_ACT_SILU, a->g, a->gpre, n * A));
-    OP(gemm(be, 0, 0, (int)n, Dd, C, 1.0f, SLOT(a->xs, 0), A_, C, 0, ly->decay_w1->data, P_, Dd, 0, 0.0f, a->dh, A_, Dd, 0, 1));
-    OP(act_fwd(be, RP_ACT_TANH, a->dh, a->dh, n * Dd));
-    OP(broadcast_rows(be, a->w, ly->decay->data, n, A, 0));
-    OP(gemm(be, 0, 0, (int)n, A, Dd, 1.0f, a->dh, A_, Dd, 0, ly->decay_w2->data, P_, A, 0, 1.0f, a->w, A_, A, 0, 1));
+    if (v5) { /* the static decay [H,N] as a per-token w (WKV6 with d = exp(−exp(time_decay))) */
+        OP(broadcast_rows(be, a->w, ly->decay->data, n, A, 0));
+    } else {
+        OP(gemm(be, 0, 0, (int)n, Dd, C, 1.0f, SLOT(a->xs, 0), A_, C, 0, ly->decay_w1->data, P_, Dd, 0, 0.0f, a->dh, A_, Dd,
+                0, 1));
+        OP(act_fwd(be, RP_ACT_TANH, a->dh, a->dh, n * Dd));
+        OP(broadcast_rows(be, a->w, ly->decay->data, n, A, 0));
+        OP(gemm(be, 0, 0, (int)n, A, Dd, 1.0f, a->dh, A_, Dd, 0, ly->decay_w2->data, P_, A, 0, 1.0f, a->w, A_, A, 0, 1));
+    }
     void *s_out = st_out ? st_out->wkv : NULL;
     if (st_in && st_in->wkv)
         OP(wkv6_fwd(be, a->y, s_out, a->r, a->k, a->v, a->w, ly->faaaa->data, st_in->wkv, 0, B, T, m->H, m->N));
@@ -480,7 +533,7 @@ static int block_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, 
     OP(add(be, a->x_mid, ws->tmp_c, 1.0f, nC));
     /* channel mix */
     OP(norm_fwd(be, a->ln2, a->mean2, a->rstd2, a->x_mid, ly->ln2_w->data, ly->ln2_b->data, n, 1, C, LN_EPS));
-    OP(shift_mix_fwd(be, a->xkr, a->ln2, ffn_prev, ly->ffn_maa_kr->data, NULL, 2, B, T, C));
+    OP(shift_mix_fwd(be, a->xkr, a->ln2, ffn_prev, ly->ffn_mix->data, NULL, form, 2, B, T, C));
     if (st_out && st_out->ffn_prev) RP_TRY(keep_last_rows(m, st_out->ffn_prev, a->ln2, B, T));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_K], a->kpre, SLOT(a->xkr, 0), n, a->lora_t[RP_LIN_FFN_K], seed));
     OP(act_fwd(be, RP_ACT_RELU_SQ, a->kk, a->kpre, n * F));
@@ -508,15 +561,16 @@ static int add_last_rows(rwkvpeft_model *m, rp_workspace *ws, void *dst, const v
  * st_in: the state the chunk started from (as block_fwd); g_out: ∂L/∂(state after the
  * chunk) from the following chunk (NULL: none); g_in += ∂L/∂(st_in) (NULL: not wanted; its
  * WKV part only when st_in carries a per-sequence WKV state). */
-static int block_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, void *gf, uint64_t seed,
-                     const rp_layer_state *st_in, const rp_layer_state *g_out, rp_layer_state *g_in) {
+static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, void *gf, uint64_t seed,
+                       const rp_layer_state *st_in, const rp_layer_state *g_out, rp_layer_state *g_in) {
     rp_backend *be = m->be;
-    rp_v6_layer *ly = &m->layers[l];
+    rp_layer *ly = &m->layers[l];
     rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
     int B = ws->B, T = ws->T, C = m->C, A = m->A, F = m->F, Dm = m->Dm, Dd = m->Dd, H = m->H, N = m->N;
     int64_t n = (int64_t)B * T, nC = n * C, nA = n * A;
     size_t as = rp_dtype_size(A_);
     void *dr = ws->da[0], *dk = ws->da[1], *dv = ws->da[2], *dw = ws->da[3], *dg = ws->da[4], *dy = ws->da[5];
+    int v5 = m->version == 5, form = v5 ? RP_MIX_CURRENT : RP_MIX_DELTA;
     /* ---- channel mix: out = x_mid + σ(r)·kv ---- */
     void *drs = ws->dz, *dkv = ws->dC2;
     OP(memset_zero(be, drs, (size_t)nC * as));
@@ -532,8 +586,8 @@ static int block_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, 
     const void *att_prev = st_in ? st_in->att_prev : NULL, *ffn_prev = st_in ? st_in->ffn_prev : NULL;
     void *g_att_prev = g_in && att_prev ? g_in->att_prev : NULL, *g_ffn_prev = g_in && ffn_prev ? g_in->ffn_prev : NULL;
     OP(memset_zero(be, ws->dln, (size_t)nC * as));
-    OP(shift_mix_bwd(be, ws->dln, g_ffn_prev, rp_param_grad(m, ly->ffn_maa_kr, gf), NULL, ws->dxs, a->ln2, ffn_prev,
-                     ly->ffn_maa_kr->data, NULL, 2, B, T, C));
+    OP(shift_mix_bwd(be, ws->dln, g_ffn_prev, rp_param_grad(m, ly->ffn_mix, gf), NULL, ws->dxs, a->ln2, ffn_prev,
+                     ly->ffn_mix->data, NULL, form, 2, B, T, C));
     /* the next chunk's token shift read this chunk's last LN2 rows */
     if (g_out && g_out->ffn_prev) RP_TRY(add_last_rows(m, ws, ws->dln, g_out->ffn_prev, B, T));
     OP(norm_bwd(be, ws->dres, rp_param_grad(m, ly->ln2_w, gf), rp_param_grad(m, ly->ln2_b, gf), ws->dln, a->x_mid,
@@ -556,38 +610,229 @@ static int block_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_v6_acts *a, 
     else
         OP(wkv6_bwd(be, dr, dk, dv, dw, rp_param_grad(m, ly->faaaa, gf), rp_param_grad(m, ly->time_state, gf), dy, gs_out,
                     a->r, a->k, a->v, a->w, ly->faaaa->data, ly->time_state ? ly->time_state->data : NULL, 1, B, T, H, N));
-    /* decay: w = time_decay + tanh(xw·w1)·w2 */
-    void *gdec = rp_param_grad(m, ly->decay, gf), *gw2 = rp_param_grad(m, ly->decay_w2, gf),
-         *gw1 = rp_param_grad(m, ly->decay_w1, gf);
+    /* decay: v6 w = time_decay + tanh(xw·w1)·w2; v5 w = time_decay (every row) */
+    void *gdec = rp_param_grad(m, ly->decay, gf);
     if (gdec) OP(sum_rows(be, gdec, dw, n, A));
-    if (gw2) OP(gemm(be, 1, 0, Dd, A, (int)n, 1.0f, a->dh, A_, Dd, 0, dw, A_, A, 0, 1.0f, gw2, P_, A, 0, 1));
-    OP(gemm(be, 0, 1, (int)n, Dd, A, 1.0f, dw, A_, A, 0, ly->decay_w2->data, P_, A, 0, 0.0f, ws->ddh, A_, Dd, 0, 1));
-    OP(act_bwd(be, RP_ACT_TANH, ws->ddh, ws->ddh, NULL, a->dh, n * Dd));
-    if (gw1) OP(gemm(be, 1, 0, C, Dd, (int)n, 1.0f, SLOT(a->xs, 0), A_, C, 0, ws->ddh, A_, Dd, 0, 1.0f, gw1, P_, Dd, 0, 1));
-    OP(gemm(be, 0, 1, (int)n, C, Dd, 1.0f, ws->ddh, A_, Dd, 0, ly->decay_w1->data, P_, Dd, 0, 0.0f, SLOT(ws->dxs, 0), A_, C, 0,
-            1));
+    if (!v5) {
+        void *gw2 = rp_param_grad(m, ly->decay_w2, gf), *gw1 = rp_param_grad(m, ly->decay_w1, gf);
+        if (gw2) OP(gemm(be, 1, 0, Dd, A, (int)n, 1.0f, a->dh, A_, Dd, 0, dw, A_, A, 0, 1.0f, gw2, P_, A, 0, 1));
+        OP(gemm(be, 0, 1, (int)n, Dd, A, 1.0f, dw, A_, A, 0, ly->decay_w2->data, P_, A, 0, 0.0f, ws->ddh, A_, Dd, 0, 1));
+        OP(act_bwd(be, RP_ACT_TANH, ws->ddh, ws->ddh, NULL, a->dh, n * Dd));
+        if (gw1)
+            OP(gemm(be, 1, 0, C, Dd, (int)n, 1.0f, SLOT(a->xs, 0), A_, C, 0, ws->ddh, A_, Dd, 0, 1.0f, gw1, P_, Dd, 0, 1));
+        OP(gemm(be, 0, 1, (int)n, C, Dd, 1.0f, ws->ddh, A_, Dd, 0, ly->decay_w1->data, P_, Dd, 0, 0.0f, SLOT(ws->dxs, 0), A_,
+                C, 0, 1));
+    }
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_R], SLOT(ws->dxs, 3), 0, dr, SLOT(a->xs, 3), a->lora_t[RP_LIN_ATT_R], n, seed, gf));
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_K], SLOT(ws->dxs, 1), 0, dk, SLOT(a->xs, 1), a->lora_t[RP_LIN_ATT_K], n, seed, gf));
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_V], SLOT(ws->dxs, 2), 0, dv, SLOT(a->xs, 2), a->lora_t[RP_LIN_ATT_V], n, seed, gf));
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_G], SLOT(ws->dxs, 4), 0, dg, SLOT(a->xs, 4), a->lora_t[RP_LIN_ATT_G], n, seed, gf));
     OP(memset_zero(be, ws->dln, (size_t)nC * as));
-    OP(shift_mix_bwd(be, ws->dln, g_att_prev, rp_param_grad(m, ly->maa_wkvrg, gf), ws->dm, ws->dxs, a->ln1, att_prev,
-                     ly->maa_wkvrg->data, a->m, 5, B, T, C));
-    /* m_j = h_j·w2[j] (h_j = columns j·Dm.. of h) */
-    OP(gemm(be, 0, 1, (int)n, Dm, C, 1.0f, ws->dm, A_, C, nC, ly->maa_w2->data, P_, C, (int64_t)Dm * C, 0.0f, ws->dhh, A_,
-            5 * Dm, Dm, 5));
-    void *gmw2 = rp_param_grad(m, ly->maa_w2, gf), *gmw1 = rp_param_grad(m, ly->maa_w1, gf);
-    if (gmw2)
-        OP(gemm(be, 1, 0, Dm, C, (int)n, 1.0f, a->h, A_, 5 * Dm, Dm, ws->dm, A_, C, nC, 1.0f, gmw2, P_, C, (int64_t)Dm * C, 5));
-    OP(act_bwd(be, RP_ACT_TANH, ws->dhh, ws->dhh, NULL, a->h, n * 5 * Dm));
-    if (gmw1) OP(gemm(be, 1, 0, C, 5 * Dm, (int)n, 1.0f, a->z, A_, C, 0, ws->dhh, A_, 5 * Dm, 0, 1.0f, gmw1, P_, 5 * Dm, 0, 1));
-    OP(gemm(be, 0, 1, (int)n, C, 5 * Dm, 1.0f, ws->dhh, A_, 5 * Dm, 0, ly->maa_w1->data, P_, 5 * Dm, 0, 0.0f, ws->dz, A_, C, 0, 1));
-    OP(shift_mix_bwd(be, ws->dln, g_att_prev, rp_param_grad(m, ly->maa_x, gf), NULL, ws->dz, a->ln1, att_prev,
-                     ly->maa_x->data, NULL, 1, B, T, C));
+    if (v5) {
+        OP(shift_mix_bwd(be, ws->dln, g_att_prev, rp_param_grad(m, ly->mix_kvrg, gf), NULL, SLOT(ws->dxs, 1), a->ln1,
+                         att_prev, ly->mix_kvrg->data, NULL, RP_MIX_CURRENT, 4, B, T, C));
+    } else {
+        OP(shift_mix_bwd(be, ws->dln, g_att_prev, rp_param_grad(m, ly->maa_wkvrg, gf), ws->dm, ws->dxs, a->ln1, att_prev,
+                         ly->maa_wkvrg->data, a->m, RP_MIX_DELTA, 5, B, T, C));
+        /* m_j = h_j·w2[j] (h_j = columns j·Dm.. of h) */
+        OP(gemm(be, 0, 1, (int)n, Dm, C, 1.0f, ws->dm, A_, C, nC, ly->maa_w2->data, P_, C, (int64_t)Dm * C, 0.0f, ws->dhh,
+                A_, 5 * Dm, Dm, 5));
+        void *gmw2 = rp_param_grad(m, ly->maa_w2, gf), *gmw1 = rp_param_grad(m, ly->maa_w1, gf);
+        if (gmw2)
+            OP(gemm(be, 1, 0, Dm, C, (int)n, 1.0f, a->h, A_, 5 * Dm, Dm, ws->dm, A_, C, nC, 1.0f, gmw2, P_, C, (int64_t)Dm * C,
+                    5));
+        OP(act_bwd(be, RP_ACT_TANH, ws->dhh, ws->dhh, NULL, a->h, n * 5 * Dm));
+        if (gmw1)
+            OP(gemm(be, 1, 0, C, 5 * Dm, (int)n, 1.0f, a->z, A_, C, 0, ws->dhh, A_, 5 * Dm, 0, 1.0f, gmw1, P_, 5 * Dm, 0, 1));
+        OP(gemm(be, 0, 1, (int)n, C, 5 * Dm, 1.0f, ws->dhh, A_, 5 * Dm, 0, ly->maa_w1->data, P_, 5 * Dm, 0, 0.0f, ws->dz, A_,
+                C, 0, 1));
+        OP(shift_mix_bwd(be, ws->dln, g_att_prev, rp_param_grad(m, ly->maa_x, gf), NULL, ws->dz, a->ln1, att_prev,
+                         ly->maa_x->data, NULL, RP_MIX_DELTA, 1, B, T, C));
+    }
     if (g_out && g_out->att_prev) RP_TRY(add_last_rows(m, ws, ws->dln, g_out->att_prev, B, T));
     OP(norm_bwd(be, ws->dres, rp_param_grad(m, ly->ln1_w, gf), rp_param_grad(m, ly->ln1_b, gf), ws->dln, a->x_in,
                 ly->ln1_w->data, a->mean1, a->rstd1, n, 1, C));
     return 0;
+}
+#undef SLOT
+
+/* ---- RWKV-7 (spec §1.6) ---- */
+
+/* The WKV7 initial state of a chunk: the carried per-sequence state, else the shared
+ * time_state (state tuning), else zero. */
+#define WKV7_S0(st_in, ly) ((st_in) && (st_in)->wkv ? (st_in)->wkv : (ly)->time_state ? (ly)->time_state->data : NULL)
+#define WKV7_SHARED(st_in) (!((st_in) && (st_in)->wkv))
+
+/* x_out = x + att(LN1 x) then + ffn(LN2 ·). Time-mix slots of xs: r, w, k, v, a, g.
+ * Layer 0 writes ws->v_first; later layers read it. */
+static int block7_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, void *x_out, uint64_t seed,
+                      const rp_layer_state *st_in, rp_layer_state *st_out) {
+    rp_backend *be = m->be;
+    rp_layer *ly = &m->layers[l];
+    rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
+    int B = ws->B, T = ws->T, C = m->C, F = m->F, H = m->H, N = m->N;
+    int Dw = m->Dw, Da = m->Da, Dv = m->Dv, Dg = m->Dg;
+    int64_t n = (int64_t)B * T, nC = n * C;
+    size_t as = rp_dtype_size(A_);
+#define SLOT(buf, s) ((char *)(buf) + (size_t)(s) * (size_t)nC * as)
+    OP(norm_fwd(be, a->ln1, a->mean1, a->rstd1, a->x_in, ly->ln1_w->data, ly->ln1_b->data, n, 1, C, LN_EPS));
+    const void *att_prev = st_in ? st_in->att_prev : NULL, *ffn_prev = st_in ? st_in->ffn_prev : NULL;
+    OP(shift_mix_fwd(be, a->xs, a->ln1, att_prev, ly->x_rwkvag->data, NULL, RP_MIX_DELTA, 6, B, T, C));
+    if (st_out && st_out->att_prev) RP_TRY(keep_last_rows(m, st_out->att_prev, a->ln1, B, T));
+    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_R], a->r, SLOT(a->xs, 0), n, a->lora_t[RP_LIN_ATT_R], seed));
+    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_K], a->k, SLOT(a->xs, 2), n, a->lora_t[RP_LIN_ATT_K], seed));
+    if (l == 0) {
+        RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_V], a->v, SLOT(a->xs, 3), n, a->lora_t[RP_LIN_ATT_V], seed));
+        OP(memcpy_d2d(be, ws->v_first, a->v, (size_t)nC * as));
+    } else { /* value residual: v = v + (v_first − v)·σ(v0 + (xv·v1)·v2) */
+        RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_V], a->vpre, SLOT(a->xs, 3), n, a->lora_t[RP_LIN_ATT_V], seed));
+        OP(gemm(be, 0, 0, (int)n, Dv, C, 1.0f, SLOT(a->xs, 3), A_, C, 0, ly->v1->data, P_, Dv, 0, 0.0f, a->vh, A_, Dv, 0, 1));
+        OP(broadcast_rows(be, a->vt, ly->v0->data, n, C, 0));
+        OP(gemm(be, 0, 0, (int)n, C, Dv, 1.0f, a->vh, A_, Dv, 0, ly->v2->data, P_, C, 0, 1.0f, a->vt, A_, C, 0, 1));
+        OP(act_fwd(be, RP_ACT_SIGMOID, a->vt, a->vt, nC));
+        OP(lerp_fwd(be, a->v, a->vpre, ws->v_first, a->vt, nC));
+    }
+    /* decay w = −softplus(−(w0 + tanh(xw·w1)·w2)) − 0.5 */
+    OP(gemm(be, 0, 0, (int)n, Dw, C, 1.0f, SLOT(a->xs, 1), A_, C, 0, ly->w1->data, P_, Dw, 0, 0.0f, a->wh, A_, Dw, 0, 1));
+    OP(act_fwd(be, RP_ACT_TANH, a->wh, a->wh, n * Dw));
+    OP(broadcast_rows(be, a->wpre, ly->w0->data, n, C, 0));
+    OP(gemm(be, 0, 0, (int)n, C, Dw, 1.0f, a->wh, A_, Dw, 0, ly->w2->data, P_, C, 0, 1.0f, a->wpre, A_, C, 0, 1));
+    OP(act_fwd(be, RP_ACT_SOFTCLAMP, a->w, a->wpre, nC));
+    /* in-context learning rate a = σ(a0 + (xa·a1)·a2) */
+    OP(gemm(be, 0, 0, (int)n, Da, C, 1.0f, SLOT(a->xs, 4), A_, C, 0, ly->a1->data, P_, Da, 0, 0.0f, a->ah, A_, Da, 0, 1));
+    OP(broadcast_rows(be, a->alr, ly->a0->data, n, C, 0));
+    OP(gemm(be, 0, 0, (int)n, C, Da, 1.0f, a->ah, A_, Da, 0, ly->a2->data, P_, C, 0, 1.0f, a->alr, A_, C, 0, 1));
+    OP(act_fwd(be, RP_ACT_SIGMOID, a->alr, a->alr, nC));
+    /* gate g = σ(xg·g1)·g2 */
+    OP(gemm(be, 0, 0, (int)n, Dg, C, 1.0f, SLOT(a->xs, 5), A_, C, 0, ly->g1->data, P_, Dg, 0, 0.0f, a->gh, A_, Dg, 0, 1));
+    OP(act_fwd(be, RP_ACT_SIGMOID, a->gh, a->gh, n * Dg));
+    OP(gemm(be, 0, 0, (int)n, C, Dg, 1.0f, a->gh, A_, Dg, 0, ly->g2->data, P_, C, 0, 0.0f, a->g, A_, C, 0, 1));
+    OP(v7_kprep_fwd(be, a->kn, a->wa, a->wb, a->k, a->alr, ly->k_k->data, ly->k_a->data, n, H, N));
+    OP(wkv7_fwd(be, a->y, st_out ? st_out->wkv : NULL, a->r, a->w, a->kn, a->v, a->wa, a->wb, WKV7_S0(st_in, ly),
+                WKV7_SHARED(st_in), B, T, H, N));
+    OP(norm_fwd(be, a->o, a->gn_mean, a->gn_rstd, a->y, ly->lnx_w->data, ly->lnx_b->data, n, H, N, GN_EPS));
+    OP(v7_bonus_fwd(be, a->o, a->r, a->kn, a->v, ly->r_k->data, n, H, N));
+    OP(mul_fwd(be, a->og, a->o, a->g, nC));
+    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_O], ws->tmp_c, a->og, n, a->lora_t[RP_LIN_ATT_O], seed));
+    OP(memcpy_d2d(be, a->x_mid, a->x_in, (size_t)nC * as));
+    OP(add(be, a->x_mid, ws->tmp_c, 1.0f, nC));
+    /* channel mix: relu(xk·Wkᵀ)²·Wvᵀ */
+    OP(norm_fwd(be, a->ln2, a->mean2, a->rstd2, a->x_mid, ly->ln2_w->data, ly->ln2_b->data, n, 1, C, LN_EPS));
+    OP(shift_mix_fwd(be, a->xkr, a->ln2, ffn_prev, ly->ffn_mix->data, NULL, RP_MIX_DELTA, 1, B, T, C));
+    if (st_out && st_out->ffn_prev) RP_TRY(keep_last_rows(m, st_out->ffn_prev, a->ln2, B, T));
+    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_K], a->kpre, a->xkr, n, a->lora_t[RP_LIN_FFN_K], seed));
+    OP(act_fwd(be, RP_ACT_RELU_SQ, a->kk, a->kpre, n * F));
+    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_V], a->kv, a->kk, n, a->lora_t[RP_LIN_FFN_V], seed));
+    OP(memcpy_d2d(be, x_out, a->x_mid, (size_t)nC * as));
+    OP(add(be, x_out, a->kv, 1.0f, nC));
+    return 0;
+}
+
+/* Backward of a low-rank mixer out = f(x·W1)·W2 given ∂L/∂out in place of f's input
+ * gradient: with dpre = ∂L/∂(x·W1·…) already through the outer activation,
+ *   dW2 += hᵀ·dpre;  dh = dpre·W2ᵀ;  (inner activation on dh);  dW1 += xᵀ·dh;  dx = dh·W1ᵀ.
+ * inner: RP_ACT_TANH/SIGMOID (backward from h = its output) or -1 (none). dx is written
+ * (accumulate 0) or added to. */
+static int lowrank_bwd(rwkvpeft_model *m, rp_workspace *ws, const rp_param *W1, const rp_param *W2, int D,
+                       const void *x, const void *h, int inner, const void *dpre, void *dx, int accumulate, void *gf) {
+    rp_backend *be = m->be;
+    rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
+    int C = m->C;
+    int64_t n = (int64_t)ws->B * ws->T;
+    void *g1 = rp_param_grad(m, W1, gf), *g2 = rp_param_grad(m, W2, gf);
+    if (g2) OP(gemm(be, 1, 0, D, C, (int)n, 1.0f, h, A_, D, 0, dpre, A_, C, 0, 1.0f, g2, P_, C, 0, 1));
+    OP(gemm(be, 0, 1, (int)n, D, C, 1.0f, dpre, A_, C, 0, W2->data, P_, C, 0, 0.0f, ws->ddh, A_, D, 0, 1));
+    if (inner >= 0) OP(act_bwd(be, inner, ws->ddh, ws->ddh, NULL, h, n * D));
+    if (g1) OP(gemm(be, 1, 0, C, D, (int)n, 1.0f, x, A_, C, 0, ws->ddh, A_, D, 0, 1.0f, g1, P_, D, 0, 1));
+    OP(gemm(be, 0, 1, (int)n, C, D, 1.0f, ws->ddh, A_, D, 0, W1->data, P_, D, 0, accumulate ? 1.0f : 0.0f, dx, A_, C, 0, 1));
+    return 0;
+}
+
+static int block7_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, void *gf, uint64_t seed,
+                      const rp_layer_state *st_in, const rp_layer_state *g_out, rp_layer_state *g_in) {
+    rp_backend *be = m->be;
+    rp_layer *ly = &m->layers[l];
+    rp_dtype A_ = be->ops->act_dtype;
+    int B = ws->B, T = ws->T, C = m->C, F = m->F, H = m->H, N = m->N;
+    int64_t n = (int64_t)B * T, nC = n * C;
+    size_t as = rp_dtype_size(A_);
+    /* ---- channel mix: out = x_mid + relu(xk·Wkᵀ)²·Wvᵀ ---- */
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_V], ws->dF, 0, ws->dres, a->kk, a->lora_t[RP_LIN_FFN_V], n, seed, gf));
+    OP(act_bwd(be, RP_ACT_RELU_SQ, ws->dF, ws->dF, a->kpre, NULL, n * F));
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_K], ws->dxs, 0, ws->dF, a->xkr, a->lora_t[RP_LIN_FFN_K], n, seed, gf));
+    const void *att_prev = st_in ? st_in->att_prev : NULL, *ffn_prev = st_in ? st_in->ffn_prev : NULL;
+    void *g_att_prev = g_in && att_prev ? g_in->att_prev : NULL, *g_ffn_prev = g_in && ffn_prev ? g_in->ffn_prev : NULL;
+    OP(memset_zero(be, ws->dln, (size_t)nC * as));
+    OP(shift_mix_bwd(be, ws->dln, g_ffn_prev, rp_param_grad(m, ly->ffn_mix, gf), NULL, ws->dxs, a->ln2, ffn_prev,
+                     ly->ffn_mix->data, NULL, RP_MIX_DELTA, 1, B, T, C));
+    if (g_out && g_out->ffn_prev) RP_TRY(add_last_rows(m, ws, ws->dln, g_out->ffn_prev, B, T));
+    OP(norm_bwd(be, ws->dres, rp_param_grad(m, ly->ln2_w, gf), rp_param_grad(m, ly->ln2_b, gf), ws->dln, a->x_mid,
+                ly->ln2_w->data, a->mean2, a->rstd2, n, 1, C));
+    /* ---- time mix: x_mid = x_in + W_o·((GN(wkv) + bonus)·g) ---- */
+    void *dog = ws->dz, *d_o = ws->dC2, *dg = SLOT(ws->dm, 0), *dyw = SLOT(ws->dm, 1);
+    void *dr = ws->da[0], *dw = ws->da[1], *dkn = ws->da[2], *dv = ws->da[3], *dwa = ws->da[4], *dwb = ws->da[5];
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_O], dog, 0, ws->dres, a->og, a->lora_t[RP_LIN_ATT_O], n, seed, gf));
+    OP(memset_zero(be, d_o, (size_t)nC * as));
+    OP(memset_zero(be, dg, (size_t)nC * as));
+    OP(mul_bwd(be, d_o, dg, dog, a->o, a->g, nC));
+    RP_TRY(lowrank_bwd(m, ws, ly->g1, ly->g2, m->Dg, SLOT(a->xs, 5), a->gh, RP_ACT_SIGMOID, dg, SLOT(ws->dxs, 5), 0, gf));
+    OP(memset_zero(be, dyw, (size_t)nC * as));
+    OP(norm_bwd(be, dyw, rp_param_grad(m, ly->lnx_w, gf), rp_param_grad(m, ly->lnx_b, gf), d_o, a->y, ly->lnx_w->data,
+                a->gn_mean, a->gn_rstd, n, H, N));
+    void *gs0 = st_in && st_in->wkv ? (g_in ? g_in->wkv : NULL) : rp_param_grad(m, ly->time_state, gf);
+    OP(wkv7_bwd(be, dr, dw, dkn, dv, dwa, dwb, gs0, dyw, g_out ? g_out->wkv : NULL, a->r, a->w, a->kn, a->v, a->wa, a->wb,
+                WKV7_S0(st_in, ly), WKV7_SHARED(st_in), B, T, H, N));
+    OP(v7_bonus_bwd(be, dr, dkn, dv, rp_param_grad(m, ly->r_k, gf), d_o, a->r, a->kn, a->v, ly->r_k->data, n, H, N));
+    void *dk = ws->dz, *dalr = dyw; /* dog and dyw are consumed */
+    OP(v7_kprep_bwd(be, dk, dalr, rp_param_grad(m, ly->k_k, gf), rp_param_grad(m, ly->k_a, gf), dkn, dwa, dwb, a->k, a->alr,
+                    ly->k_k->data, ly->k_a->data, n, H, N));
+    /* a = σ(a0 + ah·a2), ah = xa·a1 (no inner activation) */
+    OP(act_bwd(be, RP_ACT_SIGMOID, dalr, dalr, NULL, a->alr, nC));
+    void *ga0 = rp_param_grad(m, ly->a0, gf);
+    if (ga0) OP(sum_rows(be, ga0, dalr, n, C));
+    RP_TRY(lowrank_bwd(m, ws, ly->a1, ly->a2, m->Da, SLOT(a->xs, 4), a->ah, -1, dalr, SLOT(ws->dxs, 4), 0, gf));
+    /* w = softclamp(w0 + tanh(xw·w1)·w2) */
+    OP(act_bwd(be, RP_ACT_SOFTCLAMP, dw, dw, a->wpre, NULL, nC));
+    void *gw0 = rp_param_grad(m, ly->w0, gf);
+    if (gw0) OP(sum_rows(be, gw0, dw, n, C));
+    RP_TRY(lowrank_bwd(m, ws, ly->w1, ly->w2, m->Dw, SLOT(a->xs, 1), a->wh, RP_ACT_TANH, dw, SLOT(ws->dxs, 1), 0, gf));
+    /* v: layer 0 also receives ∂L/∂v_first from every later layer */
+    if (l == 0) {
+        OP(add(be, dv, ws->dv_first, 1.0f, nC));
+        RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_V], SLOT(ws->dxs, 3), 0, dv, SLOT(a->xs, 3), a->lora_t[RP_LIN_ATT_V], n,
+                          seed, gf));
+    } else {
+        void *dvpre = SLOT(ws->dm, 2), *dvt = SLOT(ws->dm, 3);
+        OP(memset_zero(be, dvpre, (size_t)nC * as));
+        OP(lerp_bwd(be, dvpre, ws->dv_first, dvt, dv, a->vpre, ws->v_first, a->vt, nC));
+        OP(act_bwd(be, RP_ACT_SIGMOID, dvt, dvt, NULL, a->vt, nC));
+        void *gv0 = rp_param_grad(m, ly->v0, gf);
+        if (gv0) OP(sum_rows(be, gv0, dvt, n, C));
+        RP_TRY(lowrank_bwd(m, ws, ly->v1, ly->v2, m->Dv, SLOT(a->xs, 3), a->vh, -1, dvt, SLOT(ws->dxs, 3), 0, gf));
+        RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_V], SLOT(ws->dxs, 3), 1, dvpre, SLOT(a->xs, 3), a->lora_t[RP_LIN_ATT_V],
+                          n, seed, gf));
+    }
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_R], SLOT(ws->dxs, 0), 0, dr, SLOT(a->xs, 0), a->lora_t[RP_LIN_ATT_R], n, seed, gf));
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_K], SLOT(ws->dxs, 2), 0, dk, SLOT(a->xs, 2), a->lora_t[RP_LIN_ATT_K], n, seed, gf));
+    OP(memset_zero(be, ws->dln, (size_t)nC * as));
+    OP(shift_mix_bwd(be, ws->dln, g_att_prev, rp_param_grad(m, ly->x_rwkvag, gf), NULL, ws->dxs, a->ln1, att_prev,
+                     ly->x_rwkvag->data, NULL, RP_MIX_DELTA, 6, B, T, C));
+    if (g_out && g_out->att_prev) RP_TRY(add_last_rows(m, ws, ws->dln, g_out->att_prev, B, T));
+    OP(norm_bwd(be, ws->dres, rp_param_grad(m, ly->ln1_w, gf), rp_param_grad(m, ly->ln1_b, gf), ws->dln, a->x_in,
+                ly->ln1_w->data, a->mean1, a->rstd1, n, 1, C));
+    return 0;
+}
+
+static int block_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, void *x_out, uint64_t seed,
+                     const rp_layer_state *st_in, rp_layer_state *st_out) {
+    return m->version == 7 ? block7_fwd(m, ws, l, a, x_out, seed, st_in, st_out)
+                           : block56_fwd(m, ws, l, a, x_out, seed, st_in, st_out);
+}
+
+static int block_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, void *gf, uint64_t seed,
+                     const rp_layer_state *st_in, const rp_layer_state *g_out, rp_layer_state *g_in) {
+    return m->version == 7 ? block7_bwd(m, ws, l, a, gf, seed, st_in, g_out, g_in)
+                           : block56_bwd(m, ws, l, a, gf, seed, st_in, g_out, g_in);
 }
 #undef SLOT
 
@@ -618,7 +863,7 @@ static int forward_blocks(rwkvpeft_model *m, rp_workspace *ws, uint64_t seed, co
     rp_backend *be = m->be;
     int C = m->C, L = m->n_layer;
     int64_t n = (int64_t)ws->B * ws->T;
-    rp_v6_layer *l0 = &m->layers[0];
+    rp_layer *l0 = &m->layers[0];
     OP(embedding_fwd(be, ws->emb_out, m->emb->data, ws->ids, n, C));
     OP(norm_fwd(be, ws->acts[0].x_in, ws->mean0, ws->rstd0, ws->emb_out, l0->ln0_w->data, l0->ln0_b->data, n, 1, C, LN_EPS));
     for (int l = 0; l < L; l++)
@@ -641,7 +886,7 @@ static int fwd_bwd(rwkvpeft_model *m, rp_workspace *ws, void *gf, float grad_sca
     size_t as = rp_dtype_size(A_);
     int training = gf != NULL;
     if (training && !ws->training) return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "backward on an inference workspace");
-    rp_v6_layer *l0 = &m->layers[0];
+    rp_layer *l0 = &m->layers[0];
     RP_TRY(forward_blocks(m, ws, seed, st_in, st_out));
     OP(norm_fwd(be, ws->lnout, ws->mean_o, ws->rstd_o, ws->x_final, m->ln_out_w->data, m->ln_out_b->data, n, 1, C, LN_EPS));
     OP(memset_zero(be, ws->loss_sum, rp_dtype_size(P_)));
@@ -660,6 +905,7 @@ static int fwd_bwd(rwkvpeft_model *m, rp_workspace *ws, void *gf, float grad_sca
     }
     if (!training) return 0;
     OP(memset_zero(be, ws->dres, (size_t)nC * as));
+    if (ws->dv_first) OP(memset_zero(be, ws->dv_first, (size_t)nC * as));
     OP(norm_bwd(be, ws->dres, rp_param_grad(m, m->ln_out_w, gf), rp_param_grad(m, m->ln_out_b, gf), ws->dlnout, ws->x_final,
                 m->ln_out_w->data, ws->mean_o, ws->rstd_o, n, 1, C));
     for (int l = L - 1; l >= 0; l--) {
@@ -677,7 +923,7 @@ static int fwd_bwd(rwkvpeft_model *m, rp_workspace *ws, void *gf, float grad_sca
     return 0;
 }
 
-int rp_v6_forward_backward(rwkvpeft_model *m, rp_workspace *ws, void *gf, float grad_scale, float l2wrap,
+int rp_forward_backward(rwkvpeft_model *m, rp_workspace *ws, void *gf, float grad_scale, float l2wrap,
                            uint64_t seed, float *logits_out) {
     return fwd_bwd(m, ws, gf, grad_scale, l2wrap, seed, logits_out, NULL, NULL, NULL, NULL);
 }
@@ -748,7 +994,7 @@ int rp_infer_state_create(rwkvpeft_model *m, int B, rp_infer_state **out) {
 
 /* Advances the state over T new tokens per sequence (ids host [B,T]) and writes the
  * logits after the last one (host float32 [B,V]). */
-int rp_v6_infer(rwkvpeft_model *m, rp_workspace *ws, rp_infer_state *st, const int32_t *ids, int T, float *logits_last) {
+int rp_infer(rwkvpeft_model *m, rp_workspace *ws, rp_infer_state *st, const int32_t *ids, int T, float *logits_last) {
     rp_backend *be = m->be;
     rp_dtype A_ = be->ops->act_dtype;
     int B = st->B, C = m->C, V = m->V;
@@ -797,7 +1043,7 @@ static int add_chunk_loss(rwkvpeft_model *m, rp_workspace *ws, double *loss) {
     return 0;
 }
 
-int rp_v6_train_chunked(rwkvpeft_model *m, rp_workspace *ws, const int32_t *ids, const int32_t *targets,
+int rp_train_chunked(rwkvpeft_model *m, rp_workspace *ws, const int32_t *ids, const int32_t *targets,
                         const float *weights, int B, int T, int chunk, int full, void *gf, float grad_scale, float l2wrap,
                         uint64_t seed, double *loss) {
     rp_backend *be = m->be;

@@ -1,0 +1,274 @@
+/* test_versions.c — RWKV-5 (x052) and RWKV-7 (x070) on the CPU backends: whole-model
+ * gradients against finite differences (float64) for LoRA, full fine-tuning, gradient
+ * checkpointing and RWKV-7 state tuning; stateful inference equals the full forward;
+ * chunked (infctx, full mode) gradients equal the un-chunked ones; checkpoints round-trip
+ * with the version detected from the keys; RWKV-5 state tuning is refused; float32 tracks
+ * float64. */
+#include <math.h>
+
+#include "testmodel.h"
+
+static void make_batch(int B, int T, uint64_t seed, int32_t *in, int32_t *tg) {
+    uint64_t s = seed;
+    for (int i = 0; i < B * T; i++) {
+        in[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
+        tg[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
+    }
+    tg[1] = RWKVPEFT_IGNORE_INDEX;
+}
+
+static int attach(rwkvpeft_model *m, int method, const char *parts, float dropout, int full) {
+    rwkvpeft_adapter_params ap;
+    rwkvpeft_adapter_params_init(&ap);
+    ap.method = method;
+    ap.r = 3;
+    ap.alpha = 6;
+    ap.dropout = dropout;
+    ap.train_parts = parts;
+    ap.full_finetune = full;
+    ap.train_emb_head = 0;
+    return rwkvpeft_adapter_attach(m, &ap);
+}
+
+static rp_workspace *batch_ws(rwkvpeft_model *m, int B, int T, uint64_t seed) {
+    int32_t in[64], tg[64];
+    ck_assert_int_le(B * T, 64);
+    make_batch(B, T, seed, in, tg);
+    return tm_workspace(m, B, T, in, tg);
+}
+
+/* Central differences on sampled elements of every trainable tensor (float64 backend). */
+static void check_fd(rwkvpeft_model *m, rp_workspace *ws, uint64_t seed, int per_tensor) {
+    double *g = (double *)malloc(sizeof(double) * (size_t)m->flat_numel);
+    tm_loss_grad(m, ws, g, seed);
+    double *theta = (double *)m->flat;
+    uint64_t s = 4321;
+    int checked = 0, nonzero = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        rp_param *p = &m->params[i];
+        if (!p->trainable) continue;
+        for (int k = 0; k < per_tensor; k++) {
+            int64_t e = p->flat_off + (int64_t)(tu_next(&s) % (uint64_t)p->numel);
+            double keep = theta[e], h = 1e-6 * (1 + fabs(keep));
+            theta[e] = keep + h;
+            double lp = tm_loss_grad(m, ws, NULL, seed);
+            theta[e] = keep - h;
+            double lm = tm_loss_grad(m, ws, NULL, seed);
+            theta[e] = keep;
+            double fd = (lp - lm) / (2 * h), an = g[e];
+            double tol = 1e-7 + 2e-5 * fmax(fabs(fd), fabs(an));
+            ck_assert_msg(fabs(fd - an) <= tol, "RWKV-%d %s[%lld]: analytic %.10g vs finite difference %.10g", m->version,
+                          p->name, (long long)(e - p->flat_off), an, fd);
+            checked++;
+            if (fabs(an) > 1e-9) nonzero++;
+        }
+    }
+    ck_assert_int_gt(checked, 20);
+    ck_assert_int_gt(nonzero, checked / 2); /* the check is not vacuous */
+    free(g);
+}
+
+static void fd_case(int version, int method, const char *parts, float dropout, int full, int grad_cp, int B, int T) {
+    rwkvpeft_context *ctx = tu_context("cpu64");
+    rwkvpeft_model *m = tm_tiny_model_v(ctx, version, grad_cp, 7 + version);
+    TU_OK(attach(m, method, parts, dropout, full));
+    tm_randomize(m, 99 + version, 0);
+    rp_workspace *ws = batch_ws(m, B, T, 5);
+    check_fd(m, ws, dropout > 0 ? 0x5eed : 0, method == RWKVPEFT_PEFT_STATE ? 12 : 3);
+    rp_workspace_free(m, ws);
+    rwkvpeft_model_free(m);
+    rwkvpeft_context_free(ctx);
+}
+
+START_TEST(test_fd_v5_lora) { fd_case(5, RWKVPEFT_PEFT_LORA, "time,ln,emb,head", 0.25f, 0, 0, 2, 7); }
+END_TEST
+START_TEST(test_fd_v5_full_grad_cp) { fd_case(5, RWKVPEFT_PEFT_NONE, "", 0, 1, 1, 3, 5); }
+END_TEST
+START_TEST(test_fd_v7_lora) { fd_case(7, RWKVPEFT_PEFT_LORA, "ln,emb,head,att.x_,ffn.x_k", 0.25f, 0, 0, 2, 7); }
+END_TEST
+START_TEST(test_fd_v7_full_grad_cp) { fd_case(7, RWKVPEFT_PEFT_NONE, "", 0, 1, 1, 3, 5); }
+END_TEST
+START_TEST(test_fd_v7_state) { fd_case(7, RWKVPEFT_PEFT_STATE, "", 0, 0, 0, 2, 6); }
+END_TEST
+START_TEST(test_fd_v7_bone_bat) {
+    fd_case(7, RWKVPEFT_PEFT_BONE, "ln", 0, 0, 0, 2, 5);
+    fd_case(7, RWKVPEFT_PEFT_PISSA, "", 0, 0, 1, 2, 5);
+}
+END_TEST
+
+/* Feeding tokens chunk by chunk through the recurrent state gives the full forward's logits. */
+static void stateful_case(int version) {
+    rwkvpeft_context *ctx = tu_context("cpu64");
+    rwkvpeft_model *m = tm_tiny_model_v(ctx, version, 0, 31);
+    tm_randomize(m, 17, 0);
+    enum { T = 11 };
+    int32_t ids[T];
+    uint64_t s = 3;
+    for (int i = 0; i < T; i++) ids[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
+    static float full[T * TM_VOCAB], step[TM_VOCAB];
+    TU_OK(rwkvpeft_model_logits(m, ids, 1, T, full));
+    rp_workspace *ws = NULL;
+    rp_infer_state *st = NULL;
+    ck_assert_int_eq(rp_workspace_create(m, 1, 4, 0, &ws), 0);
+    ck_assert_int_eq(rp_infer_state_create(m, 1, &st), 0);
+    static const int chunks[] = {3, 1, 4, 2, 1};
+    int pos = 0;
+    for (int c = 0; c < 5; c++) {
+        ck_assert_int_eq(rp_infer(m, ws, st, ids + pos, chunks[c], step), 0);
+        pos += chunks[c];
+        double md = 0;
+        for (int j = 0; j < TM_VOCAB; j++) md = fmax(md, fabs(step[j] - full[(pos - 1) * TM_VOCAB + j]));
+        ck_assert_msg(md < 1e-9, "RWKV-%d after %d tokens: max diff %g", version, pos, md);
+    }
+    rp_infer_state_free(m, st);
+    rp_workspace_free(m, ws);
+    rwkvpeft_model_free(m);
+    rwkvpeft_context_free(ctx);
+}
+
+START_TEST(test_stateful_v5_v7) {
+    stateful_case(5);
+    stateful_case(7);
+}
+END_TEST
+
+/* infctx full mode: chunked gradients equal the un-chunked model's. */
+static void chunk_case(int version, int method, int chunk) {
+    rwkvpeft_context *ctx = tu_context("cpu64");
+    rwkvpeft_model *m = tm_tiny_model_v(ctx, version, 0, 41);
+    TU_OK(attach(m, method, method == RWKVPEFT_PEFT_STATE ? "" : "ln", 0, 0));
+    tm_randomize(m, 5, 0);
+    enum { B = 2, T = 13 };
+    int32_t in[B * T], tg[B * T];
+    float w[B * T];
+    make_batch(B, T, 77, in, tg);
+    rwkvpeft_batch rb = tu_batch(B, T, in, tg);
+    double wsum;
+    rp_err err;
+    ck_assert_int_eq(rp_batch_weights(m, &rb, w, &wsum, &err), 0);
+    double *g1 = calloc((size_t)m->flat_numel, sizeof(double)), *g2 = calloc((size_t)m->flat_numel, sizeof(double));
+    rp_workspace *ws = NULL;
+    ck_assert_int_eq(rp_workspace_create(m, B, T, 1, &ws), 0);
+    ck_assert_int_eq(rp_workspace_set_batch(m, ws, B, T, in, tg, w), 0);
+    ck_assert_int_eq(rp_forward_backward(m, ws, g1, 1.0f, 1e-4f / (B * T), 0, NULL), 0);
+    double l1 = *(double *)rp_workspace_loss(ws);
+    rp_workspace_free(m, ws);
+    ck_assert_int_eq(rp_workspace_create(m, B, chunk, 1, &ws), 0);
+    double l2 = 0;
+    ck_assert_int_eq(rp_train_chunked(m, ws, in, tg, w, B, T, chunk, 1, g2, 1.0f, 1e-4f / (B * T), 0, &l2), 0);
+    rp_workspace_free(m, ws);
+    ck_assert_msg(fabs(l1 - l2) < 1e-10 * fmax(1, fabs(l1)), "RWKV-%d loss %.15g vs chunked %.15g", version, l1, l2);
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < m->flat_numel; i++) {
+        num = fmax(num, fabs(g1[i] - g2[i]));
+        den = fmax(den, fabs(g1[i]));
+    }
+    ck_assert_msg(den > 0 && num <= 1e-9 * den, "RWKV-%d chunk %d: gradient diff %g of %g", version, chunk, num, den);
+    free(g1);
+    free(g2);
+    rwkvpeft_model_free(m);
+    rwkvpeft_context_free(ctx);
+}
+
+START_TEST(test_chunked_equals_unchunked) {
+    chunk_case(5, RWKVPEFT_PEFT_LORA, 4);
+    chunk_case(7, RWKVPEFT_PEFT_LORA, 5);
+    chunk_case(7, RWKVPEFT_PEFT_STATE, 3);
+}
+END_TEST
+
+/* Save → load: the version comes back from the keys and the logits are identical. */
+static void round_trip_case(int version) {
+    rwkvpeft_context *ctx = tu_context("cpu");
+    rwkvpeft_model *m = tm_tiny_model_v(ctx, version, 0, 3);
+    tm_randomize(m, 8, 0);
+    char path[512];
+    tu_tmppath(path, sizeof path, version == 7 ? "versions_v7" : "versions_v5", version == 7 ? ".pth" : ".safetensors");
+    TU_OK(rwkvpeft_model_save(m, path, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32));
+    rwkvpeft_model *m2 = NULL;
+    TU_OK(rwkvpeft_model_load(ctx, path, NULL, &m2));
+    rwkvpeft_model_info a, b;
+    a.struct_size = b.struct_size = sizeof a;
+    TU_OK(rwkvpeft_model_get_info(m, &a));
+    TU_OK(rwkvpeft_model_get_info(m2, &b));
+    ck_assert_int_eq(b.version, version);
+    ck_assert_int_eq(b.n_layer, a.n_layer);
+    ck_assert_int_eq(b.dim_ffn, a.dim_ffn);
+    ck_assert_int_eq(b.dim_decay, a.dim_decay);
+    ck_assert(a.n_params == b.n_params);
+    static float l1[2 * 5 * TM_VOCAB], l2[2 * 5 * TM_VOCAB];
+    tm_logits(m, l1, 2, 5);
+    tm_logits(m2, l2, 2, 5);
+    ck_assert(memcmp(l1, l2, sizeof l1) == 0);
+    rwkvpeft_model_free(m2);
+    rwkvpeft_model_free(m);
+    rwkvpeft_context_free(ctx);
+}
+
+START_TEST(test_checkpoint_round_trip) {
+    round_trip_case(5);
+    round_trip_case(7);
+}
+END_TEST
+
+START_TEST(test_v5_state_refused_and_bad_config) {
+    rwkvpeft_context *ctx = tu_context("cpu");
+    rwkvpeft_model *m = tm_tiny_model_v(ctx, 5, 0, 3);
+    ck_assert_int_eq(attach(m, RWKVPEFT_PEFT_STATE, "", 0, 0), RWKVPEFT_E_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(rwkvpeft_last_error(), "RWKV-5"));
+    rwkvpeft_model_free(m);
+    rwkvpeft_model_config c;
+    rwkvpeft_model_config_init(&c);
+    c.version = 7;
+    c.n_embd = 64;
+    c.head_size = 32;
+    c.dim_ffn = 96; /* v7's channel mix is 4C */
+    rwkvpeft_model *bad = NULL;
+    ck_assert_int_eq(rwkvpeft_model_init(ctx, &c, NULL, 1, &bad), RWKVPEFT_E_INVALID_ARGUMENT);
+    c.version = 4;
+    c.dim_ffn = 0;
+    ck_assert_int_eq(rwkvpeft_model_init(ctx, &c, NULL, 1, &bad), RWKVPEFT_E_UNSUPPORTED);
+    ck_assert_ptr_null(bad);
+    rwkvpeft_context_free(ctx);
+}
+END_TEST
+
+/* float32 backend tracks the float64 one (same model, LoRA, one step's gradient). */
+START_TEST(test_cpu32_matches_cpu64) {
+    for (int version = 5; version <= 7; version += 2) {
+        float lg[2][2 * 5 * TM_VOCAB];
+        for (int k = 0; k < 2; k++) {
+            rwkvpeft_context *ctx = tu_context(k ? "cpu" : "cpu64");
+            rwkvpeft_model *m = tm_tiny_model_v(ctx, version, 0, 11);
+            tm_randomize(m, 12, 0);
+            tm_logits(m, lg[k], 2, 5);
+            rwkvpeft_model_free(m);
+            rwkvpeft_context_free(ctx);
+        }
+        double d = tm_rel_diff(lg[1], lg[0], 2 * 5 * TM_VOCAB);
+        ck_assert_msg(d < 1e-4, "RWKV-%d float32 vs float64 logits: %g", version, d);
+    }
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("versions");
+    TCase *fd = tcase_create("fd");
+    tcase_set_timeout(fd, 600);
+    tcase_add_test(fd, test_fd_v5_lora);
+    tcase_add_test(fd, test_fd_v5_full_grad_cp);
+    tcase_add_test(fd, test_fd_v7_lora);
+    tcase_add_test(fd, test_fd_v7_full_grad_cp);
+    tcase_add_test(fd, test_fd_v7_state);
+    tcase_add_test(fd, test_fd_v7_bone_bat);
+    suite_add_tcase(s, fd);
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_stateful_v5_v7);
+    tcase_add_test(tc, test_chunked_equals_unchunked);
+    tcase_add_test(tc, test_checkpoint_round_trip);
+    tcase_add_test(tc, test_v5_state_refused_and_bad_config);
+    tcase_add_test(tc, test_cpu32_matches_cpu64);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
