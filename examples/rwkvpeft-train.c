@@ -130,7 +130,7 @@ static const flag flags[] = {
     F("layerwise_lr", T_LONG, layerwise_lr, "1 (default): the reference's per-tensor LR groups"),
     F("head_size_a", T_LONG, head_size_a, "head size of a fresh model; default 64"),
     F("head_size_divisor", T_LONG, head_size_divisor, "only 8 is implemented"),
-    F("my_testing", T_STR, my_testing, "architecture: x060 (RWKV-6); a loaded model's own version wins"),
+    F("my_testing", T_STR, my_testing, "architecture of a fresh model: x052 (RWKV-5), x060 (RWKV-6), x070 (RWKV-7); a loaded model's own version wins"),
     F("peft", T_STR, peft, "none (full fine-tune, or only --train_parts), lora, pissa, bone or disha"),
     F("train_parts", T_STR, train_parts, "extra trainable tensors: space/comma list or [\"time\",\"ln\"]; default time ln"),
     F("lora_config", T_STR, lora_config, "JSON: lora_load, lora_r, lora_alpha, lora_dropout"),
@@ -383,8 +383,9 @@ int main(int argc, char **argv) {
     if (o.dropout != 0) return die("--dropout %g (model dropout) is not implemented; LoRA dropout is in --lora_config", o.dropout);
     if (o.weight_decay_final > 0) return die("--weight_decay_final is not implemented");
     if (o.head_size_divisor != 8) return die("--head_size_divisor %ld: only 8 is implemented", o.head_size_divisor);
-    if (!strstr(o.my_testing, "6") && !strstr(o.my_testing, "x060"))
-        return die("--my_testing %s: only RWKV-6 (x060) is implemented in this build", o.my_testing);
+    /* as the reference at HEAD: the first of "7", "6", "5" found names the generation */
+    int version = strchr(o.my_testing, '7') ? 7 : strchr(o.my_testing, '6') ? 6 : strchr(o.my_testing, '5') ? 5 : 0;
+    if (!version) return die("--my_testing %s: name an architecture, x052 (RWKV-5), x060 (RWKV-6) or x070 (RWKV-7)", o.my_testing);
     if (o.sft_split && strcmp(o.sft_split, "train")) return die("--sft_split %s: only the whole file is read", o.sft_split);
     if (!o.data_file) return die("--data_file is required");
     if (o.ctx_len < 1 || o.micro_bsz < 1 || o.epoch_count < 1 || o.epoch_steps < 1 || o.epoch_save < 1 ||
@@ -426,6 +427,7 @@ int main(int argc, char **argv) {
     } else {
         rwkvpeft_model_config mc;
         rwkvpeft_model_config_init(&mc);
+        mc.version = version;
         mc.n_layer = (int32_t)o.n_layer;
         mc.n_embd = (int32_t)o.n_embd;
         mc.dim_att = (int32_t)o.dim_att;

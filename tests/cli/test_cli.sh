@@ -174,4 +174,34 @@ near "$lm" "$lq" || fail "QLoRA: merged model loss $lm != loss of the quantized 
 "$bin/rwkvpeft-merge" --base "$base" --lora "$tmp/qlora/rwkv-1.pth" --quant none --output "$tmp/qlora/merged-nq.pth" \
   --dtype fp32 > /dev/null 2>&1 || fail "--quant none merge"
 if near "$(evloss "$tmp/qlora/merged-nq.pth")" "$lq"; then fail "--quant none merge equals the quantized model"; fi
+# 8. RWKV-5 (x052) and RWKV-7 (x070): a fresh tiny model of each trains with falling loss
+# (full fine-tune through --my_testing), LoRA on it trains and merges back exactly, and the
+# RWKV-7 model state-tunes
+for ver in x052 x070; do
+  d=$tmp/$ver
+  "$bin/rwkvpeft-train" --backend cpu --quiet --random_seed 5 --my_testing $ver --data_file "$tmp/keeper" \
+    --data_type binidx --n_layer 2 --n_embd 64 --head_size_a 32 --vocab_size 65536 --ctx_len 16 --micro_bsz 2 \
+    --epoch_steps 6 --epoch_count 2 --epoch_save 1 --lr_init 3e-3 --lr_final 3e-3 --peft none --proj_dir "$d/full" \
+    > "$d.out" 2>&1 || { cat "$d.out"; fail "$ver: fresh full fine-tune"; }
+  l0=$(evloss "$d/full/rwkv-init.pth"); l1=$(evloss "$d/full/rwkv-1.pth")
+  echo "  $ver full fine-tune: loss $l0 -> $l1" >&2
+  lt "$l1" "$l0" || fail "$ver: full fine-tune did not lower the loss ($l0 -> $l1)"
+  vbase=$d/full/rwkv-1.pth
+  ms="lora"; [ $ver = x070 ] && ms="lora state"
+  for m in $ms; do
+    # shellcheck disable=SC2086
+    method "$d/$m" "$vbase" ${flags[$m]} > "$d.$m.out" 2>&1 || { cat "$d.$m.out"; fail "$ver: training with $m"; }
+    la=$(evloss "$vbase" --adapter "$d/$m/rwkv-1.pth")
+    echo "  $ver $m: loss $l1 -> $la" >&2
+    lt "$la" "$l1" || fail "$ver: $m did not lower the loss ($l1 -> $la)"
+    "$bin/rwkvpeft-merge" --base "$vbase" --lora "$d/$m/rwkv-1.pth" --output "$d/$m/merged.pth" --dtype fp32 \
+      > "$d.$m.merge" 2>&1 || { cat "$d.$m.merge"; fail "$ver: merging $m"; }
+    near "$(evloss "$d/$m/merged.pth")" "$la" || fail "$ver: merged $m model differs from the adapter's loss"
+  done
+done
+# RWKV-5 has no state tuning in the reference: refused with a message
+if method "$tmp/x052/state" "$tmp/x052/full/rwkv-1.pth" --train_type state > "$tmp/x052.state.out" 2>&1; then
+  fail "x052 state tuning was accepted"
+fi
+grep -q "RWKV-5" "$tmp/x052.state.out" || { cat "$tmp/x052.state.out"; fail "x052 state refusal message"; }
 echo "cli: all checks passed"
