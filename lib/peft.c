@@ -12,16 +12,21 @@
 #include "tensorfile.h"
 
 /* Splits "time,ln emb" into substrings; returns how many (at most max). */
-static int split_parts(const char *s, char out[][32], int max) {
+#define MAX_TRAIN_PARTS 32
+#define TRAIN_PART_LEN 64
+
+/* Splits a comma/space separated list; -1 when it has more than `max` entries or one is
+ * longer than TRAIN_PART_LEN − 1 (never silently truncated). */
+static int split_parts(const char *s, char out[][TRAIN_PART_LEN], int max) {
     int n = 0;
-    while (*s && n < max) {
+    while (*s) {
         while (*s == ',' || isspace((unsigned char)*s)) s++;
         int len = 0;
         while (s[len] && s[len] != ',' && !isspace((unsigned char)s[len])) len++;
         if (len > 0) {
-            int c = len < 31 ? len : 31;
-            memcpy(out[n], s, (size_t)c);
-            out[n][c] = 0;
+            if (n == max || len >= TRAIN_PART_LEN) return -1;
+            memcpy(out[n], s, (size_t)len);
+            out[n][len] = 0;
             n++;
         }
         s += len;
@@ -29,7 +34,7 @@ static int split_parts(const char *s, char out[][32], int max) {
     return n;
 }
 
-static int matches_any(const char *name, char parts[][32], int np) {
+static int matches_any(const char *name, char parts[][TRAIN_PART_LEN], int np) {
     for (int i = 0; i < np; i++)
         if (strstr(name, parts[i])) return 1;
     return 0;
@@ -290,8 +295,12 @@ int rp_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
     const char *tp = ap->train_parts ? ap->train_parts : "time,ln";
     if (method == RWKVPEFT_PEFT_STATE) tp = ""; /* spec §3.5: only the state trains */
     if (strlen(tp) >= sizeof cfg->train_parts) return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "train_parts is too long");
-    char parts[16][32];
-    int np = split_parts(tp, parts, 16);
+    char parts[MAX_TRAIN_PARTS][TRAIN_PART_LEN];
+    int np = split_parts(tp, parts, MAX_TRAIN_PARTS);
+    if (np < 0)
+        return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT,
+                       "train_parts \"%s\": at most %d entries of at most %d characters each", tp, MAX_TRAIN_PARTS,
+                       TRAIN_PART_LEN - 1);
     int emb_head = method == RWKVPEFT_PEFT_STATE ? 0 : ap->train_emb_head < 0 ? !m->from_file : ap->train_emb_head != 0;
     int n_base = m->n_params;
 

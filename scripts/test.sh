@@ -44,7 +44,7 @@ if [ "${RWKVPEFT_TEST_QUICK:-0}" != 1 ]; then
   step "valgrind (memcheck)"
   # test_model's finite-difference case runs thousands of float64 forwards: too slow under
   # valgrind (it runs under ASan above); its other cases run here
-  for t in test_io test_binidx test_jsonl test_sampler test_tokenizer test_model:core test_backend_ops test_peft:core test_quant test_wkv7; do
+  for t in test_io test_binidx test_jsonl test_sampler test_tokenizer test_model:core test_backend_ops test_peft:core test_quant test_wkv7 test_versions:core; do
     name=${t%%:*}; case_=${t#*:}; [ "$case_" = "$t" ] && case_=""
     echo "-- $t"
     ( cd build/tests && RWKVPEFT_TEST_DATA=$PWD/../../tests/data RWKVPEFT_TEST_TMP=$PWD CK_FORK=no CK_DEFAULT_TIMEOUT=0 \
@@ -56,6 +56,7 @@ fi
 step "python tests"
 if python3 -c "import torch" 2>/dev/null; then
   python3 tests/parity/test_rwkv6_torch.py
+  python3 tests/parity/test_rwkv57_torch.py
   python3 tests/parity/run_parity.py --dump build/tests/parity_dump --backend cpu --quiet
 else
   echo "PyTorch is not installed here: the PyTorch parity run is skipped (it runs on the GPU machine: bench/gpu_check.sh)"

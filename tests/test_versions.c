@@ -211,11 +211,15 @@ START_TEST(test_checkpoint_round_trip) {
 }
 END_TEST
 
-START_TEST(test_v5_state_refused_and_bad_config) {
+START_TEST(test_v5_state_refused_and_bad_config) { /* and over-long train_parts */
     rwkvpeft_context *ctx = tu_context("cpu");
     rwkvpeft_model *m = tm_tiny_model_v(ctx, 5, 0, 3);
     ck_assert_int_eq(attach(m, RWKVPEFT_PEFT_STATE, "", 0, 0), RWKVPEFT_E_UNSUPPORTED);
     ck_assert_ptr_nonnull(strstr(rwkvpeft_last_error(), "RWKV-5"));
+    /* a train_parts list is never silently cut short */
+    char many[400] = "";
+    for (int i = 0; i < 33; i++) strcat(many, i ? ",p" : "p");
+    ck_assert_int_eq(attach(m, RWKVPEFT_PEFT_LORA, many, 0, 0), RWKVPEFT_E_INVALID_ARGUMENT);
     rwkvpeft_model_free(m);
     rwkvpeft_model_config c;
     rwkvpeft_model_config_init(&c);
