@@ -43,44 +43,13 @@ static rp_workspace *batch_ws(rwkvpeft_model *m, int B, int T, uint64_t seed) {
     return tm_workspace(m, B, T, in, tg);
 }
 
-/* Central differences on sampled elements of every trainable tensor. */
-static void check_fd(rwkvpeft_model *m, rp_workspace *ws, uint64_t seed, int per_tensor) {
-    double *g = (double *)malloc(sizeof(double) * (size_t)m->flat_numel);
-    loss_grad(m, ws, g, seed);
-    double *theta = (double *)m->flat;
-    uint64_t s = 1234;
-    int checked = 0, nonzero = 0;
-    for (int i = 0; i < m->n_params; i++) {
-        rp_param *p = &m->params[i];
-        if (!p->trainable) continue;
-        for (int k = 0; k < per_tensor; k++) {
-            int64_t e = p->flat_off + (int64_t)(tu_next(&s) % (uint64_t)p->numel);
-            double keep = theta[e], h = 1e-6 * (1 + fabs(keep));
-            theta[e] = keep + h;
-            double lp = loss_grad(m, ws, NULL, seed);
-            theta[e] = keep - h;
-            double lm = loss_grad(m, ws, NULL, seed);
-            theta[e] = keep;
-            double fd = (lp - lm) / (2 * h), an = g[e];
-            double tol = 1e-7 + 2e-5 * fmax(fabs(fd), fabs(an));
-            ck_assert_msg(fabs(fd - an) <= tol, "%s[%lld]: analytic %.10g vs finite difference %.10g", p->name,
-                          (long long)(e - p->flat_off), an, fd);
-            checked++;
-            if (fabs(an) > 1e-9) nonzero++;
-        }
-    }
-    ck_assert_int_gt(checked, 20);
-    ck_assert_int_gt(nonzero, checked / 2); /* the check is not vacuous */
-    free(g);
-}
-
 START_TEST(test_fd_lora_all_parts) {
     rwkvpeft_context *ctx = tu_context("cpu64");
     rwkvpeft_model *m = tm_tiny_model(ctx, 0, 7);
     attach(m, RWKVPEFT_PEFT_LORA, "time,ln,emb,head", 0.25f, 0);
     randomize(m, 99);
     rp_workspace *ws = batch_ws(m, 2, 7, 5);
-    check_fd(m, ws, 0x5eed, 4);
+    tm_check_fd(m, ws, 0x5eed, 4);
     rp_workspace_free(m, ws);
     rwkvpeft_model_free(m);
     rwkvpeft_context_free(ctx);
@@ -93,7 +62,7 @@ START_TEST(test_fd_full_finetune_grad_cp) {
     attach(m, RWKVPEFT_PEFT_NONE, "", 0, 1);
     randomize(m, 77);
     rp_workspace *ws = batch_ws(m, 3, 5, 6);
-    check_fd(m, ws, 0, 3);
+    tm_check_fd(m, ws, 0, 3);
     rp_workspace_free(m, ws);
     rwkvpeft_model_free(m);
     rwkvpeft_context_free(ctx);

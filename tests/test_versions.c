@@ -37,44 +37,13 @@ static rp_workspace *batch_ws(rwkvpeft_model *m, int B, int T, uint64_t seed) {
     return tm_workspace(m, B, T, in, tg);
 }
 
-/* Central differences on sampled elements of every trainable tensor (float64 backend). */
-static void check_fd(rwkvpeft_model *m, rp_workspace *ws, uint64_t seed, int per_tensor) {
-    double *g = (double *)malloc(sizeof(double) * (size_t)m->flat_numel);
-    tm_loss_grad(m, ws, g, seed);
-    double *theta = (double *)m->flat;
-    uint64_t s = 4321;
-    int checked = 0, nonzero = 0;
-    for (int i = 0; i < m->n_params; i++) {
-        rp_param *p = &m->params[i];
-        if (!p->trainable) continue;
-        for (int k = 0; k < per_tensor; k++) {
-            int64_t e = p->flat_off + (int64_t)(tu_next(&s) % (uint64_t)p->numel);
-            double keep = theta[e], h = 1e-6 * (1 + fabs(keep));
-            theta[e] = keep + h;
-            double lp = tm_loss_grad(m, ws, NULL, seed);
-            theta[e] = keep - h;
-            double lm = tm_loss_grad(m, ws, NULL, seed);
-            theta[e] = keep;
-            double fd = (lp - lm) / (2 * h), an = g[e];
-            double tol = 1e-7 + 2e-5 * fmax(fabs(fd), fabs(an));
-            ck_assert_msg(fabs(fd - an) <= tol, "RWKV-%d %s[%lld]: analytic %.10g vs finite difference %.10g", m->version,
-                          p->name, (long long)(e - p->flat_off), an, fd);
-            checked++;
-            if (fabs(an) > 1e-9) nonzero++;
-        }
-    }
-    ck_assert_int_gt(checked, 20);
-    ck_assert_int_gt(nonzero, checked / 2); /* the check is not vacuous */
-    free(g);
-}
-
 static void fd_case(int version, int method, const char *parts, float dropout, int full, int grad_cp, int B, int T) {
     rwkvpeft_context *ctx = tu_context("cpu64");
     rwkvpeft_model *m = tm_tiny_model_v(ctx, version, grad_cp, 7 + version);
     TU_OK(attach(m, method, parts, dropout, full));
     tm_randomize(m, 99 + version, 0);
     rp_workspace *ws = batch_ws(m, B, T, 5);
-    check_fd(m, ws, dropout > 0 ? 0x5eed : 0, method == RWKVPEFT_PEFT_STATE ? 12 : 3);
+    tm_check_fd(m, ws, dropout > 0 ? 0x5eed : 0, method == RWKVPEFT_PEFT_STATE ? 12 : 3);
     rp_workspace_free(m, ws);
     rwkvpeft_model_free(m);
     rwkvpeft_context_free(ctx);
