@@ -191,9 +191,18 @@ bench_bin=$B/full/bench_train
 (
     cmake -S "$root" -B "$B/full" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRWKVPEFT_CUDA=ON \
         -DCMAKE_CUDA_ARCHITECTURES=90 -DBUILD_TESTING=OFF "${extra_cmake[@]}" &&
-        timeout 300 cmake --build "$B/full" -j"$(nproc)" --target rwkvpeft_cuda bench_train
+        timeout 300 cmake --build "$B/full" -j"$(nproc)" --target rwkvpeft_cuda bench_train parity_dump
 ) >"$logs/build_ours.log" 2>&1 &
 pid_build=$!
+# PARITY_CASES (run_parity.py case names or groups, e.g. "v5,v7"): after the timings, the CUDA
+# step against the PyTorch reference, with float32 activations (a module built with
+# RWKVPEFT_CUDA_ACT_F32: float32 tolerance) and as shipped (bf16: PARITY_TOL, default 0.25).
+# Leave room for it with DEADLINE_S (about 60 s).
+if [[ -n ${PARITY_CASES:-} ]]; then
+    (cmake -S "$root/backends/cuda" -B "$B/cuda32" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+        -DRWKVPEFT_CUDA_ACT_F32=ON && timeout 300 cmake --build "$B/cuda32") >"$logs/build_cuda32.log" 2>&1 &
+    pid_build32=$!
+fi
 
 ref_pids=()
 declare -A seen=()
@@ -379,5 +388,17 @@ write_table
 cat "$out/side_by_side.md" | tee -a "$summary"
 say "side_by_side done in $(elapsed) s"
 ((${#skipped[@]})) && say "skipped for time: CONFIGS=\"${skipped[*]}\""
+if [[ -n ${PARITY_CASES:-} ]]; then
+    wait "$pid_build32"
+    say "cuda32 module build: rc $?"
+    for v in cuda32:1e-4:$B/cuda32 cuda:${PARITY_TOL:-0.25}:$B/full; do
+        IFS=: read -r name tol mdir <<<"$v"
+        RWKVPEFT_MODULE_PATH=$mdir timeout 150 $py "$root/tests/parity/run_parity.py" --dump "$B/full/tests/parity_dump" \
+            --backend cuda --device cuda --cases "$PARITY_CASES" --tol "$tol" --json "$out/parity_$name.json" \
+            >"$logs/parity_$name.log" 2>&1
+        say "parity $name (tol $tol, cases $PARITY_CASES): rc $? ; $(grep -E 'worst relative error' "$logs/parity_$name.log")"
+        $py "$root/tests/parity/summarize.py" "$out/parity_$name.json" >"$out/parity_$name.md" 2>/dev/null
+    done
+fi
 tar czf "$work/logs.tgz" -C "$work" logs configs.txt 2>/dev/null && cp "$work/logs.tgz" "$out/logs.tgz"
 ls "$out"
