@@ -18,7 +18,10 @@
 # -DRWKVPEFT_CHECK_STATIC=ON); if it cannot be configured there, the script falls back to the
 # CUDA module's standalone CMake project (backends/cuda) plus a direct gcc build of the harness.
 # Environment: OUT (output folder), GPU_ARCH (default 90), BUILD_DIR (default /tmp/rwkvpeft-gpu),
-# FORCE_PLAN_B=1 (skip the full build; for testing the fallback).
+# FORCE_PLAN_B=1 (skip the full build; for testing the fallback), SKIP_TILED=1 (no second harness
+# run on the tiled GEMM), SKIP_SANITIZER=1, MEMCHECK_ONLY / RACECHECK_ONLY (the op tests each
+# sanitizer runs, comma lists as $RWKVPEFT_OPS_ONLY). Plan A also builds bench_wkv
+# ($BUILD_DIR/full/bench_wkv, e.g. for `bench_wkv --op wkv7` after this script in the same call).
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -115,7 +118,7 @@ module_dir=""
     echo "### plan A: full CMake build"
     cmake -S "$root" -B "$B/full" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRWKVPEFT_CUDA=ON \
         -DCMAKE_CUDA_ARCHITECTURES="$arch" -DBUILD_TESTING=ON -DRWKVPEFT_CHECK_STATIC=ON "${extra_cmake[@]}" &&
-        timeout 200 cmake --build "$B/full" -j"$jobs" --target rwkvpeft rwkvpeft_cuda test_backend_ops
+        timeout 200 cmake --build "$B/full" -j"$jobs" --target rwkvpeft rwkvpeft_cuda test_backend_ops bench_wkv
 } >"$out/build.log" 2>&1
 if [[ -z ${FORCE_PLAN_B:-} && -x $B/full/tests/test_backend_ops && -f $B/full/librwkvpeft_cuda.so ]]; then
     test_bin=$B/full/tests/test_backend_ops
@@ -163,7 +166,9 @@ run_harness() { # name, timeout, env...
     return 0
 }
 run_harness ops_cuda 120 RWKVPEFT_OPS_BACKENDS=cpu,cuda RWKVPEFT_OPS_VERBOSE=1
-run_harness ops_tiled 90 RWKVPEFT_OPS_BACKENDS=cuda RWKVPEFT_CUDA_GEMM=tiled
+if [[ -z ${SKIP_TILED:-} ]]; then
+    run_harness ops_tiled 90 RWKVPEFT_OPS_BACKENDS=cuda RWKVPEFT_CUDA_GEMM=tiled
+fi
 grep -E "SKIP" "$out/ops_cuda.log" | head -5 | tee -a "$summary"
 # the largest errors relative to their limits, for the record
 python3 - "$out/ops_cuda.log" <<'EOF' | tee -a "$summary"
@@ -185,11 +190,11 @@ if [[ -n ${SKIP_SANITIZER:-} ]]; then
 elif command -v compute-sanitizer >/dev/null; then
     {
         echo "### memcheck, all op tests, cuda only"
-        env CK_FORK=no RWKVPEFT_OPS_BACKENDS=cuda RWKVPEFT_OPS_ONLY=memory,gemm,embedding,norm,shift_mix,act,mul_add,rows,dropout,wkv6,cross_entropy,sumsq,adam,dequant \
+        env CK_FORK=no RWKVPEFT_OPS_BACKENDS=cuda RWKVPEFT_OPS_ONLY=${MEMCHECK_ONLY:-memory,gemm,embedding,norm,shift_mix,act,mul_add,rows,dropout,wkv6,lerp,v7_kprep,v7_bonus,wkv7,cross_entropy,sumsq,adam,dequant} \
             timeout 90 compute-sanitizer --tool memcheck --leak-check no --error-exitcode 9 "$test_bin"
         echo "memcheck rc $?"
         echo "### racecheck (shared memory), kernels with block-level cooperation"
-        env CK_FORK=no RWKVPEFT_OPS_BACKENDS=cuda RWKVPEFT_CUDA_GEMM=tiled RWKVPEFT_OPS_ONLY=gemm,norm,wkv6,cross_entropy,sumsq \
+        env CK_FORK=no RWKVPEFT_OPS_BACKENDS=cuda RWKVPEFT_CUDA_GEMM=tiled RWKVPEFT_OPS_ONLY=${RACECHECK_ONLY:-gemm,norm,wkv6,wkv7,cross_entropy,sumsq} \
             timeout 45 compute-sanitizer --tool racecheck --error-exitcode 9 "$test_bin"
         echo "racecheck rc $?"
     } >"$out/sanitizer.log" 2>&1

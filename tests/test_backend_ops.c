@@ -502,12 +502,12 @@ static void run_norm_bwd(bk *b, double *dx, double *dw, double *db, const double
 }
 
 static void run_shift_fwd(bk *b, double *out, const double *x, const double *xprev, const double *coef,
-                          const double *m, int S, int B, int T, int C) {
+                          const double *m, int form, int S, int B, int T, int C) {
     int64_t slot = (int64_t)B * T * C;
     tb dx = tb_in(b, b->A, x, slot), dp = tb_in(b, b->A, xprev, (int64_t)B * C);
     tb dc = tb_in(b, b->P, coef, (int64_t)S * C), dm = tb_in(b, b->A, m, S * slot);
     tb dout = tb_out(b, b->A, out, S * slot);
-    CHECK_RC(b, b->ops->shift_mix_fwd(b->be, dout.d, dx.d, dp.d, dc.d, dm.d, S, B, T, C));
+    CHECK_RC(b, b->ops->shift_mix_fwd(b->be, dout.d, dx.d, dp.d, dc.d, dm.d, form, S, B, T, C));
     tb_done(&dx, NULL);
     tb_done(&dp, NULL);
     tb_done(&dc, NULL);
@@ -516,16 +516,16 @@ static void run_shift_fwd(bk *b, double *out, const double *x, const double *xpr
 }
 
 static void run_shift_bwd(bk *b, double *dx, double *dxprev, double *dcoef, double *dm, const double *dout,
-                          const double *x, const double *xprev, const double *coef, const double *m, int S, int B,
-                          int T, int C) {
+                          const double *x, const double *xprev, const double *coef, const double *m, int form, int S,
+                          int B, int T, int C) {
     int64_t slot = (int64_t)B * T * C;
     tb ddx = tb_io(b, b->A, dx, slot), ddp = tb_io(b, b->A, dxprev, (int64_t)B * C);
     tb ddc = tb_io(b, b->P, dcoef, (int64_t)S * C), ddm = tb_out(b, b->A, dm, S * slot);
     tb ddo = tb_in(b, b->A, dout, S * slot), dxx = tb_in(b, b->A, x, slot);
     tb dpp = tb_in(b, b->A, xprev, (int64_t)B * C), dcc = tb_in(b, b->P, coef, (int64_t)S * C);
     tb dmm = tb_in(b, b->A, m, S * slot);
-    CHECK_RC(b, b->ops->shift_mix_bwd(b->be, ddx.d, ddp.d, ddc.d, ddm.d, ddo.d, dxx.d, dpp.d, dcc.d, dmm.d, S, B, T,
-                                      C));
+    CHECK_RC(b, b->ops->shift_mix_bwd(b->be, ddx.d, ddp.d, ddc.d, ddm.d, ddo.d, dxx.d, dpp.d, dcc.d, dmm.d, form, S, B,
+                                      T, C));
     tb_done(&ddo, NULL);
     tb_done(&dxx, NULL);
     tb_done(&dpp, NULL);
@@ -608,9 +608,165 @@ static void run_dropout(bk *b, double *y, const double *x, int64_t n, double p, 
     tb_done(&dy, y);
 }
 
+/* inplace: y computed into b's buffer (the one alias lerp_fwd allows) */
+static void run_lerp_fwd(bk *b, double *y, const double *a, const double *bb, const double *t, int64_t n, int inplace) {
+    tb da = tb_in(b, b->A, a, n), db = tb_in(b, b->A, bb, n), dt = tb_in(b, b->A, t, n);
+    tb dy = inplace ? tb_writable(db) : tb_out(b, b->A, y, n);
+    CHECK_RC(b, b->ops->lerp_fwd(b->be, dy.d, da.d, db.d, dt.d, n));
+    tb_done(&da, NULL);
+    if (!inplace) tb_done(&db, NULL);
+    tb_done(&dt, NULL);
+    tb_done(&dy, y);
+}
+
+static void run_lerp_bwd(bk *b, double *da, double *db, double *dt, const double *dy, const double *a,
+                         const double *bb, const double *t, int64_t n) {
+    tb dda = tb_io(b, b->A, da, n), ddb = tb_io(b, b->A, db, n), ddt = tb_out(b, b->A, dt, n);
+    tb ddy = tb_in(b, b->A, dy, n), daa = tb_in(b, b->A, a, n), dbb = tb_in(b, b->A, bb, n), dtt = tb_in(b, b->A, t, n);
+    CHECK_RC(b, b->ops->lerp_bwd(b->be, dda.d, ddb.d, ddt.d, ddy.d, daa.d, dbb.d, dtt.d, n));
+    tb_done(&ddy, NULL);
+    tb_done(&daa, NULL);
+    tb_done(&dbb, NULL);
+    tb_done(&dtt, NULL);
+    tb_done(&dda, da);
+    tb_done(&ddb, db);
+    tb_done(&ddt, dt);
+}
+
+static void run_kprep_fwd(bk *b, double *kout, double *wa, double *wb, const double *k, const double *a,
+                          const double *kk, const double *ka, int64_t n, int H, int N) {
+    int64_t C = (int64_t)H * N;
+    tb dk = tb_in(b, b->A, k, n * C), da = tb_in(b, b->A, a, n * C), dkk = tb_in(b, b->P, kk, C), dka = tb_in(b, b->P, ka, C);
+    tb dko = tb_out(b, b->A, kout, n * C), dwa = tb_out(b, b->A, wa, n * C), dwb = tb_out(b, b->A, wb, n * C);
+    CHECK_RC(b, b->ops->v7_kprep_fwd(b->be, dko.d, dwa.d, dwb.d, dk.d, da.d, dkk.d, dka.d, n, H, N));
+    tb_done(&dk, NULL);
+    tb_done(&da, NULL);
+    tb_done(&dkk, NULL);
+    tb_done(&dka, NULL);
+    tb_done(&dko, kout);
+    tb_done(&dwa, wa);
+    tb_done(&dwb, wb);
+}
+
+static void run_kprep_bwd(bk *b, double *dk, double *da, double *dkk, double *dka, const double *dkout,
+                          const double *dwa, const double *dwb, const double *k, const double *a, const double *kk,
+                          const double *ka, int64_t n, int H, int N) {
+    int64_t C = (int64_t)H * N;
+    tb ddk = tb_out(b, b->A, dk, n * C), dda = tb_out(b, b->A, da, n * C);
+    tb ddkk = tb_io(b, b->P, dkk, C), ddka = tb_io(b, b->P, dka, C);
+    tb ddko = tb_in(b, b->A, dkout, n * C), ddwa = tb_in(b, b->A, dwa, n * C), ddwb = tb_in(b, b->A, dwb, n * C);
+    tb dkx = tb_in(b, b->A, k, n * C), dax = tb_in(b, b->A, a, n * C), dkkx = tb_in(b, b->P, kk, C),
+       dkax = tb_in(b, b->P, ka, C);
+    CHECK_RC(b, b->ops->v7_kprep_bwd(b->be, ddk.d, dda.d, ddkk.d, ddka.d, ddko.d, ddwa.d, ddwb.d, dkx.d, dax.d, dkkx.d,
+                                     dkax.d, n, H, N));
+    tb_done(&ddko, NULL);
+    tb_done(&ddwa, NULL);
+    tb_done(&ddwb, NULL);
+    tb_done(&dkx, NULL);
+    tb_done(&dax, NULL);
+    tb_done(&dkkx, NULL);
+    tb_done(&dkax, NULL);
+    tb_done(&ddk, dk);
+    tb_done(&dda, da);
+    tb_done(&ddkk, dkk);
+    tb_done(&ddka, dka);
+}
+
+/* y += bonus: y is read and written */
+static void run_bonus_fwd(bk *b, double *y, const double *r, const double *k, const double *v, const double *rk,
+                          int64_t n, int H, int N) {
+    int64_t C = (int64_t)H * N;
+    tb dy = tb_io(b, b->A, y, n * C), dr = tb_in(b, b->A, r, n * C), dk = tb_in(b, b->A, k, n * C);
+    tb dv = tb_in(b, b->A, v, n * C), drk = tb_in(b, b->P, rk, C);
+    CHECK_RC(b, b->ops->v7_bonus_fwd(b->be, dy.d, dr.d, dk.d, dv.d, drk.d, n, H, N));
+    tb_done(&dr, NULL);
+    tb_done(&dk, NULL);
+    tb_done(&dv, NULL);
+    tb_done(&drk, NULL);
+    tb_done(&dy, y);
+}
+
+static void run_bonus_bwd(bk *b, double *dr, double *dk, double *dv, double *drk, const double *dy, const double *r,
+                          const double *k, const double *v, const double *rk, int64_t n, int H, int N) {
+    int64_t C = (int64_t)H * N;
+    tb ddr = tb_io(b, b->A, dr, n * C), ddk = tb_io(b, b->A, dk, n * C), ddv = tb_io(b, b->A, dv, n * C);
+    tb ddrk = tb_io(b, b->P, drk, C), ddy = tb_in(b, b->A, dy, n * C);
+    tb drx = tb_in(b, b->A, r, n * C), dkx = tb_in(b, b->A, k, n * C), dvx = tb_in(b, b->A, v, n * C),
+       drkx = tb_in(b, b->P, rk, C);
+    CHECK_RC(b, b->ops->v7_bonus_bwd(b->be, ddr.d, ddk.d, ddv.d, ddrk.d, ddy.d, drx.d, dkx.d, dvx.d, drkx.d, n, H, N));
+    tb_done(&ddy, NULL);
+    tb_done(&drx, NULL);
+    tb_done(&dkx, NULL);
+    tb_done(&dvx, NULL);
+    tb_done(&drkx, NULL);
+    tb_done(&ddr, dr);
+    tb_done(&ddk, dk);
+    tb_done(&ddv, dv);
+    tb_done(&ddrk, drk);
+}
+
 typedef struct wkv_shape {
     int B, T, H, N;
 } wkv_shape;
+
+/* ---- wkv7 ---- */
+typedef struct w7_in {
+    double *r, *w, *k, *v, *a, *b, *s0, *gy, *gs_out;
+} w7_in;
+
+static void run_wkv7_fwd(bk *b, double *y, double *s_out, const w7_in *in, int shared, wkv_shape s) {
+    int64_t n = (int64_t)s.B * s.T * s.H * s.N, NN = (int64_t)s.N * s.N;
+    tb dr = tb_in(b, b->A, in->r, n), dw = tb_in(b, b->A, in->w, n), dk = tb_in(b, b->A, in->k, n);
+    tb dv = tb_in(b, b->A, in->v, n), da = tb_in(b, b->A, in->a, n), db = tb_in(b, b->A, in->b, n);
+    tb ds0 = tb_in(b, b->P, in->s0, (shared ? 1 : s.B) * s.H * NN);
+    tb dy = tb_out(b, b->A, y, n), dso = tb_out(b, b->P, s_out, (int64_t)s.B * s.H * NN);
+    CHECK_RC(b, b->ops->wkv7_fwd(b->be, dy.d, dso.d, dr.d, dw.d, dk.d, dv.d, da.d, db.d, ds0.d, shared, s.B, s.T, s.H,
+                                 s.N));
+    tb *ins[] = {&dr, &dw, &dk, &dv, &da, &db, &ds0};
+    for (int i = 0; i < 7; i++) tb_done(ins[i], NULL);
+    tb_done(&dy, y);
+    tb_done(&dso, s_out);
+}
+
+/* the per-sequence state advanced in place: s0 and s_out are one buffer */
+static void run_wkv7_fwd_inplace(bk *b, double *y, double *state, const w7_in *in, wkv_shape s) {
+    int64_t n = (int64_t)s.B * s.T * s.H * s.N, NN = (int64_t)s.N * s.N;
+    tb dr = tb_in(b, b->A, in->r, n), dw = tb_in(b, b->A, in->w, n), dk = tb_in(b, b->A, in->k, n);
+    tb dv = tb_in(b, b->A, in->v, n), da = tb_in(b, b->A, in->a, n), db = tb_in(b, b->A, in->b, n);
+    tb dst = tb_io(b, b->P, state, (int64_t)s.B * s.H * NN), dy = tb_out(b, b->A, y, n);
+    CHECK_RC(b, b->ops->wkv7_fwd(b->be, dy.d, dst.d, dr.d, dw.d, dk.d, dv.d, da.d, db.d, dst.d, 0, s.B, s.T, s.H, s.N));
+    tb *ins[] = {&dr, &dw, &dk, &dv, &da, &db};
+    for (int i = 0; i < 6; i++) tb_done(ins[i], NULL);
+    tb_done(&dy, y);
+    tb_done(&dst, state);
+}
+
+typedef struct w7_grads {
+    double *gr, *gw, *gk, *gv, *ga, *gb, *gs0;
+} w7_grads;
+
+static void run_wkv7_bwd(bk *b, w7_grads g, const w7_in *in, int shared, wkv_shape s) {
+    int64_t n = (int64_t)s.B * s.T * s.H * s.N, NN = (int64_t)s.N * s.N;
+    tb dr = tb_in(b, b->A, in->r, n), dw = tb_in(b, b->A, in->w, n), dk = tb_in(b, b->A, in->k, n);
+    tb dv = tb_in(b, b->A, in->v, n), da = tb_in(b, b->A, in->a, n), db = tb_in(b, b->A, in->b, n);
+    tb ds0 = tb_in(b, b->P, in->s0, (shared ? 1 : s.B) * s.H * NN);
+    tb dgy = tb_in(b, b->A, in->gy, n), dgso = tb_in(b, b->P, in->gs_out, (int64_t)s.B * s.H * NN);
+    tb dgr = tb_out(b, b->A, g.gr, n), dgw = tb_out(b, b->A, g.gw, n), dgk = tb_out(b, b->A, g.gk, n);
+    tb dgv = tb_out(b, b->A, g.gv, n), dga = tb_out(b, b->A, g.ga, n), dgb = tb_out(b, b->A, g.gb, n);
+    tb dgs0 = tb_io(b, b->P, g.gs0, (shared ? 1 : s.B) * s.H * NN);
+    CHECK_RC(b, b->ops->wkv7_bwd(b->be, dgr.d, dgw.d, dgk.d, dgv.d, dga.d, dgb.d, dgs0.d, dgy.d, dgso.d, dr.d, dw.d, dk.d,
+                                 dv.d, da.d, db.d, ds0.d, shared, s.B, s.T, s.H, s.N));
+    tb *ins[] = {&dr, &dw, &dk, &dv, &da, &db, &ds0, &dgy, &dgso};
+    for (int i = 0; i < 9; i++) tb_done(ins[i], NULL);
+    tb_done(&dgr, g.gr);
+    tb_done(&dgw, g.gw);
+    tb_done(&dgk, g.gk);
+    tb_done(&dgv, g.gv);
+    tb_done(&dga, g.ga);
+    tb_done(&dgb, g.gb);
+    tb_done(&dgs0, g.gs0);
+}
+
 
 static void run_wkv_fwd(bk *b, double *y, double *s_out, const double *r, const double *k, const double *v,
                         const double *w, const double *u, const double *s0, int shared, wkv_shape s) {
@@ -941,18 +1097,19 @@ static void body_norm(bk *X, bk *R, rng *g) {
     norm_case(X, R, g, 301, 2, 24, 1, 1, 1e-5);
 }
 
-static void shift_case(bk *X, bk *R, rng *g, int S, int B, int T, int C, int with_prev, int with_m, int want_prev,
-                       int want_coef, int want_dm) {
+static void shift_case(bk *X, bk *R, rng *g, int form, int S, int B, int T, int C, int with_prev, int with_m,
+                       int want_prev, int want_coef, int want_dm) {
+    const char *fn = form == RP_MIX_CURRENT ? "current" : "delta";
     int64_t slot = (int64_t)B * T * C;
     double *x = gen_normal(g, slot, 0, 1, X->A), *xp = with_prev ? gen_normal(g, (int64_t)B * C, 0, 1, X->A) : NULL;
     double *coef = gen_unif(g, (int64_t)S * C, 0, 1, X->P), *m = with_m ? gen_normal(g, S * slot, 0, 0.3, X->A) : NULL;
     double *ox = H(S * slot), *orf = H(S * slot);
-    set_case("shift_mix_fwd S%d B%d T%d C%d prev%d m%d", S, B, T, C, with_prev, with_m);
-    run_shift_fwd(X, ox, x, xp, coef, m, S, B, T, C);
-    run_shift_fwd(R, orf, x, xp, coef, m, S, B, T, C);
+    set_case("shift_mix_fwd %s S%d B%d T%d C%d prev%d m%d", fn, S, B, T, C, with_prev, with_m);
+    run_shift_fwd(X, ox, x, xp, coef, m, form, S, B, T, C);
+    run_shift_fwd(R, orf, x, xp, coef, m, form, S, B, T, C);
     expect_close(X, "out", ox, orf, S * slot, tol_of(X->A));
-    set_case("shift_mix_bwd S%d B%d T%d C%d prev%d m%d want%d%d%d", S, B, T, C, with_prev, with_m, want_prev, want_coef,
-             want_dm);
+    set_case("shift_mix_bwd %s S%d B%d T%d C%d prev%d m%d want%d%d%d", fn, S, B, T, C, with_prev, with_m, want_prev,
+             want_coef, want_dm);
     double *dout = gen_normal(g, S * slot, 0, 1, X->A), *dx0 = gen_normal(g, slot, 0, 0.5, X->A);
     double *dp0 = want_prev ? gen_normal(g, (int64_t)B * C, 0, 0.5, X->A) : NULL;
     double *dc0 = want_coef ? gen_normal(g, (int64_t)S * C, 0, 0.5, X->P) : NULL;
@@ -960,8 +1117,8 @@ static void shift_case(bk *X, bk *R, rng *g, int S, int B, int T, int C, int wit
     double *dpx = dp0 ? Hcopy(dp0, (int64_t)B * C) : NULL, *dpr = dp0 ? Hcopy(dp0, (int64_t)B * C) : NULL;
     double *dcx = dc0 ? Hcopy(dc0, (int64_t)S * C) : NULL, *dcr = dc0 ? Hcopy(dc0, (int64_t)S * C) : NULL;
     double *dmx = want_dm ? H(S * slot) : NULL, *dmr = want_dm ? H(S * slot) : NULL;
-    run_shift_bwd(X, dxx, dpx, dcx, dmx, dout, x, xp, coef, m, S, B, T, C);
-    run_shift_bwd(R, dxr, dpr, dcr, dmr, dout, x, xp, coef, m, S, B, T, C);
+    run_shift_bwd(X, dxx, dpx, dcx, dmx, dout, x, xp, coef, m, form, S, B, T, C);
+    run_shift_bwd(R, dxr, dpr, dcr, dmr, dout, x, xp, coef, m, form, S, B, T, C);
     expect_close(X, "dx", dxx, dxr, slot, tol_of(X->A));
     if (dp0) expect_close(X, "dx_prev", dpx, dpr, (int64_t)B * C, tol_of(X->A));
     if (dc0) expect_close(X, "dcoef", dcx, dcr, (int64_t)S * C, tol_of(X->P));
@@ -969,10 +1126,14 @@ static void shift_case(bk *X, bk *R, rng *g, int S, int B, int T, int C, int wit
 }
 
 static void body_shift_mix(bk *X, bk *R, rng *g) {
-    shift_case(X, R, g, 5, 3, 37, 83, 1, 1, 1, 1, 1);
-    shift_case(X, R, g, 2, 2, 1, 64, 0, 0, 0, 1, 0);
-    shift_case(X, R, g, 1, 1, 19, 7, 1, 0, 1, 0, 1);
-    shift_case(X, R, g, 3, 4, 5, 33, 0, 1, 1, 1, 1);
+    shift_case(X, R, g, RP_MIX_DELTA, 5, 3, 37, 83, 1, 1, 1, 1, 1);
+    shift_case(X, R, g, RP_MIX_DELTA, 2, 2, 1, 64, 0, 0, 0, 1, 0);
+    shift_case(X, R, g, RP_MIX_DELTA, 1, 1, 19, 7, 1, 0, 1, 0, 1);
+    shift_case(X, R, g, RP_MIX_DELTA, 3, 4, 5, 33, 0, 1, 1, 1, 1);
+    /* RWKV-5's form: coef weighs the current token, no m */
+    shift_case(X, R, g, RP_MIX_CURRENT, 4, 3, 37, 83, 1, 0, 1, 1, 1);
+    shift_case(X, R, g, RP_MIX_CURRENT, 1, 2, 1, 64, 0, 0, 0, 1, 0);
+    shift_case(X, R, g, RP_MIX_CURRENT, 2, 1, 19, 7, 1, 0, 1, 1, 0);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -980,11 +1141,17 @@ static void body_shift_mix(bk *X, bk *R, rng *g) {
 /* ------------------------------------------------------------------------------------ */
 
 static void body_act(bk *X, bk *R, rng *g) {
-    static const char *names[4] = {"tanh", "sigmoid", "silu", "relu_sq"};
+    static const char *names[5] = {"tanh", "sigmoid", "silu", "relu_sq", "softclamp"};
     const int64_t n = 1001;
-    for (int kind = 0; kind < 4; kind++)
+    for (int kind = 0; kind < 5; kind++)
         for (int inplace = 0; inplace < 2; inplace++) {
             double *x = gen_normal(g, n, 0, 2, X->A), *yx = H(n), *yr = H(n);
+            if (kind == RP_ACT_SOFTCLAMP) { /* both tails: softplus must not overflow or cancel */
+                x[0] = 95.0;
+                x[1] = -95.0;
+                x[2] = 30.0;
+                x[3] = -30.0;
+            }
             set_case("act_fwd %s inplace%d", names[kind], inplace);
             run_act_fwd(X, kind, yx, x, n, inplace);
             run_act_fwd(R, kind, yr, x, n, 0);
@@ -1156,6 +1323,214 @@ static void body_wkv6(bk *X, bk *R, rng *g) {
         wkv_shape s3 = {2, 21, 3, 32};
         wkv_case(X, R, g, s3, 2, 1, 1, 1);
     }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* lerp, RWKV-7 key preparation and bonus                                               */
+/* ------------------------------------------------------------------------------------ */
+
+static void body_lerp(bk *X, bk *R, rng *g) {
+    const int64_t n = 1001;
+    double *a = gen_normal(g, n, 0, 1, X->A), *b = gen_normal(g, n, 0, 1, X->A), *t = gen_unif(g, n, -0.2, 1.2, X->A);
+    for (int inplace = 0; inplace < 2; inplace++) {
+        double *yx = H(n), *yr = H(n);
+        set_case("lerp_fwd inplace%d (y = b)", inplace);
+        run_lerp_fwd(X, yx, a, b, t, n, inplace);
+        run_lerp_fwd(R, yr, a, b, t, n, 0);
+        expect_close(X, "y", yx, yr, n, tol_of(X->A));
+    }
+    double *dy = gen_normal(g, n, 0, 1, X->A), *da0 = gen_normal(g, n, 0, 1, X->A), *db0 = gen_normal(g, n, 0, 1, X->A);
+    for (int which = 0; which < 4; which++) { /* all; da + dt; db only; dt only */
+        int wa = which == 0 || which == 1, wb = which == 0 || which == 2, wt = which != 2;
+        double *dax = wa ? Hcopy(da0, n) : NULL, *dar = wa ? Hcopy(da0, n) : NULL;
+        double *dbx = wb ? Hcopy(db0, n) : NULL, *dbr = wb ? Hcopy(db0, n) : NULL;
+        double *dtx = wt ? H(n) : NULL, *dtr = wt ? H(n) : NULL;
+        set_case("lerp_bwd da%d db%d dt%d", wa, wb, wt);
+        run_lerp_bwd(X, dax, dbx, dtx, dy, a, b, t, n);
+        run_lerp_bwd(R, dar, dbr, dtr, dy, a, b, t, n);
+        if (wa) expect_close(X, "da", dax, dar, n, tol_of(X->A));
+        if (wb) expect_close(X, "db", dbx, dbr, n, tol_of(X->A));
+        if (wt) expect_close(X, "dt", dtx, dtr, n, tol_of(X->A));
+    }
+}
+
+/* zero_head ≥ 0: that head's k_k is all zero, so u = 0 there and the norm takes the 1e-12 floor */
+static void kprep_case(bk *X, bk *R, rng *g, int64_t n, int nh, int N, int zero_head, int want_params) {
+    const int64_t C = (int64_t)nh * N, nc = n * C;
+    double *k = gen_normal(g, nc, 0, 1, X->A), *a = gen_unif(g, nc, 0, 1, X->A);
+    double *kk = gen_normal(g, C, 0.85, 0.3, X->P), *ka = gen_normal(g, C, 1, 0.3, X->P);
+    if (zero_head >= 0)
+        for (int i = 0; i < N; i++) kk[(int64_t)zero_head * N + i] = 0;
+    double *kox = H(nc), *kor = H(nc), *wax = H(nc), *war = H(nc), *wbx = H(nc), *wbr = H(nc);
+    set_case("v7_kprep_fwd n%lld H%d N%d zero head %d", (long long)n, nh, N, zero_head);
+    run_kprep_fwd(X, kox, wax, wbx, k, a, kk, ka, n, nh, N);
+    run_kprep_fwd(R, kor, war, wbr, k, a, kk, ka, n, nh, N);
+    expect_close(X, "k_out", kox, kor, nc, tol_of(X->A));
+    expect_close(X, "wa", wax, war, nc, tol_of(X->A));
+    expect_close(X, "wb", wbx, wbr, nc, tol_of(X->A));
+    if (zero_head >= 0)
+        for (int64_t row = 0; row < n; row++)
+            for (int i = 0; i < N; i++) {
+                int64_t e = row * C + (int64_t)zero_head * N + i;
+                ck_assert_msg(wax[e] == 0 && wbx[e] == 0, "[%s] %s: wa/wb of the zero head not 0 at %lld (seed %llu)",
+                              X->label, g_case, (long long)e, g_seed);
+            }
+    double *dko = gen_normal(g, nc, 0, 1, X->A), *dwa = gen_normal(g, nc, 0, 1, X->A), *dwb = gen_normal(g, nc, 0, 1, X->A);
+    double *dkk0 = want_params ? gen_normal(g, C, 0, 1, X->P) : NULL, *dka0 = want_params ? gen_normal(g, C, 0, 1, X->P) : NULL;
+    double *dkx = H(nc), *dkr = H(nc), *dax = H(nc), *dar = H(nc);
+    double *dkkx = dkk0 ? Hcopy(dkk0, C) : NULL, *dkkr = dkk0 ? Hcopy(dkk0, C) : NULL;
+    double *dkax = dka0 ? Hcopy(dka0, C) : NULL, *dkar = dka0 ? Hcopy(dka0, C) : NULL;
+    set_case("v7_kprep_bwd n%lld H%d N%d zero head %d params%d", (long long)n, nh, N, zero_head, want_params);
+    run_kprep_bwd(X, dkx, dax, dkkx, dkax, dko, dwa, dwb, k, a, kk, ka, n, nh, N);
+    run_kprep_bwd(R, dkr, dar, dkkr, dkar, dko, dwa, dwb, k, a, kk, ka, n, nh, N);
+    expect_close(X, "dk", dkx, dkr, nc, tol_of(X->A));
+    expect_close(X, "da", dax, dar, nc, tol_of(X->A));
+    if (want_params) {
+        /* per head: below the floor dk_k is ~1e12 times larger than elsewhere */
+        for (int h = 0; h < nh; h++) {
+            char what[32];
+            snprintf(what, sizeof what, "dk_k head %d", h);
+            expect_close(X, what, dkkx + (int64_t)h * N, dkkr + (int64_t)h * N, N, 10 * tol_of(X->P));
+        }
+        expect_close(X, "dk_a", dkax, dkar, C, 10 * tol_of(X->P));
+    }
+}
+
+static void body_v7_kprep(bk *X, bk *R, rng *g) {
+    if (!X->ops->v7_kprep_fwd || !X->ops->v7_kprep_bwd) {
+        printf("SKIP %-16s on %-5s: not implemented by this backend\n", "v7_kprep", X->label);
+        return;
+    }
+    kprep_case(X, R, g, 37, 3, 64, -1, 1);
+    kprep_case(X, R, g, 37, 3, 64, 1, 1);
+    kprep_case(X, R, g, 11, 2, 24, 0, 0);
+    kprep_case(X, R, g, 301, 4, 5, -1, 1);
+}
+
+static void bonus_case(bk *X, bk *R, rng *g, int64_t n, int nh, int N, int want_rk) {
+    const int64_t C = (int64_t)nh * N, nc = n * C;
+    double *r = gen_normal(g, nc, 0, 1, X->A), *k = gen_normal(g, nc, 0, 0.5, X->A), *v = gen_normal(g, nc, 0, 1, X->A);
+    double *rk = gen_normal(g, C, 0, 0.5, X->P), *y0 = gen_normal(g, nc, 0, 1, X->A);
+    double *yx = Hcopy(y0, nc), *yr = Hcopy(y0, nc);
+    set_case("v7_bonus_fwd n%lld H%d N%d", (long long)n, nh, N);
+    run_bonus_fwd(X, yx, r, k, v, rk, n, nh, N);
+    run_bonus_fwd(R, yr, r, k, v, rk, n, nh, N);
+    expect_close(X, "y", yx, yr, nc, tol_of(X->A));
+    double *dy = gen_normal(g, nc, 0, 1, X->A), *dr0 = gen_normal(g, nc, 0, 1, X->A), *dk0 = gen_normal(g, nc, 0, 1, X->A);
+    double *dv0 = gen_normal(g, nc, 0, 1, X->A), *drk0 = want_rk ? gen_normal(g, C, 0, 1, X->P) : NULL;
+    double *drx = Hcopy(dr0, nc), *drr = Hcopy(dr0, nc), *dkx = Hcopy(dk0, nc), *dkr = Hcopy(dk0, nc);
+    double *dvx = Hcopy(dv0, nc), *dvr = Hcopy(dv0, nc);
+    double *drkx = drk0 ? Hcopy(drk0, C) : NULL, *drkr = drk0 ? Hcopy(drk0, C) : NULL;
+    set_case("v7_bonus_bwd n%lld H%d N%d dr_k%d", (long long)n, nh, N, want_rk);
+    run_bonus_bwd(X, drx, dkx, dvx, drkx, dy, r, k, v, rk, n, nh, N);
+    run_bonus_bwd(R, drr, dkr, dvr, drkr, dy, r, k, v, rk, n, nh, N);
+    expect_close(X, "dr", drx, drr, nc, tol_of(X->A));
+    expect_close(X, "dk", dkx, dkr, nc, tol_of(X->A));
+    expect_close(X, "dv", dvx, dvr, nc, tol_of(X->A));
+    if (want_rk) expect_close(X, "dr_k", drkx, drkr, C, 10 * tol_of(X->P));
+}
+
+static void body_v7_bonus(bk *X, bk *R, rng *g) {
+    if (!X->ops->v7_bonus_fwd || !X->ops->v7_bonus_bwd) {
+        printf("SKIP %-16s on %-5s: not implemented by this backend\n", "v7_bonus", X->label);
+        return;
+    }
+    bonus_case(X, R, g, 37, 3, 64, 1);
+    bonus_case(X, R, g, 11, 2, 24, 0);
+    bonus_case(X, R, g, 301, 4, 5, 1);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* wkv7                                                                                 */
+/* ------------------------------------------------------------------------------------ */
+
+/* Inputs in the regime the model produces: per row and head kk a unit vector, a = −kk,
+ * b = kk⊙gate (gate in (0,1)); w uniform in [−5, w_hi] (w_hi = 3: decays down to e^−20). */
+static w7_in w7_inputs(rng *g, wkv_shape s, int s0_mode, int with_gs, double w_hi, rp_dtype A, rp_dtype P) {
+    int64_t n = (int64_t)s.B * s.T * s.H * s.N, NN = (int64_t)s.N * s.N;
+    w7_in in;
+    in.r = gen_normal(g, n, 0, 0.5, A);
+    in.w = gen_unif(g, n, -5.0, w_hi, A);
+    in.k = gen_normal(g, n, 0, 0.5, A);
+    in.v = gen_normal(g, n, 0, 1.0, A);
+    in.a = H(n);
+    in.b = H(n);
+    for (int64_t row = 0; row < n / (s.N > 0 ? s.N : 1); row++) {
+        double nrm = 0, *kk = in.a + row * s.N;
+        for (int i = 0; i < s.N; i++) {
+            kk[i] = rng_normal(g);
+            nrm += kk[i] * kk[i];
+        }
+        nrm = sqrt(nrm) + 1e-30;
+        for (int i = 0; i < s.N; i++) {
+            double u = kk[i] / nrm;
+            in.a[row * s.N + i] = round_to(A, -u);
+            in.b[row * s.N + i] = round_to(A, u * rng_unif(g));
+        }
+    }
+    in.s0 = s0_mode == 0 ? NULL : gen_normal(g, (s0_mode == 1 ? 1 : s.B) * s.H * NN, 0, 0.3, P);
+    in.gy = gen_normal(g, n, 0, 1, A);
+    in.gs_out = with_gs ? gen_normal(g, (int64_t)s.B * s.H * NN, 0, 0.3, P) : NULL;
+    return in;
+}
+
+static void w7_case(bk *X, bk *R, rng *g, wkv_shape s, int s0_mode, int want_sout, int with_gs, int want_gs0, double w_hi) {
+    int64_t n = (int64_t)s.B * s.T * s.H * s.N, NN = (int64_t)s.N * s.N, ns = (int64_t)s.B * s.H * NN;
+    int shared = s0_mode == 1;
+    int64_t n0 = (shared ? 1 : s.B) * s.H * NN;
+    const char *mode = s0_mode == 0 ? "none" : shared ? "shared" : "per-batch";
+    w7_in in = w7_inputs(g, s, s0_mode, with_gs, w_hi, X->A, X->P);
+    double *yx = H(n), *yr = H(n), *sx = want_sout ? H(ns) : NULL, *sr = want_sout ? H(ns) : NULL;
+    set_case("wkv7_fwd B%d T%d H%d N%d s0:%s sout%d w<=%g", s.B, s.T, s.H, s.N, mode, want_sout, w_hi);
+    run_wkv7_fwd(X, yx, sx, &in, shared, s);
+    run_wkv7_fwd(R, yr, sr, &in, shared, s);
+    expect_close(X, "y", yx, yr, n, tol_of(X->A));
+    if (want_sout) expect_close(X, "s_out", sx, sr, ns, tol_of(X->P));
+    if (s0_mode == 2 && want_sout) {
+        double *st = Hcopy(in.s0, ns), *yi = H(n);
+        set_case("wkv7_fwd B%d T%d H%d N%d state in place (s_out = s0)", s.B, s.T, s.H, s.N);
+        run_wkv7_fwd_inplace(X, yi, st, &in, s);
+        expect_close(X, "y", yi, yr, n, tol_of(X->A));
+        expect_close(X, "state", st, sr, ns, tol_of(X->P));
+    }
+    set_case("wkv7_bwd B%d T%d H%d N%d s0:%s gs_out%d gs0%d w<=%g", s.B, s.T, s.H, s.N, mode, with_gs, want_gs0, w_hi);
+    double *gs00 = want_gs0 && s0_mode ? gen_normal(g, n0, 0, 1, X->P) : NULL;
+    w7_grads gx = {H(n), H(n), H(n), H(n), H(n), H(n), gs00 ? Hcopy(gs00, n0) : NULL};
+    w7_grads gref = {H(n), H(n), H(n), H(n), H(n), H(n), gs00 ? Hcopy(gs00, n0) : NULL};
+    run_wkv7_bwd(X, gx, &in, shared, s);
+    run_wkv7_bwd(R, gref, &in, shared, s);
+    expect_close(X, "gr", gx.gr, gref.gr, n, tol_of(X->A));
+    expect_close(X, "gw", gx.gw, gref.gw, n, tol_of(X->A));
+    expect_close(X, "gk", gx.gk, gref.gk, n, tol_of(X->A));
+    expect_close(X, "gv", gx.gv, gref.gv, n, tol_of(X->A));
+    expect_close(X, "ga", gx.ga, gref.ga, n, tol_of(X->A));
+    expect_close(X, "gb", gx.gb, gref.gb, n, tol_of(X->A));
+    if (gs00) expect_close(X, "gs0", gx.gs0, gref.gs0, n0, 10 * tol_of(X->P));
+}
+
+static void body_wkv7(bk *X, bk *R, rng *g) {
+    if (!X->ops->wkv7_fwd || !X->ops->wkv7_bwd) {
+        printf("SKIP %-16s on %-5s: not implemented by this backend\n", "wkv7", X->label);
+        return;
+    }
+    wkv_shape s = {3, 37, 2, 64};
+    w7_case(X, R, g, s, 0, 0, 0, 0, 1.0);
+    w7_case(X, R, g, s, 1, 1, 1, 1, 1.0);
+    w7_case(X, R, g, s, 2, 1, 1, 1, 1.0);
+    w7_case(X, R, g, s, 0, 1, 1, 0, 1.0);
+    w7_case(X, R, g, s, 1, 0, 0, 1, 1.0);
+    w7_case(X, R, g, s, 2, 0, 0, 1, 1.0);
+    wkv_shape s1 = {2, 1, 1, 64}, s2 = {1, 70, 1, 64}, s3 = {2, 33, 2, 64}, s4 = {2, 19, 26, 64}, s5 = {2, 0, 2, 64};
+    w7_case(X, R, g, s1, 2, 1, 1, 1, 1.0);
+    w7_case(X, R, g, s2, 1, 1, 1, 1, 1.0);
+    w7_case(X, R, g, s3, 2, 1, 1, 1, 3.0); /* decays down to e^−20: no backstepping anywhere */
+    w7_case(X, R, g, s4, 0, 1, 1, 0, 1.0); /* B·H = 52: other tile tiers on small GPUs / the emulator */
+    w7_case(X, R, g, s5, 2, 1, 1, 1, 1.0); /* T = 0: s_out = s0, gs0 += gs_out */
+    /* other head sizes (GPU: the generic kernels) */
+    wkv_shape s6 = {2, 21, 3, 24}, s7 = {1, 21, 2, 5}, s8 = {1, 17, 1, 32};
+    w7_case(X, R, g, s6, 1, 1, 1, 1, 1.0);
+    w7_case(X, R, g, s7, 2, 1, 1, 1, 1.0);
+    w7_case(X, R, g, s8, 0, 1, 1, 0, 1.0);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -1359,6 +1734,11 @@ static void body_errors(bk *X, bk *R, rng *g) {
     expect_rc(X, "convert from int32", X->ops->convert(X->be, buf, X->A, buf, RP_I32, 4), RWKVPEFT_E_UNSUPPORTED);
     expect_rc(X, "dropout p = 1", X->ops->dropout(X->be, buf, buf, 4, 1.0f, 1), RWKVPEFT_E_INVALID_ARGUMENT);
     expect_rc(X, "act kind 9", X->ops->act_fwd(X->be, 9, buf, buf, 4), RWKVPEFT_E_INVALID_ARGUMENT);
+    expect_rc(X, "shift_mix form 7", X->ops->shift_mix_fwd(X->be, buf, buf, NULL, buf, NULL, 7, 1, 1, 1, 4),
+              RWKVPEFT_E_INVALID_ARGUMENT);
+    expect_rc(X, "shift_mix RP_MIX_CURRENT with m",
+              X->ops->shift_mix_bwd(X->be, buf, NULL, NULL, NULL, buf, buf, NULL, buf, buf, RP_MIX_CURRENT, 1, 1, 1, 4),
+              RWKVPEFT_E_INVALID_ARGUMENT);
     expect_rc(X, "adam step 0",
               X->ops->adam_update(X->be, buf, buf, buf, buf, &seg, 1, NULL, 0, 1e-3f, 0.9f, 0.99f, 1e-8f, 0),
               RWKVPEFT_E_INVALID_ARGUMENT);
@@ -1430,7 +1810,7 @@ static double act_loss(void *p) {
 
 static void body_fd_act(bk *R, rng *g) {
     const int64_t n = 64;
-    for (int kind = 0; kind < 4; kind++) {
+    for (int kind = 0; kind < 5; kind++) {
         act_ctx c = {R, kind, gen_normal(g, n, 0, 1.5, RP_F64), gen_normal(g, n, 0, 1, RP_F64), H(n), n};
         for (int64_t i = 0; i < n; i++)
             if (fabs(c.x[i]) < 0.05) c.x[i] = 0.3; /* keep away from relu²'s kink */
@@ -1531,27 +1911,28 @@ static void body_fd_norm(bk *R, rng *g) {
 typedef struct shift_ctx {
     bk *R;
     double *x, *xp, *coef, *m, *gy, *out;
-    int S, B, T, C;
+    int S, B, T, C, form;
 } shift_ctx;
 static double shift_loss(void *p) {
     shift_ctx *c = (shift_ctx *)p;
-    run_shift_fwd(c->R, c->out, c->x, c->xp, c->coef, c->m, c->S, c->B, c->T, c->C);
+    run_shift_fwd(c->R, c->out, c->x, c->xp, c->coef, c->m, c->form, c->S, c->B, c->T, c->C);
     return dot(c->gy, c->out, (int64_t)c->S * c->B * c->T * c->C);
 }
 
 static void body_fd_shift_mix(bk *R, rng *g) {
-    for (int variant = 0; variant < 2; variant++) {
-        shift_ctx c = {R, NULL, NULL, NULL, NULL, NULL, NULL, 3, 2, 5, 7};
+    for (int variant = 0; variant < 3; variant++) { /* x_prev and m; neither; RP_MIX_CURRENT with x_prev */
+        shift_ctx c = {R, NULL, NULL, NULL, NULL, NULL, NULL, 3, 2, 5, 7, variant == 2 ? RP_MIX_CURRENT : RP_MIX_DELTA};
         int64_t slot = (int64_t)c.B * c.T * c.C;
         c.x = gen_normal(g, slot, 0, 1, RP_F64);
-        c.xp = variant == 0 ? gen_normal(g, (int64_t)c.B * c.C, 0, 1, RP_F64) : NULL;
+        c.xp = variant != 1 ? gen_normal(g, (int64_t)c.B * c.C, 0, 1, RP_F64) : NULL;
         c.coef = gen_unif(g, (int64_t)c.S * c.C, 0, 1, RP_F64);
         c.m = variant == 0 ? gen_normal(g, c.S * slot, 0, 0.3, RP_F64) : NULL;
         c.gy = gen_normal(g, c.S * slot, 0, 1, RP_F64);
         c.out = H(c.S * slot);
         double *dx = H(slot), *dxp = H((int64_t)c.B * c.C), *dc = H((int64_t)c.S * c.C), *dm = H(c.S * slot);
-        set_case("fd shift_mix x_prev%d m%d", variant == 0, variant == 0);
-        run_shift_bwd(R, dx, c.xp ? dxp : NULL, dc, c.m ? dm : NULL, c.gy, c.x, c.xp, c.coef, c.m, c.S, c.B, c.T, c.C);
+        set_case("fd shift_mix %s x_prev%d m%d", variant == 2 ? "current" : "delta", c.xp != NULL, c.m != NULL);
+        run_shift_bwd(R, dx, c.xp ? dxp : NULL, dc, c.m ? dm : NULL, c.gy, c.x, c.xp, c.coef, c.m, c.form, c.S, c.B, c.T,
+                      c.C);
         fd_check(R, g, "x", c.x, slot, dx, shift_loss, &c);
         fd_check(R, g, "coef", c.coef, (int64_t)c.S * c.C, dc, shift_loss, &c);
         if (c.xp) fd_check(R, g, "x_prev", c.xp, (int64_t)c.B * c.C, dxp, shift_loss, &c);
@@ -1620,6 +2001,157 @@ static void body_fd_wkv6(bk *R, rng *g) {
                 fd_check(R, g, "w", c.in.w, n, gr.gw, wkv_loss, &c);
                 fd_check(R, g, "u", c.in.u, (int64_t)c.s.H * c.s.N, gr.gu, wkv_loss, &c);
                 if (s0_mode) fd_check(R, g, "s0", c.in.s0, n0, gr.gs0, wkv_loss, &c);
+            }
+}
+
+/* ---- lerp ---- */
+typedef struct lerp_ctx {
+    bk *R;
+    double *a, *b, *t, *gy, *y;
+    int64_t n;
+} lerp_ctx;
+static double lerp_loss(void *p) {
+    lerp_ctx *c = (lerp_ctx *)p;
+    run_lerp_fwd(c->R, c->y, c->a, c->b, c->t, c->n, 0);
+    return dot(c->gy, c->y, c->n);
+}
+
+static void body_fd_lerp(bk *R, rng *g) {
+    const int64_t n = 50;
+    lerp_ctx c = {R, gen_normal(g, n, 0, 1, RP_F64), gen_normal(g, n, 0, 1, RP_F64), gen_unif(g, n, -0.2, 1.2, RP_F64),
+                  gen_normal(g, n, 0, 1, RP_F64), H(n), n};
+    double *da = H(n), *db = H(n), *dt = H(n);
+    set_case("fd lerp");
+    run_lerp_bwd(R, da, db, dt, c.gy, c.a, c.b, c.t, n);
+    fd_check(R, g, "a", c.a, n, da, lerp_loss, &c);
+    fd_check(R, g, "b", c.b, n, db, lerp_loss, &c);
+    fd_check(R, g, "t", c.t, n, dt, lerp_loss, &c);
+}
+
+/* ---- v7_kprep ---- */
+typedef struct kprep_ctx {
+    bk *R;
+    double *k, *a, *kk, *ka, *g1, *g2, *g3, *kout, *wa, *wb;
+    int64_t n;
+    int H, N;
+} kprep_ctx;
+static double kprep_loss(void *p) {
+    kprep_ctx *c = (kprep_ctx *)p;
+    int64_t nc = c->n * c->H * c->N;
+    run_kprep_fwd(c->R, c->kout, c->wa, c->wb, c->k, c->a, c->kk, c->ka, c->n, c->H, c->N);
+    return dot(c->g1, c->kout, nc) + dot(c->g2, c->wa, nc) + dot(c->g3, c->wb, nc);
+}
+
+/* floored: head 1's k_k is zero, so u = 0 there (the 1e-12 floor; k_k itself is then not
+ * differentiable, a perturbation leaves the floor, so only k, a, k_a are checked) */
+static void body_fd_v7_kprep(bk *R, rng *g) {
+    for (int floored = 0; floored < 2; floored++) {
+        kprep_ctx c;
+        c.R = R;
+        c.n = 5;
+        c.H = 2;
+        c.N = 6;
+        int64_t C = (int64_t)c.H * c.N, nc = c.n * C;
+        c.k = gen_normal(g, nc, 0, 1, RP_F64);
+        c.a = gen_unif(g, nc, 0, 1, RP_F64);
+        c.kk = gen_normal(g, C, 0.85, 0.3, RP_F64);
+        c.ka = gen_normal(g, C, 1, 0.3, RP_F64);
+        if (floored)
+            for (int i = 0; i < c.N; i++) c.kk[c.N + i] = 0;
+        c.g1 = gen_normal(g, nc, 0, 1, RP_F64);
+        c.g2 = gen_normal(g, nc, 0, 1, RP_F64);
+        c.g3 = gen_normal(g, nc, 0, 1, RP_F64);
+        c.kout = H(nc);
+        c.wa = H(nc);
+        c.wb = H(nc);
+        double *dk = H(nc), *da = H(nc), *dkk = H(C), *dka = H(C);
+        set_case("fd v7_kprep%s", floored ? " (a head below the norm floor)" : "");
+        run_kprep_bwd(R, dk, da, dkk, dka, c.g1, c.g2, c.g3, c.k, c.a, c.kk, c.ka, c.n, c.H, c.N);
+        fd_check(R, g, "k", c.k, nc, dk, kprep_loss, &c);
+        fd_check(R, g, "a", c.a, nc, da, kprep_loss, &c);
+        fd_check(R, g, "k_a", c.ka, C, dka, kprep_loss, &c);
+        if (!floored) fd_check(R, g, "k_k", c.kk, C, dkk, kprep_loss, &c);
+    }
+}
+
+/* ---- v7_bonus ---- */
+typedef struct bonus_ctx {
+    bk *R;
+    double *r, *k, *v, *rk, *y0, *gy, *y;
+    int64_t n;
+    int H, N;
+} bonus_ctx;
+static double bonus_loss(void *p) {
+    bonus_ctx *c = (bonus_ctx *)p;
+    int64_t nc = c->n * c->H * c->N;
+    memcpy(c->y, c->y0, sizeof(double) * (size_t)nc);
+    run_bonus_fwd(c->R, c->y, c->r, c->k, c->v, c->rk, c->n, c->H, c->N);
+    return dot(c->gy, c->y, nc);
+}
+
+static void body_fd_v7_bonus(bk *R, rng *g) {
+    bonus_ctx c;
+    c.R = R;
+    c.n = 5;
+    c.H = 2;
+    c.N = 6;
+    int64_t C = (int64_t)c.H * c.N, nc = c.n * C;
+    c.r = gen_normal(g, nc, 0, 1, RP_F64);
+    c.k = gen_normal(g, nc, 0, 1, RP_F64);
+    c.v = gen_normal(g, nc, 0, 1, RP_F64);
+    c.rk = gen_normal(g, C, 0, 1, RP_F64);
+    c.y0 = gen_normal(g, nc, 0, 1, RP_F64);
+    c.gy = gen_normal(g, nc, 0, 1, RP_F64);
+    c.y = H(nc);
+    double *dr = H(nc), *dk = H(nc), *dv = H(nc), *drk = H(C); /* "+=" from zero */
+    set_case("fd v7_bonus");
+    run_bonus_bwd(R, dr, dk, dv, drk, c.gy, c.r, c.k, c.v, c.rk, c.n, c.H, c.N);
+    fd_check(R, g, "r", c.r, nc, dr, bonus_loss, &c);
+    fd_check(R, g, "k", c.k, nc, dk, bonus_loss, &c);
+    fd_check(R, g, "v", c.v, nc, dv, bonus_loss, &c);
+    fd_check(R, g, "r_k", c.rk, C, drk, bonus_loss, &c);
+}
+
+/* ---- wkv7 ---- */
+typedef struct w7_ctx {
+    bk *R;
+    w7_in in;
+    wkv_shape s;
+    int shared;
+    double *y, *s_out;
+} w7_ctx;
+static double w7_loss(void *p) {
+    w7_ctx *c = (w7_ctx *)p;
+    int64_t n = (int64_t)c->s.B * c->s.T * c->s.H * c->s.N, ns = (int64_t)c->s.B * c->s.H * c->s.N * c->s.N;
+    run_wkv7_fwd(c->R, c->y, c->in.gs_out ? c->s_out : NULL, &c->in, c->shared, c->s);
+    return dot(c->in.gy, c->y, n) + (c->in.gs_out ? dot(c->in.gs_out, c->s_out, ns) : 0);
+}
+
+static void body_fd_wkv7(bk *R, rng *g) {
+    const wkv_shape shapes[2] = {{2, 9, 2, 4}, {1, 19, 1, 8}};
+    for (int q = 0; q < 2; q++)
+        for (int s0_mode = 0; s0_mode < 3; s0_mode++)
+            for (int with_gs = 0; with_gs < 2; with_gs++) {
+                w7_ctx c;
+                c.R = R;
+                c.s = shapes[q];
+                c.shared = s0_mode == 1;
+                c.in = w7_inputs(g, c.s, s0_mode, with_gs, 1.0, RP_F64, RP_F64);
+                int64_t n = (int64_t)c.s.B * c.s.T * c.s.H * c.s.N, NN = (int64_t)c.s.N * c.s.N;
+                int64_t n0 = (c.shared ? 1 : c.s.B) * c.s.H * NN;
+                c.y = H(n);
+                c.s_out = H((int64_t)c.s.B * c.s.H * NN);
+                w7_grads gr = {H(n), H(n), H(n), H(n), H(n), H(n), s0_mode ? H(n0) : NULL};
+                set_case("fd wkv7 B%d T%d H%d N%d s0:%s gs_out%d", c.s.B, c.s.T, c.s.H, c.s.N,
+                         s0_mode == 0 ? "none" : c.shared ? "shared" : "per-batch", with_gs);
+                run_wkv7_bwd(R, gr, &c.in, c.shared, c.s);
+                fd_check(R, g, "r", c.in.r, n, gr.gr, w7_loss, &c);
+                fd_check(R, g, "w", c.in.w, n, gr.gw, w7_loss, &c);
+                fd_check(R, g, "k", c.in.k, n, gr.gk, w7_loss, &c);
+                fd_check(R, g, "v", c.in.v, n, gr.gv, w7_loss, &c);
+                fd_check(R, g, "a", c.in.a, n, gr.ga, w7_loss, &c);
+                fd_check(R, g, "b", c.in.b, n, gr.gb, w7_loss, &c);
+                if (s0_mode) fd_check(R, g, "s0", c.in.s0, n0, gr.gs0, w7_loss, &c);
             }
 }
 
@@ -1729,6 +2261,10 @@ OP_TEST(mul_add)
 OP_TEST(rows)
 OP_TEST(dropout)
 OP_TEST(wkv6)
+OP_TEST(lerp)
+OP_TEST(v7_kprep)
+OP_TEST(v7_bonus)
+OP_TEST(wkv7)
 OP_TEST(cross_entropy)
 OP_TEST(sumsq)
 OP_TEST(adam)
@@ -1757,6 +2293,10 @@ FD_TEST(fd_norm)
 FD_TEST(fd_shift_mix)
 FD_TEST(fd_rows)
 FD_TEST(fd_wkv6)
+FD_TEST(fd_lerp)
+FD_TEST(fd_v7_kprep)
+FD_TEST(fd_v7_bonus)
+FD_TEST(fd_wkv7)
 FD_TEST(fd_ce)
 FD_TEST(ref_gemm)
 
@@ -1781,6 +2321,10 @@ int main(void) {
     tcase_add_test(ops, test_rows);
     tcase_add_test(ops, test_dropout);
     tcase_add_test(ops, test_wkv6);
+    tcase_add_test(ops, test_lerp);
+    tcase_add_test(ops, test_v7_kprep);
+    tcase_add_test(ops, test_v7_bonus);
+    tcase_add_test(ops, test_wkv7);
     tcase_add_test(ops, test_cross_entropy);
     tcase_add_test(ops, test_sumsq);
     tcase_add_test(ops, test_adam);
@@ -1797,6 +2341,10 @@ int main(void) {
     tcase_add_test(fd, test_fd_shift_mix);
     tcase_add_test(fd, test_fd_rows);
     tcase_add_test(fd, test_fd_wkv6);
+    tcase_add_test(fd, test_fd_lerp);
+    tcase_add_test(fd, test_fd_v7_kprep);
+    tcase_add_test(fd, test_fd_v7_bonus);
+    tcase_add_test(fd, test_fd_wkv7);
     tcase_add_test(fd, test_fd_ce);
     tcase_add_test(fd, test_ref_gemm);
     suite_add_tcase(su, fd);

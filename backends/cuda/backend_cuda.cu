@@ -621,6 +621,8 @@ static rp_backend_ops make_table(void) {
     t.add = cu_add;
     t.broadcast_rows = cu_broadcast_rows;
     t.sum_rows = cu_sum_rows;
+    t.lerp_fwd = cu_lerp_fwd;
+    t.lerp_bwd = cu_lerp_bwd;
     t.dropout = cu_dropout;
     t.wkv6_fwd = cu_wkv6_fwd;
     t.wkv6_bwd = cu_wkv6_bwd;
@@ -628,6 +630,12 @@ static rp_backend_ops make_table(void) {
     t.sumsq = cu_sumsq;
     t.adam_update = cu_adam_update;
     t.dequant = cu_dequant;
+    t.wkv7_fwd = cu_wkv7_fwd;
+    t.wkv7_bwd = cu_wkv7_bwd;
+    t.v7_kprep_fwd = cu_v7_kprep_fwd;
+    t.v7_kprep_bwd = cu_v7_kprep_bwd;
+    t.v7_bonus_fwd = cu_v7_bonus_fwd;
+    t.v7_bonus_bwd = cu_v7_bonus_bwd;
     return t;
 }
 

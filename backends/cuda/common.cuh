@@ -248,10 +248,10 @@ int cu_norm_bwd(rp_backend *be, void *dx, void *dw, void *db, const void *dy, co
 
 /* ops_shift_mix.cu */
 int cu_shift_mix_fwd(rp_backend *be, void *out, const void *x, const void *x_prev, const void *coef,
-                     const void *m, int n_slots, int B, int T, int C);
+                     const void *m, int form, int n_slots, int B, int T, int C);
 int cu_shift_mix_bwd(rp_backend *be, void *dx, void *dx_prev, void *dcoef, void *dm, const void *dout,
-                     const void *x, const void *x_prev, const void *coef, const void *m, int n_slots, int B,
-                     int T, int C);
+                     const void *x, const void *x_prev, const void *coef, const void *m, int form, int n_slots,
+                     int B, int T, int C);
 
 /* ops_elementwise.cu */
 int cu_act_fwd(rp_backend *be, int kind, void *y, const void *x, int64_t n);
@@ -261,6 +261,9 @@ int cu_mul_bwd(rp_backend *be, void *da, void *db, const void *dy, const void *a
 int cu_add(rp_backend *be, void *y, const void *x, float alpha, int64_t n);
 int cu_broadcast_rows(rp_backend *be, void *y, const void *v, int64_t n, int C, int accumulate);
 int cu_sum_rows(rp_backend *be, void *dv, const void *dy, int64_t n, int C);
+int cu_lerp_fwd(rp_backend *be, void *y, const void *a, const void *b, const void *t, int64_t n);
+int cu_lerp_bwd(rp_backend *be, void *da, void *db, void *dt, const void *dy, const void *a, const void *b,
+                const void *t, int64_t n);
 int cu_dropout(rp_backend *be, void *y, const void *x, int64_t n, float p, uint64_t seed);
 /* Column sums in two deterministic passes: the caller's kernel writes partial sums
  * part[chunk][col] over row chunks of cu_colsum_chunk_rows() rows; this adds Σ_chunk to dst. */
@@ -273,6 +276,24 @@ int cu_wkv6_fwd(rp_backend *be, void *y, void *s_out, const void *r, const void 
 int cu_wkv6_bwd(rp_backend *be, void *gr, void *gk, void *gv, void *gw, void *gu, void *gs0, const void *gy,
                 const void *gs_out, const void *r, const void *k, const void *v, const void *w,
                 const void *u, const void *s0, int s0_shared, int B, int T, int H, int N);
+
+/* ops_wkv7.cu */
+int cu_wkv7_fwd(rp_backend *be, void *y, void *s_out, const void *r, const void *w, const void *k, const void *v,
+                const void *a, const void *b, const void *s0, int s0_shared, int B, int T, int H, int N);
+int cu_wkv7_bwd(rp_backend *be, void *gr, void *gw, void *gk, void *gv, void *ga, void *gb, void *gs0,
+                const void *gy, const void *gs_out, const void *r, const void *w, const void *k, const void *v,
+                const void *a, const void *b, const void *s0, int s0_shared, int B, int T, int H, int N);
+
+/* ops_rwkv7.cu */
+int cu_v7_kprep_fwd(rp_backend *be, void *k_out, void *wa, void *wb, const void *k, const void *a, const void *k_k,
+                    const void *k_a, int64_t n, int H, int N);
+int cu_v7_kprep_bwd(rp_backend *be, void *dk, void *da, void *dk_k, void *dk_a, const void *dk_out, const void *dwa,
+                    const void *dwb, const void *k, const void *a, const void *k_k, const void *k_a, int64_t n, int H,
+                    int N);
+int cu_v7_bonus_fwd(rp_backend *be, void *y, const void *r, const void *k, const void *v, const void *r_k, int64_t n,
+                    int H, int N);
+int cu_v7_bonus_bwd(rp_backend *be, void *dr, void *dk, void *dv, void *dr_k, const void *dy, const void *r,
+                    const void *k, const void *v, const void *r_k, int64_t n, int H, int N);
 
 /* ops_loss.cu */
 int cu_cross_entropy(rp_backend *be, void *loss_sum, void *dlogits, const void *logits, const int32_t *targets,

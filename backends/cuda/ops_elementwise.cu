@@ -1,5 +1,6 @@
-/* ops_elementwise.cu — activations, mul, add, broadcast_rows / sum_rows, dropout, and the
- * deterministic column-sum helper other ops share. All arithmetic in fp32; A = bf16, P = f32. */
+/* ops_elementwise.cu — activations (incl. RWKV-7's soft clamp), mul, add, lerp, broadcast_rows /
+ * sum_rows, dropout, and the deterministic column-sum helper other ops share. All arithmetic in
+ * fp32; A = bf16, P = f32. */
 #include "common.cuh"
 
 #define EW_THREADS 256
@@ -12,14 +13,18 @@
 
 RP_DEV float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+/* softplus(z) = log(1 + e^z) without overflow: max(z, 0) + log1p(e^−|z|) */
+RP_DEV float softplusf_(float z) { return fmaxf(z, 0.0f) + log1pf(expf(-fabsf(z))); }
+
 template <int KIND> RP_DEV float act_f(float x) {
     if (KIND == RP_ACT_TANH) return tanhf(x);
     if (KIND == RP_ACT_SIGMOID) return sigmoidf_(x);
     if (KIND == RP_ACT_SILU) return x * sigmoidf_(x);
+    if (KIND == RP_ACT_SOFTCLAMP) return -softplusf_(-x) - 0.5f;
     return x > 0.0f ? x * x : 0.0f; /* relu² */
 }
 
-/* dy·f'(·), from y (tanh, sigmoid) or x (silu, relu²) */
+/* dy·f'(·), from y (tanh, sigmoid) or x (silu, relu², soft clamp) */
 template <int KIND> RP_DEV float act_df(float dy, float x, float y) {
     if (KIND == RP_ACT_TANH) return dy * (1.0f - y * y);
     if (KIND == RP_ACT_SIGMOID) return dy * y * (1.0f - y);
@@ -27,6 +32,7 @@ template <int KIND> RP_DEV float act_df(float dy, float x, float y) {
         float s = sigmoidf_(x);
         return dy * s * (1.0f + x * (1.0f - s));
     }
+    if (KIND == RP_ACT_SOFTCLAMP) return dy * sigmoidf_(-x); /* d/dx −softplus(−x) = σ(−x) */
     return x > 0.0f ? dy * 2.0f * x : 0.0f;
 }
 
@@ -57,6 +63,24 @@ __global__ void mul_backward_kernel(act_t *da, act_t *db, const act_t *dy, const
         float av = tof(a[i]), bv = tof(b[i]);
         if (da) da[i] = fromf<act_t>(tof(da[i]) + g * bv);
         if (db) db[i] = fromf<act_t>(tof(db[i]) + g * av);
+    }
+}
+
+/* y = a + (b − a)·t; y may alias b (each element read before it is written) */
+__global__ void lerp_forward_kernel(act_t *y, const act_t *a, const act_t *b, const act_t *t, int64_t n) {
+    GRID_STRIDE(i, n) {
+        const float av = tof(a[i]);
+        y[i] = fromf<act_t>(fmaf(tof(b[i]) - av, tof(t[i]), av));
+    }
+}
+
+__global__ void lerp_backward_kernel(act_t *da, act_t *db, act_t *dt, const act_t *dy, const act_t *a,
+                                     const act_t *b, const act_t *t, int64_t n) {
+    GRID_STRIDE(i, n) {
+        const float g = tof(dy[i]), tv = tof(t[i]);
+        if (dt) dt[i] = fromf<act_t>(g * (tof(b[i]) - tof(a[i])));
+        if (da) da[i] = fromf<act_t>(fmaf(g, 1.0f - tv, tof(da[i])));
+        if (db) db[i] = fromf<act_t>(fmaf(g, tv, tof(db[i])));
     }
 }
 
@@ -125,7 +149,7 @@ int cu_colsum_finish(rp_backend *be, float *dst, const float *part, int n_chunks
 }
 
 int cu_act_fwd(rp_backend *be, int kind, void *y, const void *x, int64_t n) {
-    if (kind < RP_ACT_TANH || kind > RP_ACT_RELU_SQ) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_fwd: kind %d", kind);
+    if (kind < RP_ACT_TANH || kind > RP_ACT_SOFTCLAMP) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_fwd: kind %d", kind);
     if (n <= 0) return 0;
     CU_ENTER(be);
     unsigned g = cu_blocks(n, EW_THREADS);
@@ -136,6 +160,7 @@ int cu_act_fwd(rp_backend *be, int kind, void *y, const void *x, int64_t n) {
     case RP_ACT_TANH: act_forward_kernel<RP_ACT_TANH><<<g, EW_THREADS, 0, s>>>(Y, X, n); break;
     case RP_ACT_SIGMOID: act_forward_kernel<RP_ACT_SIGMOID><<<g, EW_THREADS, 0, s>>>(Y, X, n); break;
     case RP_ACT_SILU: act_forward_kernel<RP_ACT_SILU><<<g, EW_THREADS, 0, s>>>(Y, X, n); break;
+    case RP_ACT_SOFTCLAMP: act_forward_kernel<RP_ACT_SOFTCLAMP><<<g, EW_THREADS, 0, s>>>(Y, X, n); break;
     default: act_forward_kernel<RP_ACT_RELU_SQ><<<g, EW_THREADS, 0, s>>>(Y, X, n); break;
     }
     CU_LAUNCHED(be);
@@ -143,7 +168,7 @@ int cu_act_fwd(rp_backend *be, int kind, void *y, const void *x, int64_t n) {
 }
 
 int cu_act_bwd(rp_backend *be, int kind, void *dx, const void *dy, const void *x, const void *y, int64_t n) {
-    if (kind < RP_ACT_TANH || kind > RP_ACT_RELU_SQ) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_bwd: kind %d", kind);
+    if (kind < RP_ACT_TANH || kind > RP_ACT_SOFTCLAMP) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_bwd: kind %d", kind);
     if ((kind == RP_ACT_TANH || kind == RP_ACT_SIGMOID) ? !y : !x)
         return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_bwd: missing x or y");
     if (n <= 0) return 0;
@@ -156,6 +181,9 @@ int cu_act_bwd(rp_backend *be, int kind, void *dx, const void *dy, const void *x
     case RP_ACT_TANH: act_backward_kernel<RP_ACT_TANH><<<g, EW_THREADS, 0, s>>>(DX, DY, NULL, Y, n); break;
     case RP_ACT_SIGMOID: act_backward_kernel<RP_ACT_SIGMOID><<<g, EW_THREADS, 0, s>>>(DX, DY, NULL, Y, n); break;
     case RP_ACT_SILU: act_backward_kernel<RP_ACT_SILU><<<g, EW_THREADS, 0, s>>>(DX, DY, X, NULL, n); break;
+    case RP_ACT_SOFTCLAMP:
+        act_backward_kernel<RP_ACT_SOFTCLAMP><<<g, EW_THREADS, 0, s>>>(DX, DY, X, NULL, n);
+        break;
     default: act_backward_kernel<RP_ACT_RELU_SQ><<<g, EW_THREADS, 0, s>>>(DX, DY, X, NULL, n); break;
     }
     CU_LAUNCHED(be);
@@ -176,6 +204,26 @@ int cu_mul_bwd(rp_backend *be, void *da, void *db, const void *dy, const void *a
     CU_ENTER(be);
     mul_backward_kernel<<<cu_blocks(n, EW_THREADS), EW_THREADS, 0, cu_stream(be)>>>(
         (act_t *)da, (act_t *)db, (const act_t *)dy, (const act_t *)a, (const act_t *)b, n);
+    CU_LAUNCHED(be);
+    return 0;
+}
+
+int cu_lerp_fwd(rp_backend *be, void *y, const void *a, const void *b, const void *t, int64_t n) {
+    if (n <= 0) return 0;
+    CU_ENTER(be);
+    lerp_forward_kernel<<<cu_blocks(n, EW_THREADS), EW_THREADS, 0, cu_stream(be)>>>(
+        (act_t *)y, (const act_t *)a, (const act_t *)b, (const act_t *)t, n);
+    CU_LAUNCHED(be);
+    return 0;
+}
+
+int cu_lerp_bwd(rp_backend *be, void *da, void *db, void *dt, const void *dy, const void *a, const void *b,
+                const void *t, int64_t n) {
+    if (n <= 0 || (!da && !db && !dt)) return 0;
+    CU_ENTER(be);
+    lerp_backward_kernel<<<cu_blocks(n, EW_THREADS), EW_THREADS, 0, cu_stream(be)>>>(
+        (act_t *)da, (act_t *)db, (act_t *)dt, (const act_t *)dy, (const act_t *)a, (const act_t *)b,
+        (const act_t *)t, n);
     CU_LAUNCHED(be);
     return 0;
 }
