@@ -411,8 +411,9 @@ typedef struct merge_case {
     const char *parts;
 } merge_case;
 
-/* For every method: logits of base + attached adapter == logits of the merged model, for
- * rwkvpeft_model_merge (in place) and rwkvpeft_merge_files (file to file), in float32. */
+/* For every method and RWKV version: logits of base + attached adapter == logits of the
+ * merged model, for rwkvpeft_model_merge (in place) and rwkvpeft_merge_files (file to file),
+ * in float32. */
 START_TEST(test_merge_equivalence) {
     static const merge_case cases[] = {{RWKVPEFT_PEFT_LORA, 3, "time,ln"}, {RWKVPEFT_PEFT_PISSA, 4, "ln"},
                                        {RWKVPEFT_PEFT_BONE, 5, "time"},    {RWKVPEFT_PEFT_BAT, 8, ""},
@@ -426,61 +427,69 @@ START_TEST(test_merge_equivalence) {
     tu_tmppath(init, sizeof init, "merge-init", ".pth");
     tu_tmppath(merged, sizeof merged, "merge-out", ".pth");
     tu_tmppath(saved, sizeof saved, "merge-saved", ".safetensors");
-    rwkvpeft_model *m = tm_tiny_model(ctx, 0, 4);
+    rwkvpeft_model *m = NULL;
+    for (int ver = 5; ver <= 7; ver++) {
+        m = tm_tiny_model_v(ctx, ver, 0, 4);
+        randomize(m, 12, 0);
+        TU_OK(rwkvpeft_model_save(m, base, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32));
+        rwkvpeft_model_free(m);
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            const merge_case *mc = &cases[c];
+            if (ver == 5 && mc->method == RWKVPEFT_PEFT_STATE) continue; /* refused: test_versions */
+            TU_OK(rwkvpeft_model_load(ctx, base, NULL, &m));
+            attach(m, mc->method, mc->r, mc->parts);
+            randomize(m, 100 + c, 1); /* adapter and trained base tensors away from their init */
+            tm_logits(m, ref, B, T);
+            TU_OK(rwkvpeft_save_adapter(m, ad, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32));
+            if (mc->method == RWKVPEFT_PEFT_PISSA) TU_OK(rwkvpeft_pissa_save_init(m, init, RWKVPEFT_FORMAT_AUTO));
+            /* file to file */
+            rwkvpeft_merge_params mp;
+            rwkvpeft_merge_params_init(&mp);
+            mp.base_path = base;
+            mp.adapter_path = ad;
+            mp.output_path = merged;
+            mp.method = mc->method;
+            mp.lora_alpha = 6;
+            mp.pissa_init = mc->method == RWKVPEFT_PEFT_PISSA ? init : NULL;
+            mp.dtype = RWKVPEFT_DTYPE_F32;
+            TU_OK(rwkvpeft_merge_files(&mp));
+            rwkvpeft_model *mm = NULL;
+            TU_OK(rwkvpeft_model_load(ctx, merged, NULL, &mm));
+            tm_logits(mm, got, B, T);
+            double d = tm_rel_diff(got, ref, N);
+            ck_assert_msg(d < 2e-5, "RWKV-%d method %d: merged file logits differ by %g", ver, mc->method, d);
+            rwkvpeft_model_free(mm);
+            /* auto-detected method gives the same file for Bone/Bat/state */
+            if (mc->method >= RWKVPEFT_PEFT_BONE) {
+                mp.method = -1;
+                TU_OK(rwkvpeft_merge_files(&mp));
+                TU_OK(rwkvpeft_model_load(ctx, merged, NULL, &mm));
+                tm_logits(mm, got, B, T);
+                ck_assert(tm_rel_diff(got, ref, N) < 2e-5);
+                rwkvpeft_model_free(mm);
+            }
+            /* in place */
+            TU_OK(rwkvpeft_model_merge(m));
+            ck_assert_int_eq(m->adapter.attached, 0);
+            tm_logits(m, got, B, T);
+            d = tm_rel_diff(got, ref, N);
+            ck_assert_msg(d < 2e-5, "RWKV-%d method %d: in-place merged logits differ by %g", ver, mc->method, d);
+            TU_OK(rwkvpeft_model_save(m, saved, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32));
+            TU_OK(rwkvpeft_model_load(ctx, saved, NULL, &mm));
+            tm_logits(mm, ref, B, T);
+            ck_assert(memcmp(ref, got, sizeof ref) == 0);
+            rwkvpeft_model_free(mm);
+            /* a merged model takes a new adapter */
+            attach(m, RWKVPEFT_PEFT_LORA, 2, "");
+            tm_logits(m, ref, B, T);
+            ck_assert(memcmp(ref, got, sizeof ref) == 0); /* B = 0: unchanged */
+            rwkvpeft_model_free(m);
+        }
+    }
+    m = tm_tiny_model(ctx, 0, 4);
     randomize(m, 12, 0);
     TU_OK(rwkvpeft_model_save(m, base, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32));
     rwkvpeft_model_free(m);
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        const merge_case *mc = &cases[c];
-        TU_OK(rwkvpeft_model_load(ctx, base, NULL, &m));
-        attach(m, mc->method, mc->r, mc->parts);
-        randomize(m, 100 + c, 1); /* adapter and trained base tensors away from their init */
-        tm_logits(m, ref, B, T);
-        TU_OK(rwkvpeft_save_adapter(m, ad, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32));
-        if (mc->method == RWKVPEFT_PEFT_PISSA) TU_OK(rwkvpeft_pissa_save_init(m, init, RWKVPEFT_FORMAT_AUTO));
-        /* file to file */
-        rwkvpeft_merge_params mp;
-        rwkvpeft_merge_params_init(&mp);
-        mp.base_path = base;
-        mp.adapter_path = ad;
-        mp.output_path = merged;
-        mp.method = mc->method;
-        mp.lora_alpha = 6;
-        mp.pissa_init = mc->method == RWKVPEFT_PEFT_PISSA ? init : NULL;
-        mp.dtype = RWKVPEFT_DTYPE_F32;
-        TU_OK(rwkvpeft_merge_files(&mp));
-        rwkvpeft_model *mm = NULL;
-        TU_OK(rwkvpeft_model_load(ctx, merged, NULL, &mm));
-        tm_logits(mm, got, B, T);
-        double d = tm_rel_diff(got, ref, N);
-        ck_assert_msg(d < 2e-5, "method %d: merged file logits differ by %g", mc->method, d);
-        rwkvpeft_model_free(mm);
-        /* auto-detected method gives the same file for Bone/Bat/state */
-        if (mc->method >= RWKVPEFT_PEFT_BONE) {
-            mp.method = -1;
-            TU_OK(rwkvpeft_merge_files(&mp));
-            TU_OK(rwkvpeft_model_load(ctx, merged, NULL, &mm));
-            tm_logits(mm, got, B, T);
-            ck_assert(tm_rel_diff(got, ref, N) < 2e-5);
-            rwkvpeft_model_free(mm);
-        }
-        /* in place */
-        TU_OK(rwkvpeft_model_merge(m));
-        ck_assert_int_eq(m->adapter.attached, 0);
-        tm_logits(m, got, B, T);
-        d = tm_rel_diff(got, ref, N);
-        ck_assert_msg(d < 2e-5, "method %d: in-place merged logits differ by %g", mc->method, d);
-        TU_OK(rwkvpeft_model_save(m, saved, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32));
-        TU_OK(rwkvpeft_model_load(ctx, saved, NULL, &mm));
-        tm_logits(mm, ref, B, T);
-        ck_assert(memcmp(ref, got, sizeof ref) == 0);
-        rwkvpeft_model_free(mm);
-        /* a merged model takes a new adapter */
-        attach(m, RWKVPEFT_PEFT_LORA, 2, "");
-        tm_logits(m, ref, B, T);
-        ck_assert(memcmp(ref, got, sizeof ref) == 0); /* B = 0: unchanged */
-        rwkvpeft_model_free(m);
-    }
     /* LoRA without an alpha is refused (merge.py's default of 16 is a trap, spec §9.11) */
     TU_OK(rwkvpeft_model_load(ctx, base, NULL, &m));
     attach(m, RWKVPEFT_PEFT_LORA, 3, "");
