@@ -24,16 +24,21 @@
 /* Shifts every value of p by a uniform amount scaled like the tensor (matrices ~1/sqrt(in)). */
 static void perturb(rwkvpeft_model *m, rp_param *p, uint64_t *s) { tm_perturb(m, p, s); }
 
-/* A random 2-layer base model (C 64, F 224, head 32, vocab 50) saved as `dtype`. */
-static void make_base_as(char *path, size_t n, uint64_t seed, rwkvpeft_dtype dtype) {
+/* A random 2-layer base model of RWKV version `version` (C 64, head 32, vocab 50) saved as
+ * `dtype`. */
+static void make_base_v(char *path, size_t n, uint64_t seed, rwkvpeft_dtype dtype, int version) {
     tu_tmppath(path, n, "qbase", ".safetensors");
     rwkvpeft_context *ctx = tu_context("cpu");
-    rwkvpeft_model *m = tm_tiny_model(ctx, 0, seed);
+    rwkvpeft_model *m = tm_tiny_model_v(ctx, version, 0, seed);
     uint64_t s = seed * 7919 + 1;
     for (int i = 0; i < m->n_params; i++) perturb(m, &m->params[i], &s);
     TU_OK(rwkvpeft_model_save(m, path, RWKVPEFT_FORMAT_AUTO, dtype));
     rwkvpeft_model_free(m);
     rwkvpeft_context_free(ctx);
+}
+
+static void make_base_as(char *path, size_t n, uint64_t seed, rwkvpeft_dtype dtype) {
+    make_base_v(path, n, seed, dtype, 6);
 }
 
 static void make_base(char *path, size_t n, uint64_t seed) { make_base_as(path, n, seed, RWKVPEFT_DTYPE_F32); }
@@ -85,6 +90,7 @@ static void check_quantized(rwkvpeft_model *m, int fmt) {
     for (int l = 0; l < m->n_layer; l++)
         for (int i = 0; i < RP_LIN_COUNT; i++) {
             const rp_param *w = m->layers[l].lin[i].W;
+            if (!w) continue; /* not in this version */
             ck_assert_msg(w->qfmt == fmt && w->data == NULL && w->qdata != NULL, "%s is not stored as %s", w->name,
                           rp_quant_name(fmt));
             ck_assert(!w->trainable);
@@ -92,7 +98,7 @@ static void check_quantized(rwkvpeft_model *m, int fmt) {
     /* nothing else is quantized */
     ck_assert_int_eq(m->emb->qfmt, 0);
     ck_assert_int_eq(m->head->qfmt, 0);
-    ck_assert_int_eq(m->layers[0].maa_w1->qfmt, 0);
+    ck_assert_int_eq((m->layers[0].maa_w1 ? m->layers[0].maa_w1 : m->layers[0].lnx_w)->qfmt, 0);
 }
 
 /* A deterministic "text": a period-12 sequence of random tokens, so the next token is
@@ -130,7 +136,8 @@ typedef struct eq_case {
 } eq_case;
 
 /* Quantized model vs the same model holding dequant(q) as plain weights: equal logits and
- * equal gradients of every trainable tensor, to float32 rounding. */
+ * equal gradients of every trainable tensor, to float32 rounding; RWKV-6, then RWKV-5 and
+ * RWKV-7 (whose 6 target linears are quantized, spec §3.1). */
 START_TEST(test_grad_equals_dequantized) {
     static const eq_case cases[] = {
         {RWKVPEFT_PEFT_LORA, RWKVPEFT_QUANT_NF4, 4, 0, "time,ln"}, {RWKVPEFT_PEFT_LORA, RWKVPEFT_QUANT_FP4, 4, 1, ""},
@@ -141,49 +148,55 @@ START_TEST(test_grad_equals_dequantized) {
     enum { B = 2, T = 9, NL = B * T * TM_VOCAB };
     static float lq[NL], ld[NL];
     char base[512];
-    make_base(base, sizeof base, 3);
     rwkvpeft_context *ctx = tu_context("cpu");
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        const eq_case *k = &cases[c];
-        rwkvpeft_model *q = load(ctx, base, k->fmt, k->grad_cp), *d = load(ctx, base, RWKVPEFT_QUANT_NONE, k->grad_cp);
-        attach(q, k->method, k->r, k->parts);
-        attach(d, k->method, k->r, k->parts);
-        check_quantized(q, k->fmt);
-        ck_assert_ptr_nonnull(d->layers[1].lin[RP_LIN_FFN_K].W->data);
-        perturb_trainable(q, 40 + c);
-        copy_values(q, d); /* d: dequant(q) as dense weights, the same adapter values */
-        tm_logits(q, lq, B, T);
-        tm_logits(d, ld, B, T);
-        double dl = tm_rel_diff(lq, ld, NL);
-        ck_assert_msg(dl <= 1e-6, "case %zu: logits differ by %g", c, dl);
-        rp_workspace *wq = make_ws(q, B, T, 7 + c), *wd = make_ws(d, B, T, 7 + c);
-        float *gq = (float *)malloc(sizeof(float) * (size_t)q->flat_numel), *gd = malloc(sizeof(float) * (size_t)d->flat_numel);
-        ck_assert_int_eq(q->flat_numel, d->flat_numel);
-        double Lq = loss_grad(q, wq, gq), Ld = loss_grad(d, wd, gd);
-        ck_assert_msg(fabs(Lq - Ld) <= 1e-6 * fabs(Ld), "case %zu: loss %.9g vs %.9g", c, Lq, Ld);
-        int tensors = 0;
-        for (int i = 0; i < q->n_params; i++) {
-            const rp_param *p = &q->params[i];
-            if (!p->trainable) continue;
-            double big = 0, diff = 0;
-            for (int64_t e = p->flat_off; e < p->flat_off + p->numel; e++) {
-                big = fmax(big, fabs((double)gd[e]));
-                diff = fmax(diff, fabs((double)gq[e] - gd[e]));
+    static const int versions[3] = {6, 5, 7};
+    for (int vi = 0; vi < 3; vi++) {
+        make_base_v(base, sizeof base, 3, RWKVPEFT_DTYPE_F32, versions[vi]);
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            const eq_case *k = &cases[c];
+            if (versions[vi] == 5 && k->method == RWKVPEFT_PEFT_STATE) continue; /* no v5 state tuning */
+            rwkvpeft_model *q = load(ctx, base, k->fmt, k->grad_cp), *d = load(ctx, base, RWKVPEFT_QUANT_NONE, k->grad_cp);
+            attach(q, k->method, k->r, k->parts);
+            attach(d, k->method, k->r, k->parts);
+            check_quantized(q, k->fmt);
+            ck_assert_ptr_nonnull(d->layers[1].lin[RP_LIN_FFN_K].W->data);
+            perturb_trainable(q, 40 + c);
+            copy_values(q, d); /* d: dequant(q) as dense weights, the same adapter values */
+            tm_logits(q, lq, B, T);
+            tm_logits(d, ld, B, T);
+            double dl = tm_rel_diff(lq, ld, NL);
+            ck_assert_msg(dl <= 1e-6, "RWKV-%d case %zu: logits differ by %g", versions[vi], c, dl);
+            rp_workspace *wq = make_ws(q, B, T, 7 + c), *wd = make_ws(d, B, T, 7 + c);
+            float *gq = (float *)malloc(sizeof(float) * (size_t)q->flat_numel);
+            float *gd = (float *)malloc(sizeof(float) * (size_t)d->flat_numel);
+            ck_assert_int_eq(q->flat_numel, d->flat_numel);
+            double Lq = loss_grad(q, wq, gq), Ld = loss_grad(d, wd, gd);
+            ck_assert_msg(fabs(Lq - Ld) <= 1e-6 * fabs(Ld), "RWKV-%d case %zu: loss %.9g vs %.9g", versions[vi], c,
+                          Lq, Ld);
+            int tensors = 0;
+            for (int i = 0; i < q->n_params; i++) {
+                const rp_param *p = &q->params[i];
+                if (!p->trainable) continue;
+                double big = 0, diff = 0;
+                for (int64_t e = p->flat_off; e < p->flat_off + p->numel; e++) {
+                    big = fmax(big, fabs((double)gd[e]));
+                    diff = fmax(diff, fabs((double)gq[e] - gd[e]));
+                }
+                ck_assert_msg(big > 0, "case %zu: %s has a zero gradient", c, p->name);
+                ck_assert_msg(diff <= 1e-5 * big, "case %zu: gradient of %s differs by %g (max %g)", c, p->name, diff, big);
+                tensors++;
             }
-            ck_assert_msg(big > 0, "case %zu: %s has a zero gradient", c, p->name);
-            ck_assert_msg(diff <= 1e-5 * big, "case %zu: gradient of %s differs by %g (max %g)", c, p->name, diff, big);
-            tensors++;
+            ck_assert_int_gt(tensors, 1);
+            free(gq);
+            free(gd);
+            rp_workspace_free(q, wq);
+            rp_workspace_free(d, wd);
+            rwkvpeft_model_free(q);
+            rwkvpeft_model_free(d);
         }
-        ck_assert_int_gt(tensors, 1);
-        free(gq);
-        free(gd);
-        rp_workspace_free(q, wq);
-        rp_workspace_free(d, wd);
-        rwkvpeft_model_free(q);
-        rwkvpeft_model_free(d);
+        unlink(base);
     }
     rwkvpeft_context_free(ctx);
-    unlink(base);
 }
 END_TEST
 
