@@ -144,8 +144,9 @@ ref_dir=$root/.ref/RWKV-PEFT
 ref_commit=$(cat "$ref_dir/REF_COMMIT" 2>/dev/null || echo none)
 [[ -f $ref_dir/train.py ]] || say "NO REFERENCE CODE at .ref/RWKV-PEFT: run bench/ref/setup.sh and carry .ref"
 say "reference: RWKV-PEFT $ref_commit"
-our_rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "?")
-[[ -n $(git -C "$root" status --porcelain -- lib backends bench include 2>/dev/null) ]] && our_rev="$our_rev+uncommitted"
+# OUR_REV names the tree (the device copy's git metadata can be older than the tree it carries:
+# pass OUR_REV=$(git rev-parse --short HEAD) from the development machine)
+our_rev=${OUR_REV:-"working tree (git there: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "?"), may be stale)"}
 
 ref_args() { # ver method L C B T chunk -> ref_bench arguments
     local a="--version $1 --method $2 --layers $3 --embd $4 --bsz $5 --ctx $6"
