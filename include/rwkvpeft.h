@@ -282,6 +282,13 @@ typedef struct rwkvpeft_model_info {
     int32_t dim_decay; /* v6 decay low-rank width (time_decay_w1 cols); v7: att.w1 cols; 0 for v5 */
     int64_t n_params;    /* all base parameters */
     int64_t n_trainable; /* elements that receive gradients (after attach) */
+    /* ---- appended fields ---- */
+    /* RWKV-7 low-rank widths (spec §1.2; 0 for v5/v6): decay w1/w2, in-context learning rate
+     * a1/a2, value residual v1/v2, gate g1/g2. */
+    int32_t dim_w;
+    int32_t dim_a;
+    int32_t dim_v;
+    int32_t dim_g;
 } rwkvpeft_model_info;
 
 RWKVPEFT_API rwkvpeft_status rwkvpeft_model_get_info(const rwkvpeft_model *model,

@@ -301,6 +301,10 @@ rwkvpeft_status rwkvpeft_model_get_info(const rwkvpeft_model *m, rwkvpeft_model_
     o.vocab_size = m->V;
     o.dim_mix = m->Dm;
     o.dim_decay = m->version == 7 ? m->Dw : m->Dd;
+    o.dim_w = m->Dw;
+    o.dim_a = m->Da;
+    o.dim_v = m->Dv;
+    o.dim_g = m->Dg;
     for (int i = 0; i < m->n_params; i++)
         if (!m->params[i].is_adapter) o.n_params += m->params[i].numel;
     o.n_trainable = m->n_trainable;

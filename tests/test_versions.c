@@ -164,6 +164,16 @@ static void round_trip_case(int version) {
     ck_assert_int_eq(b.n_layer, a.n_layer);
     ck_assert_int_eq(b.dim_ffn, a.dim_ffn);
     ck_assert_int_eq(b.dim_decay, a.dim_decay);
+    ck_assert_int_eq(b.dim_w, a.dim_w);
+    ck_assert_int_eq(b.dim_g, a.dim_g);
+    if (version == 7) { /* C = 64: every width is the formula's floor of 32 */
+        ck_assert_int_eq(b.dim_w, 32);
+        ck_assert_int_eq(b.dim_a, 32);
+        ck_assert_int_eq(b.dim_v, 32);
+        ck_assert_int_eq(b.dim_g, 32);
+    } else {
+        ck_assert_int_eq(b.dim_w + b.dim_a + b.dim_v + b.dim_g, 0);
+    }
     ck_assert(a.n_params == b.n_params);
     static float l1[2 * 5 * TM_VOCAB], l2[2 * 5 * TM_VOCAB];
     tm_logits(m, l1, 2, 5);

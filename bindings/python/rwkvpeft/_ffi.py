@@ -197,6 +197,10 @@ class rwkvpeft_model_info(_Sized):
         ("dim_decay", c_int32),
         ("n_params", c_int64),
         ("n_trainable", c_int64),
+        ("dim_w", c_int32),
+        ("dim_a", c_int32),
+        ("dim_v", c_int32),
+        ("dim_g", c_int32),
     ]
 
 

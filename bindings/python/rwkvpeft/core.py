@@ -484,6 +484,10 @@ class ModelInfo:
     dim_decay: int
     n_params: int
     n_trainable: int
+    dim_w: int = 0  # RWKV-7 low-rank widths (0 for RWKV-5/6)
+    dim_a: int = 0
+    dim_v: int = 0
+    dim_g: int = 0
 
 
 @dataclass(frozen=True)

@@ -687,6 +687,12 @@ pub struct ModelInfo {
     pub dim_decay: i32,
     pub n_params: i64,
     pub n_trainable: i64,
+    /// RWKV-7 low-rank widths (decay, in-context learning rate, value residual, gate); 0 for
+    /// RWKV-5/6.
+    pub dim_w: i32,
+    pub dim_a: i32,
+    pub dim_v: i32,
+    pub dim_g: i32,
 }
 
 /// Adapter options (`rwkvpeft_adapter_params`). `Default` = the C defaults (LoRA r=8,
@@ -948,6 +954,10 @@ impl<'c> Model<'c> {
             dim_decay: i.dim_decay,
             n_params: i.n_params,
             n_trainable: i.n_trainable,
+            dim_w: i.dim_w,
+            dim_a: i.dim_a,
+            dim_v: i.dim_v,
+            dim_g: i.dim_g,
         })
     }
 

@@ -152,6 +152,10 @@ pub struct rwkvpeft_model_info {
     pub dim_decay: i32,
     pub n_params: i64,
     pub n_trainable: i64,
+    pub dim_w: i32,
+    pub dim_a: i32,
+    pub dim_v: i32,
+    pub dim_g: i32,
 }
 
 #[repr(C)]
