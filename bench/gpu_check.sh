@@ -5,7 +5,8 @@
 #   2. model parity with the independent PyTorch reference (tests/parity): the CPU backend
 #      against PyTorch on the GPU (float64), and the CUDA backend (bf16 activations),
 #   3. a 50-step LoRA run on CUDA against the same run on the CPU (loss curves),
-#   4. training-step benchmarks (bench/bench_train.c) of RWKV-6 shapes.
+#   4. training-step benchmarks (bench/bench_train.c): RWKV-6 shapes, an RWKV-7 1.5B row and an
+#      nf4 QLoRA row (the side-by-side comparison with RWKV-PEFT is bench/side_by_side.sh).
 # Prepare once on the development machine:
 #     bench/gpu_ops_check.sh --prepare-carry
 #     mkdir -p .carry/vocab && cp "$(scripts/world_vocab.sh)" .carry/vocab/
@@ -83,7 +84,8 @@ fi
 # 4. benchmarks: BENCH is a ';'-separated list of bench_train argument sets (each run also
 #    gets --backend cuda --json); the default is the LoRA table of docs/benchmarks.md
 if [[ $stages == *bench* ]]; then
-  BENCH=${BENCH:-"--layers 24 --embd 2048 --bsz 1;--layers 24 --embd 2048 --bsz 8;--layers 32 --embd 4096 --bsz 8"}
+  BENCH=${BENCH:-"--layers 24 --embd 2048 --bsz 1;--layers 24 --embd 2048 --bsz 8;--layers 32 --embd 4096 --bsz 8;\
+--version 7 --layers 24 --embd 2048 --ffn 8192 --bsz 8;--layers 24 --embd 2048 --bsz 1 --quant nf4"}
   IFS=';' read -ra runs <<< "$BENCH"
   i=0
   for args in "${runs[@]}"; do
