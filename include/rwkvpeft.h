@@ -218,8 +218,9 @@ typedef struct rwkvpeft_model_params {
      * recompute the block during the backward (less memory, ~30% more compute). 0/1. */
     int32_t grad_cp;
     /* ---- appended fields ---- */
-    /* rwkvpeft_quant_type of the 8 target linears of every block (att receptance, key,
-     * value, gate, output; ffn key, receptance, value), as RWKV-PEFT's --quant. They are
+    /* rwkvpeft_quant_type of the target linears of every block (att receptance, key,
+     * value, gate, output; ffn key, receptance, value; RWKV-7 has no gate and no ffn
+     * receptance linear), as RWKV-PEFT's --quant. They are
      * quantized from their float32 values at rwkvpeft_adapter_attach (PiSSA: after its SVD,
      * so W_res = W − B₀A₀ is what gets quantized), or at the first forward (evaluate,
      * logits, generate) of a model that gets no adapter; the full-precision copy is then
