@@ -36,6 +36,9 @@
 #define __launch_bounds__(x)
 
 /* the vector types the kernels load and store through (16- and 8-byte accesses) */
+struct alignas(8) uint2 {
+    unsigned x, y;
+};
 struct alignas(8) float2 {
     float x, y;
 };
