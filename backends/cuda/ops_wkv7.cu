@@ -286,6 +286,26 @@ template <class K> RP_DEV void b7_col_store(float (&x)[K::TI], float *prow, int 
     }
 }
 
+/* Column partials over a thread's TJ rows of a TJ×TI tile: x[c] = Σ_a M[a][c]·M2[a][c]
+ * (col_sum_prod) or Σ_a M[a][c]·v[a] (col_sum_scaled). */
+template <int TJ, int TI>
+RP_DEV void col_sum_prod(float (&x)[TI], const float (&M)[TJ][TI], const float (&M2)[TJ][TI]) {
+#pragma unroll
+    for (int c = 0; c < TI; c++) {
+        x[c] = 0.0f;
+#pragma unroll
+        for (int a = 0; a < TJ; a++) x[c] = fmaf(M[a][c], M2[a][c], x[c]);
+    }
+}
+template <int TJ, int TI> RP_DEV void col_sum_scaled(float (&x)[TI], const float (&M)[TJ][TI], const float (&v)[TJ]) {
+#pragma unroll
+    for (int c = 0; c < TI; c++) {
+        x[c] = 0.0f;
+#pragma unroll
+        for (int a = 0; a < TJ; a++) x[c] = fmaf(M[a][c], v[a], x[c]);
+    }
+}
+
 /* One backward step (staged step s, history Sp = S_{t−1}, sa) on the tile D = dS; column partials
  * to part (this step's [warp][5][N] block: gdd, gk, gb, ga, gr); gv written by its owners. */
 template <class K>
@@ -328,42 +348,13 @@ RP_DEV void b7_bwd_step(float (&D)[K::TJ][K::TI], const float (&Sp)[K::TJ][K::TI
     /* column partials over this thread's rows */
     {
         float x[TI];
-#pragma unroll
-        for (int c = 0; c < TI; c++) {
-            x[c] = 0.0f;
-#pragma unroll
-            for (int a = 0; a < TJ; a++) x[c] = fmaf(D[a][c], Sp[a][c], x[c]);
-        }
+        col_sum_prod<TJ, TI>(x, D, Sp);
         b7_col_store<K>(x, pw + 0 * N, g, pl);
-    }
-    {
-        float x[TI];
-#pragma unroll
-        for (int c = 0; c < TI; c++) {
-            x[c] = 0.0f;
-#pragma unroll
-            for (int a = 0; a < TJ; a++) x[c] = fmaf(D[a][c], vj[a], x[c]);
-        }
+        col_sum_scaled<TJ, TI>(x, D, vj);
         b7_col_store<K>(x, pw + 1 * N, g, pl);
-    }
-    {
-        float x[TI];
-#pragma unroll
-        for (int c = 0; c < TI; c++) {
-            x[c] = 0.0f;
-#pragma unroll
-            for (int a = 0; a < TJ; a++) x[c] = fmaf(D[a][c], sa[a], x[c]);
-        }
+        col_sum_scaled<TJ, TI>(x, D, sa);
         b7_col_store<K>(x, pw + 2 * N, g, pl);
-    }
-    {
-        float x[TI];
-#pragma unroll
-        for (int c = 0; c < TI; c++) {
-            x[c] = 0.0f;
-#pragma unroll
-            for (int a = 0; a < TJ; a++) x[c] = fmaf(Sp[a][c], dsa[a], x[c]);
-        }
+        col_sum_scaled<TJ, TI>(x, Sp, dsa);
         b7_col_store<K>(x, pw + 3 * N, g, pl);
     }
     {
