@@ -532,6 +532,18 @@ static int cpu_dropout(rp_backend *be, void *y_, const void *x_, int64_t n, floa
     return 0;
 }
 
+/* The initial WKV state of sequence-head bh (b·H + h) in s0 or gs0: [H,N,N] shared by the
+ * batch, or [B,H,N,N]. */
+static inline int64_t state_off(int shared, int bh, int H, int64_t NN) { return (int64_t)(shared ? bh % H : bh) * NN; }
+
+/* S = that initial state, or zero when there is none (s0 NULL). */
+static void load_state(real *S, const real *s0, int shared, int bh, int H, int64_t NN) {
+    if (s0)
+        memcpy(S, s0 + state_off(shared, bh, H, NN), sizeof(real) * (size_t)NN);
+    else
+        memset(S, 0, sizeof(real) * (size_t)NN);
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* WKV6                                                                                 */
 /* ------------------------------------------------------------------------------------ */
@@ -550,10 +562,7 @@ static int cpu_wkv6_fwd(rp_backend *be, void *y_, void *sout_, const void *r_, c
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
         real *S = scr + (int64_t)omp_get_thread_num() * (NN + N), *d = S + NN;
-        if (s0)
-            memcpy(S, s0 + (s0_shared ? (int64_t)h * NN : (int64_t)bh * NN), sizeof(real) * (size_t)NN);
-        else
-            memset(S, 0, sizeof(real) * (size_t)NN);
+        load_state(S, s0, s0_shared, bh, H, NN);
         const real *uh = u + (int64_t)h * N;
         for (int t = 0; t < T; t++) {
             int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N;
@@ -618,10 +627,7 @@ static int cpu_wkv6_bwd(rp_backend *be, void *gr_, void *gk_, void *gv_, void *g
         const real *uh = u + (int64_t)h * N;
         /* forward re-run saving the state at the start of each segment */
         real *S = seg; /* use seg[0] as running state */
-        if (s0)
-            memcpy(S, s0 + (s0_shared ? (int64_t)h * NN : (int64_t)bh * NN), sizeof(real) * (size_t)NN);
-        else
-            memset(S, 0, sizeof(real) * (size_t)NN);
+        load_state(S, s0, s0_shared, bh, H, NN);
         for (int t = 0; t < T; t++) {
             if (t % WKV_SEG == 0) memcpy(cps + (int64_t)(t / WKV_SEG) * NN, S, sizeof(real) * (size_t)NN);
             int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N;
@@ -692,7 +698,7 @@ static int cpu_wkv6_bwd(rp_backend *be, void *gr_, void *gk_, void *gv_, void *g
         if (gu)
             for (int i = 0; i < N; i++) gu[(int64_t)h * N + i] += (real)gu_acc[i];
         if (gs0) {
-            real *dst = gs0 + (s0_shared ? (int64_t)h * NN : (int64_t)bh * NN);
+            real *dst = gs0 + state_off(s0_shared, bh, H, NN);
             for (int64_t q = 0; q < NN; q++) dst[q] += (real)gs_acc[q];
         }
     }
@@ -729,10 +735,7 @@ static int cpu_wkv7_fwd(rp_backend *be, void *y_, void *sout_, const void *r_, c
     for (int bh = 0; bh < B * H; bh++) {
         int bb = bh / H, h = bh % H;
         real *S = scr + (int64_t)omp_get_thread_num() * (NN + 2 * N), *d = S + NN, *sa = d + N;
-        if (s0)
-            memcpy(S, s0 + (s0_shared ? (int64_t)h * NN : (int64_t)bh * NN), sizeof(real) * (size_t)NN);
-        else
-            memset(S, 0, sizeof(real) * (size_t)NN);
+        load_state(S, s0, s0_shared, bh, H, NN);
         for (int t = 0; t < T; t++) {
             int64_t o = ((int64_t)bb * T + t) * C + (int64_t)h * N;
             wkv7_step(S, w + o, k + o, v + o, a + o, b + o, d, sa, N);
@@ -779,10 +782,7 @@ static int cpu_wkv7_bwd(rp_backend *be, void *gr_, void *gw_, void *gk_, void *g
         real *seg = cps + (int64_t)ncp * NN, *dS = seg + (int64_t)(WKV_SEG + 1) * NN;
         real *d = dS + NN, *sa = d + N, *dsa = sa + N;
         real *S = seg;
-        if (s0)
-            memcpy(S, s0 + (s0_shared ? (int64_t)h * NN : (int64_t)bh * NN), sizeof(real) * (size_t)NN);
-        else
-            memset(S, 0, sizeof(real) * (size_t)NN);
+        load_state(S, s0, s0_shared, bh, H, NN);
         for (int t = 0; t < T; t++) {
             if (t % WKV_SEG == 0) memcpy(cps + (int64_t)(t / WKV_SEG) * NN, S, sizeof(real) * (size_t)NN);
             int64_t o = ((int64_t)bb * T + t) * C + (int64_t)h * N;
@@ -858,7 +858,7 @@ static int cpu_wkv7_bwd(rp_backend *be, void *gr_, void *gw_, void *gk_, void *g
     }
     if (gs0) /* fixed-order reduction over the batch */
         for (int bh = 0; bh < B * H; bh++) {
-            real *dst = gs0 + (s0_shared ? (int64_t)(bh % H) * NN : (int64_t)bh * NN);
+            real *dst = gs0 + state_off(s0_shared, bh, H, NN);
             for (int64_t q = 0; q < NN; q++) dst[q] += (real)gs_all[(int64_t)bh * NN + q];
         }
     return 0;
