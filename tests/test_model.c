@@ -9,47 +9,13 @@
  * exercised: matrices by ~1/sqrt(in), small tensors by 0.1, LoRA B by 0.1. */
 static void randomize(rwkvpeft_model *m, uint64_t seed) { tm_randomize(m, seed, 0); }
 
-static void make_batch(int B, int T, uint64_t seed, int32_t *in, int32_t *tg) {
-    uint64_t s = seed;
-    for (int i = 0; i < B * T; i++) {
-        in[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
-        tg[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
-    }
-    tg[1] = RWKVPEFT_IGNORE_INDEX; /* one ignored target */
-}
-
-static void attach(rwkvpeft_model *m, int method, const char *parts, float dropout, int full) {
-    rwkvpeft_adapter_params ap;
-    rwkvpeft_adapter_params_init(&ap);
-    ap.method = method;
-    ap.r = 3;
-    ap.alpha = 6;
-    ap.dropout = dropout;
-    ap.train_parts = parts;
-    ap.full_finetune = full;
-    ap.train_emb_head = 0;
-    TU_OK(rwkvpeft_adapter_attach(m, &ap));
-}
-
-/* loss (and, if grads != NULL, gradients into grads) of one batch, no L2Wrap */
-static double loss_grad(rwkvpeft_model *m, rp_workspace *ws, void *grads, uint64_t seed) {
-    return tm_loss_grad(m, ws, grads, seed);
-}
-
-static rp_workspace *batch_ws(rwkvpeft_model *m, int B, int T, uint64_t seed) {
-    int32_t in[64], tg[64];
-    ck_assert_int_le(B * T, 64);
-    make_batch(B, T, seed, in, tg);
-    return tm_workspace(m, B, T, in, tg);
-}
-
 START_TEST(test_fd_lora_all_parts) {
     rwkvpeft_context *ctx = tu_context("cpu64");
     rwkvpeft_model *m = tm_tiny_model(ctx, 0, 7);
-    attach(m, RWKVPEFT_PEFT_LORA, "time,ln,emb,head", 0.25f, 0);
+    TU_OK(tm_attach(m, RWKVPEFT_PEFT_LORA, "time,ln,emb,head", 0.25f, 0));
     randomize(m, 99);
-    rp_workspace *ws = batch_ws(m, 2, 7, 5);
-    tm_check_fd(m, ws, 0x5eed, 4);
+    rp_workspace *ws = tm_batch_ws(m, 2, 7, 5);
+    tm_check_fd(m, ws, 0x5eed, 4, 20, 0.5);
     rp_workspace_free(m, ws);
     rwkvpeft_model_free(m);
     rwkvpeft_context_free(ctx);
@@ -59,10 +25,10 @@ END_TEST
 START_TEST(test_fd_full_finetune_grad_cp) {
     rwkvpeft_context *ctx = tu_context("cpu64");
     rwkvpeft_model *m = tm_tiny_model(ctx, 1, 8);
-    attach(m, RWKVPEFT_PEFT_NONE, "", 0, 1);
+    TU_OK(tm_attach(m, RWKVPEFT_PEFT_NONE, "", 0, 1));
     randomize(m, 77);
-    rp_workspace *ws = batch_ws(m, 3, 5, 6);
-    tm_check_fd(m, ws, 0, 3);
+    rp_workspace *ws = tm_batch_ws(m, 3, 5, 6);
+    tm_check_fd(m, ws, 0, 3, 20, 0.5);
     rp_workspace_free(m, ws);
     rwkvpeft_model_free(m);
     rwkvpeft_context_free(ctx);
@@ -76,12 +42,12 @@ START_TEST(test_grad_cp_identical) {
     int64_t nflat = 0;
     for (int cp = 0; cp < 2; cp++) {
         rwkvpeft_model *m = tm_tiny_model(ctx, cp, 11);
-        attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.1f, 0);
+        TU_OK(tm_attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.1f, 0));
         randomize(m, 5);
-        rp_workspace *ws = batch_ws(m, 2, 9, 3);
+        rp_workspace *ws = tm_batch_ws(m, 2, 9, 3);
         nflat = m->flat_numel;
         g[cp] = (float *)malloc(sizeof(float) * (size_t)nflat);
-        loss_grad(m, ws, g[cp], 42);
+        tm_loss_grad(m, ws, g[cp], 42);
         rp_workspace_free(m, ws);
         rwkvpeft_model_free(m);
     }
@@ -93,7 +59,7 @@ START_TEST(test_grad_cp_identical) {
 END_TEST
 
 static void logits_of(rwkvpeft_model *m, float *out, int B, int T) {
-    rp_workspace *ws = batch_ws(m, B, T, 21);
+    rp_workspace *ws = tm_batch_ws(m, B, T, 21);
     ck_assert_int_eq(rp_forward_backward(m, ws, NULL, 0, 0, 0, out), 0);
     rp_workspace_free(m, ws);
 }
@@ -105,7 +71,7 @@ START_TEST(test_lora_zero_b_is_identity) {
     enum { B = 2, T = 6 };
     static float before[B * T * TM_VOCAB], after[B * T * TM_VOCAB];
     logits_of(m, before, B, T);
-    attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.0f, 0);
+    TU_OK(tm_attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.0f, 0));
     logits_of(m, after, B, T);
     ck_assert(memcmp(before, after, sizeof before) == 0);
     /* and the branch is live: a non-zero B changes the logits */
@@ -223,7 +189,7 @@ START_TEST(test_adapter_round_trip_and_resume) {
     /* run A: 3 steps, save, 3 more */
     double la[3], lb[3];
     TU_OK(rwkvpeft_model_load(ctx, base, NULL, &m));
-    attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.05f, 0);
+    TU_OK(tm_attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.05f, 0));
     rwkvpeft_trainer *t = trainer(m, 1e-2f);
     for (int i = 0; i < 3; i++) step(t, 2, 8, 50 + (uint64_t)i);
     TU_OK(rwkvpeft_save_adapter(m, ad, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32));
@@ -236,7 +202,7 @@ START_TEST(test_adapter_round_trip_and_resume) {
 
     /* run B: fresh model, load adapter + state, same 3 steps: identical losses */
     TU_OK(rwkvpeft_model_load(ctx, base, NULL, &m));
-    attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.05f, 0);
+    TU_OK(tm_attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.05f, 0));
     TU_OK(rwkvpeft_adapter_load(m, ad));
     t = trainer(m, 1e-2f);
     TU_OK(rwkvpeft_trainer_load_state(t, st));
@@ -249,7 +215,7 @@ START_TEST(test_adapter_round_trip_and_resume) {
     TU_OK(rwkvpeft_save_adapter(m, ad, RWKVPEFT_FORMAT_SAFETENSORS, RWKVPEFT_DTYPE_F32));
     rwkvpeft_model *m2 = NULL;
     TU_OK(rwkvpeft_model_load(ctx, base, NULL, &m2));
-    attach(m2, RWKVPEFT_PEFT_LORA, "time,ln", 0.05f, 0);
+    TU_OK(tm_attach(m2, RWKVPEFT_PEFT_LORA, "time,ln", 0.05f, 0));
     TU_OK(rwkvpeft_adapter_load(m2, ad));
     logits_of(m2, got, B, T);
     ck_assert(memcmp(ref, got, sizeof ref) == 0);
@@ -257,7 +223,7 @@ START_TEST(test_adapter_round_trip_and_resume) {
 
     /* a state file does not fit a different adapter layout */
     TU_OK(rwkvpeft_model_load(ctx, base, NULL, &m2));
-    attach(m2, RWKVPEFT_PEFT_LORA, "ln", 0.05f, 0);
+    TU_OK(tm_attach(m2, RWKVPEFT_PEFT_LORA, "ln", 0.05f, 0));
     t = trainer(m2, 1e-2f);
     ck_assert_int_eq(rwkvpeft_trainer_load_state(t, st), RWKVPEFT_E_SHAPE);
     rwkvpeft_trainer_free(t);
@@ -284,17 +250,17 @@ START_TEST(test_cpu32_matches_cpu64) {
     rwkvpeft_context *cs[2] = {c32, c64};
     for (int k = 0; k < 2; k++) {
         TU_OK(rwkvpeft_model_load(cs[k], path, NULL, &m));
-        attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.0f, 0);
+        TU_OK(tm_attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.0f, 0));
         rp_param *pb = rp_model_find_param(m, "blocks.0.ffn.key.lora_B", NULL);
         float *v = (float *)malloc(sizeof(float) * (size_t)pb->numel);
         for (int64_t i = 0; i < pb->numel; i++) v[i] = 0.01f * (float)(i % 7);
         rp_param_upload_f32(m, pb, -1, v);
         free(v);
-        rp_workspace *ws = batch_ws(m, 2, 9, 4);
+        rp_workspace *ws = tm_batch_ws(m, 2, 9, 4);
         nflat = m->flat_numel;
         g[k] = (double *)malloc(sizeof(double) * (size_t)nflat);
         void *raw = malloc((size_t)nflat * 8);
-        loss_grad(m, ws, raw, 0);
+        tm_loss_grad(m, ws, raw, 0);
         for (int64_t i = 0; i < nflat; i++) g[k][i] = k ? ((double *)raw)[i] : ((float *)raw)[i];
         free(raw);
         rp_workspace_free(m, ws);
@@ -366,30 +332,13 @@ END_TEST
 START_TEST(test_stateful_inference_matches_forward) {
     rwkvpeft_context *ctx = tu_context("cpu64");
     rwkvpeft_model *m = tm_tiny_model(ctx, 0, 31);
-    attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.0f, 0);
+    TU_OK(tm_attach(m, RWKVPEFT_PEFT_LORA, "time,ln", 0.0f, 0));
     randomize(m, 17);
+    tm_check_stateful(m);
     enum { T = 11 };
     int32_t ids[T];
     uint64_t s = 3;
     for (int i = 0; i < T; i++) ids[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
-    static float full[T * TM_VOCAB], step[TM_VOCAB];
-    TU_OK(rwkvpeft_model_logits(m, ids, 1, T, full));
-    rp_workspace *ws = NULL;
-    rp_infer_state *st = NULL;
-    ck_assert_int_eq(rp_workspace_create(m, 1, 4, 0, &ws), 0);
-    ck_assert_int_eq(rp_infer_state_create(m, 1, &st), 0);
-    static const int chunks[] = {3, 1, 4, 2, 1};
-    int pos = 0;
-    for (int c = 0; c < 5; c++) {
-        ck_assert_int_eq(rp_infer(m, ws, st, ids + pos, chunks[c], step), 0);
-        pos += chunks[c];
-        double md = 0;
-        for (int j = 0; j < TM_VOCAB; j++) md = fmax(md, fabs(step[j] - full[(pos - 1) * TM_VOCAB + j]));
-        ck_assert_msg(md < 1e-9, "after %d tokens: max diff %g", pos, md);
-    }
-    ck_assert_int_eq(pos, T);
-    rp_infer_state_free(m, st);
-    rp_workspace_free(m, ws);
     /* greedy generation: each new id is the argmax of the full forward over prompt+output */
     rwkvpeft_generate_params gp;
     rwkvpeft_generate_params_init(&gp);

@@ -14,15 +14,6 @@
  * tensors by 0.1 (adapter tensors included when only_adapter is 0 or they are adapters). */
 static void randomize(rwkvpeft_model *m, uint64_t seed, int only_adapter) { tm_randomize(m, seed, only_adapter); }
 
-static void make_batch(int B, int T, uint64_t seed, int32_t *in, int32_t *tg) {
-    uint64_t s = seed;
-    for (int i = 0; i < B * T; i++) {
-        in[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
-        tg[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
-    }
-    tg[1] = RWKVPEFT_IGNORE_INDEX;
-}
-
 static rwkvpeft_adapter_params aparams(int method, int r, const char *parts) {
     rwkvpeft_adapter_params ap;
     rwkvpeft_adapter_params_init(&ap);
@@ -40,48 +31,6 @@ static void attach(rwkvpeft_model *m, int method, int r, const char *parts) {
     TU_OK(rwkvpeft_adapter_attach(m, &ap));
 }
 
-static double loss_grad(rwkvpeft_model *m, rp_workspace *ws, void *grads) { return tm_loss_grad(m, ws, grads, 0); }
-
-static rp_workspace *batch_ws(rwkvpeft_model *m, int B, int T, uint64_t seed) {
-    int32_t in[64], tg[64];
-    ck_assert_int_le(B * T, 64);
-    make_batch(B, T, seed, in, tg);
-    return tm_workspace(m, B, T, in, tg);
-}
-
-/* Central differences on `per_tensor` sampled elements of every trainable tensor (all
- * elements of tensors with at most `per_tensor` of them). */
-static void check_fd(rwkvpeft_model *m, rp_workspace *ws, int per_tensor) {
-    double *g = (double *)malloc(sizeof(double) * (size_t)m->flat_numel);
-    loss_grad(m, ws, g);
-    double *theta = (double *)m->flat;
-    uint64_t s = 4321;
-    int checked = 0, nonzero = 0;
-    for (int i = 0; i < m->n_params; i++) {
-        rp_param *p = &m->params[i];
-        if (!p->trainable) continue;
-        int count = p->numel <= per_tensor ? (int)p->numel : per_tensor;
-        for (int k = 0; k < count; k++) {
-            int64_t e = p->flat_off + (p->numel <= per_tensor ? k : (int64_t)(tu_next(&s) % (uint64_t)p->numel));
-            double keep = theta[e], h = 1e-6 * (1 + fabs(keep));
-            theta[e] = keep + h;
-            double lp = loss_grad(m, ws, NULL);
-            theta[e] = keep - h;
-            double lm = loss_grad(m, ws, NULL);
-            theta[e] = keep;
-            double fd = (lp - lm) / (2 * h), an = g[e];
-            double tol = 1e-7 + 2e-5 * fmax(fabs(fd), fabs(an));
-            ck_assert_msg(fabs(fd - an) <= tol, "%s[%lld]: analytic %.10g vs finite difference %.10g", p->name,
-                          (long long)(e - p->flat_off), an, fd);
-            checked++;
-            if (fabs(an) > 1e-9) nonzero++;
-        }
-    }
-    ck_assert_int_gt(checked, 10);
-    ck_assert_int_gt(nonzero, checked * 2 / 3);
-    free(g);
-}
-
 /* ------------------------------------------------------------------------------------ */
 /* finite differences (cpu64)                                                           */
 /* ------------------------------------------------------------------------------------ */
@@ -93,8 +42,8 @@ START_TEST(test_fd_pissa) {
     attach(m, RWKVPEFT_PEFT_PISSA, 3, "ln");
     ck_assert_float_eq(m->layers[0].lin[RP_LIN_ATT_K].scale, 1.0f);
     randomize(m, 5, 1);
-    rp_workspace *ws = batch_ws(m, 2, 7, 5);
-    check_fd(m, ws, 3);
+    rp_workspace *ws = tm_batch_ws(m, 2, 7, 5);
+    tm_check_fd(m, ws, 0, 3, 10, 2.0 / 3);
     rp_workspace_free(m, ws);
     rwkvpeft_model_free(m);
     rwkvpeft_context_free(ctx);
@@ -110,8 +59,8 @@ START_TEST(test_fd_bone) {
     ck_assert_int_eq((int)m->layers[1].lin[RP_LIN_FFN_V].D->shape[0], 5);
     ck_assert_int_eq((int)m->layers[1].lin[RP_LIN_FFN_V].D->shape[1], 64);
     randomize(m, 77, 0);
-    rp_workspace *ws = batch_ws(m, 2, 6, 6);
-    check_fd(m, ws, 3);
+    rp_workspace *ws = tm_batch_ws(m, 2, 6, 6);
+    tm_check_fd(m, ws, 0, 3, 10, 2.0 / 3);
     rp_workspace_free(m, ws);
     rwkvpeft_model_free(m);
     rwkvpeft_context_free(ctx);
@@ -128,8 +77,8 @@ START_TEST(test_fd_bat) {
     ck_assert_int_eq(d->ndim, 3);
     ck_assert_int_eq((int)d->shape[0], 224 / 8);
     randomize(m, 78, 0);
-    rp_workspace *ws = batch_ws(m, 2, 6, 7);
-    check_fd(m, ws, 3);
+    rp_workspace *ws = tm_batch_ws(m, 2, 6, 7);
+    tm_check_fd(m, ws, 0, 3, 10, 2.0 / 3);
     rp_workspace_free(m, ws);
     rwkvpeft_model_free(m);
     rwkvpeft_context_free(ctx);
@@ -150,8 +99,8 @@ START_TEST(test_fd_state) {
         }
     ck_assert_int_eq(n_tr, 2); /* train_parts and emb/head are ignored (spec §3.5) */
     randomize(m, 80, 1);
-    rp_workspace *ws = batch_ws(m, 3, 5, 8);
-    check_fd(m, ws, 24);
+    rp_workspace *ws = tm_batch_ws(m, 3, 5, 8);
+    tm_check_fd(m, ws, 0, 24, 10, 2.0 / 3);
     rp_workspace_free(m, ws);
     rwkvpeft_model_free(m);
     rwkvpeft_context_free(ctx);
@@ -701,7 +650,7 @@ static void logits_grads(rwkvpeft_model *m, int B, int T, float *logits, double 
     rp_backend *be = m->be;
     rp_dtype P_ = be->ops->par_dtype;
     size_t ps = rp_dtype_size(P_), bytes = (size_t)m->flat_numel * ps;
-    rp_workspace *ws = batch_ws(m, B, T, 31);
+    rp_workspace *ws = tm_batch_ws(m, B, T, 31);
     void *g = NULL, *h = malloc(bytes);
     ck_assert_int_eq(be->ops->alloc(be, &g, bytes), 0);
     ck_assert_int_eq(be->ops->memset_zero(be, g, bytes), 0);

@@ -8,42 +8,13 @@
 
 #include "testmodel.h"
 
-static void make_batch(int B, int T, uint64_t seed, int32_t *in, int32_t *tg) {
-    uint64_t s = seed;
-    for (int i = 0; i < B * T; i++) {
-        in[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
-        tg[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
-    }
-    tg[1] = RWKVPEFT_IGNORE_INDEX;
-}
-
-static int attach(rwkvpeft_model *m, int method, const char *parts, float dropout, int full) {
-    rwkvpeft_adapter_params ap;
-    rwkvpeft_adapter_params_init(&ap);
-    ap.method = method;
-    ap.r = 3;
-    ap.alpha = 6;
-    ap.dropout = dropout;
-    ap.train_parts = parts;
-    ap.full_finetune = full;
-    ap.train_emb_head = 0;
-    return rwkvpeft_adapter_attach(m, &ap);
-}
-
-static rp_workspace *batch_ws(rwkvpeft_model *m, int B, int T, uint64_t seed) {
-    int32_t in[64], tg[64];
-    ck_assert_int_le(B * T, 64);
-    make_batch(B, T, seed, in, tg);
-    return tm_workspace(m, B, T, in, tg);
-}
-
 static void fd_case(int version, int method, const char *parts, float dropout, int full, int grad_cp, int B, int T) {
     rwkvpeft_context *ctx = tu_context("cpu64");
     rwkvpeft_model *m = tm_tiny_model_v(ctx, version, grad_cp, 7 + version);
-    TU_OK(attach(m, method, parts, dropout, full));
+    TU_OK(tm_attach(m, method, parts, dropout, full));
     tm_randomize(m, 99 + version, 0);
-    rp_workspace *ws = batch_ws(m, B, T, 5);
-    tm_check_fd(m, ws, dropout > 0 ? 0x5eed : 0, method == RWKVPEFT_PEFT_STATE ? 12 : 3);
+    rp_workspace *ws = tm_batch_ws(m, B, T, 5);
+    tm_check_fd(m, ws, dropout > 0 ? 0x5eed : 0, method == RWKVPEFT_PEFT_STATE ? 12 : 3, 20, 0.5);
     rp_workspace_free(m, ws);
     rwkvpeft_model_free(m);
     rwkvpeft_context_free(ctx);
@@ -70,27 +41,7 @@ static void stateful_case(int version) {
     rwkvpeft_context *ctx = tu_context("cpu64");
     rwkvpeft_model *m = tm_tiny_model_v(ctx, version, 0, 31);
     tm_randomize(m, 17, 0);
-    enum { T = 11 };
-    int32_t ids[T];
-    uint64_t s = 3;
-    for (int i = 0; i < T; i++) ids[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
-    static float full[T * TM_VOCAB], step[TM_VOCAB];
-    TU_OK(rwkvpeft_model_logits(m, ids, 1, T, full));
-    rp_workspace *ws = NULL;
-    rp_infer_state *st = NULL;
-    ck_assert_int_eq(rp_workspace_create(m, 1, 4, 0, &ws), 0);
-    ck_assert_int_eq(rp_infer_state_create(m, 1, &st), 0);
-    static const int chunks[] = {3, 1, 4, 2, 1};
-    int pos = 0;
-    for (int c = 0; c < 5; c++) {
-        ck_assert_int_eq(rp_infer(m, ws, st, ids + pos, chunks[c], step), 0);
-        pos += chunks[c];
-        double md = 0;
-        for (int j = 0; j < TM_VOCAB; j++) md = fmax(md, fabs(step[j] - full[(pos - 1) * TM_VOCAB + j]));
-        ck_assert_msg(md < 1e-9, "RWKV-%d after %d tokens: max diff %g", version, pos, md);
-    }
-    rp_infer_state_free(m, st);
-    rp_workspace_free(m, ws);
+    tm_check_stateful(m);
     rwkvpeft_model_free(m);
     rwkvpeft_context_free(ctx);
 }
@@ -105,12 +56,12 @@ END_TEST
 static void chunk_case(int version, int method, int chunk) {
     rwkvpeft_context *ctx = tu_context("cpu64");
     rwkvpeft_model *m = tm_tiny_model_v(ctx, version, 0, 41);
-    TU_OK(attach(m, method, method == RWKVPEFT_PEFT_STATE ? "" : "ln", 0, 0));
+    TU_OK(tm_attach(m, method, method == RWKVPEFT_PEFT_STATE ? "" : "ln", 0, 0));
     tm_randomize(m, 5, 0);
     enum { B = 2, T = 13 };
     int32_t in[B * T], tg[B * T];
     float w[B * T];
-    make_batch(B, T, 77, in, tg);
+    tm_make_batch(B, T, 77, in, tg);
     rwkvpeft_batch rb = tu_batch(B, T, in, tg);
     double wsum;
     rp_err err;
@@ -193,12 +144,12 @@ END_TEST
 START_TEST(test_v5_state_refused_and_bad_config) { /* and over-long train_parts */
     rwkvpeft_context *ctx = tu_context("cpu");
     rwkvpeft_model *m = tm_tiny_model_v(ctx, 5, 0, 3);
-    ck_assert_int_eq(attach(m, RWKVPEFT_PEFT_STATE, "", 0, 0), RWKVPEFT_E_UNSUPPORTED);
+    ck_assert_int_eq(tm_attach(m, RWKVPEFT_PEFT_STATE, "", 0, 0), RWKVPEFT_E_UNSUPPORTED);
     ck_assert_ptr_nonnull(strstr(rwkvpeft_last_error(), "RWKV-5"));
     /* a train_parts list is never silently cut short */
     char many[400] = "";
     for (int i = 0; i < 33; i++) strcat(many, i ? ",p" : "p");
-    ck_assert_int_eq(attach(m, RWKVPEFT_PEFT_LORA, many, 0, 0), RWKVPEFT_E_INVALID_ARGUMENT);
+    ck_assert_int_eq(tm_attach(m, RWKVPEFT_PEFT_LORA, many, 0, 0), RWKVPEFT_E_INVALID_ARGUMENT);
     rwkvpeft_model_free(m);
     rwkvpeft_model_config c;
     rwkvpeft_model_config_init(&c);

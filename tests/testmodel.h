@@ -96,9 +96,12 @@ static inline double tm_rel_diff(const float *a, const float *b, int n) {
     return num / (den > 0 ? den : 1);
 }
 
-/* Central differences on `per_tensor` sampled elements of every trainable tensor against the
- * analytic gradient (float64 backend; dropout masks from `seed`). */
-static inline void tm_check_fd(rwkvpeft_model *m, rp_workspace *ws, uint64_t seed, int per_tensor) {
+/* Central differences against the analytic gradient (float64 backend; dropout masks from
+ * `seed`): `per_tensor` sampled elements of every trainable tensor, all elements of tensors
+ * with at most `per_tensor` of them. At least `min_checked` elements are checked and more than
+ * `min_nonzero` of them (a fraction) have a non-zero gradient, so the check is not vacuous. */
+static inline void tm_check_fd(rwkvpeft_model *m, rp_workspace *ws, uint64_t seed, int per_tensor, int min_checked,
+                               double min_nonzero) {
     double *g = (double *)malloc(sizeof(double) * (size_t)m->flat_numel);
     tm_loss_grad(m, ws, g, seed);
     double *theta = (double *)m->flat;
@@ -107,8 +110,9 @@ static inline void tm_check_fd(rwkvpeft_model *m, rp_workspace *ws, uint64_t see
     for (int i = 0; i < m->n_params; i++) {
         rp_param *p = &m->params[i];
         if (!p->trainable) continue;
-        for (int k = 0; k < per_tensor; k++) {
-            int64_t e = p->flat_off + (int64_t)(tu_next(&s) % (uint64_t)p->numel);
+        int all = p->numel <= per_tensor, count = all ? (int)p->numel : per_tensor;
+        for (int k = 0; k < count; k++) {
+            int64_t e = p->flat_off + (all ? k : (int64_t)(tu_next(&s) % (uint64_t)p->numel));
             double keep = theta[e], h = 1e-6 * (1 + fabs(keep));
             theta[e] = keep + h;
             double lp = tm_loss_grad(m, ws, NULL, seed);
@@ -123,9 +127,69 @@ static inline void tm_check_fd(rwkvpeft_model *m, rp_workspace *ws, uint64_t see
             if (fabs(an) > 1e-9) nonzero++;
         }
     }
-    ck_assert_int_gt(checked, 20);
-    ck_assert_int_gt(nonzero, checked / 2); /* the check is not vacuous */
+    ck_assert_int_gt(checked, min_checked);
+    ck_assert_msg(nonzero > checked * min_nonzero, "only %d of %d checked gradients are non-zero", nonzero, checked);
     free(g);
+}
+
+/* Random ids and targets (host, [B*T]) from `seed`; target 1 is ignored (−100). */
+static inline void tm_make_batch(int B, int T, uint64_t seed, int32_t *in, int32_t *tg) {
+    uint64_t s = seed;
+    for (int i = 0; i < B * T; i++) {
+        in[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
+        tg[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
+    }
+    tg[1] = RWKVPEFT_IGNORE_INDEX;
+}
+
+/* A training workspace holding tm_make_batch(B, T, seed) (B*T <= 64). */
+static inline rp_workspace *tm_batch_ws(rwkvpeft_model *m, int B, int T, uint64_t seed) {
+    int32_t in[64], tg[64];
+    ck_assert_int_le(B * T, 64);
+    tm_make_batch(B, T, seed, in, tg);
+    return tm_workspace(m, B, T, in, tg);
+}
+
+/* Attaches `method` with r 3, alpha 6, the given dropout and train_parts (emb/head frozen);
+ * full: full fine-tuning. Returns the status. */
+static inline rwkvpeft_status tm_attach(rwkvpeft_model *m, int method, const char *parts, float dropout, int full) {
+    rwkvpeft_adapter_params ap;
+    rwkvpeft_adapter_params_init(&ap);
+    ap.method = method;
+    ap.r = 3;
+    ap.alpha = 6;
+    ap.dropout = dropout;
+    ap.train_parts = parts;
+    ap.full_finetune = full;
+    ap.train_emb_head = 0;
+    return rwkvpeft_adapter_attach(m, &ap);
+}
+
+/* Feeding 11 tokens chunk by chunk (3,1,4,2,1) through the recurrent state gives the logits of
+ * the parallel forward over the whole sequence, to 1e-9 (float64 backend). */
+static inline void tm_check_stateful(rwkvpeft_model *m) {
+    enum { T = 11 };
+    int32_t ids[T];
+    uint64_t s = 3;
+    for (int i = 0; i < T; i++) ids[i] = (int32_t)(tu_next(&s) % TM_VOCAB);
+    static float full[T * TM_VOCAB], step[TM_VOCAB];
+    TU_OK(rwkvpeft_model_logits(m, ids, 1, T, full));
+    rp_workspace *ws = NULL;
+    rp_infer_state *st = NULL;
+    ck_assert_int_eq(rp_workspace_create(m, 1, 4, 0, &ws), 0);
+    ck_assert_int_eq(rp_infer_state_create(m, 1, &st), 0);
+    static const int chunks[] = {3, 1, 4, 2, 1};
+    int pos = 0;
+    for (int c = 0; c < 5; c++) {
+        ck_assert_int_eq(rp_infer(m, ws, st, ids + pos, chunks[c], step), 0);
+        pos += chunks[c];
+        double md = 0;
+        for (int j = 0; j < TM_VOCAB; j++) md = fmax(md, fabs(step[j] - full[(pos - 1) * TM_VOCAB + j]));
+        ck_assert_msg(md < 1e-9, "RWKV-%d after %d tokens: max diff %g", m->version, pos, md);
+    }
+    ck_assert_int_eq(pos, T);
+    rp_infer_state_free(m, st);
+    rp_workspace_free(m, ws);
 }
 
 #endif
