@@ -557,6 +557,24 @@ static int add_last_rows(rwkvpeft_model *m, rp_workspace *ws, void *dst, const v
     return 0;
 }
 
+/* Backward through "ln = LN(x); out = shift_mix(ln, coef)" for the last mix that reads ln:
+ * ws->dln (zeroed, or already holding the gradients of ln's other mixes) += this mix's
+ * gradient and g_next, the following chunk's gradient of ln's last rows (NULL: none); then
+ * ws->dres += LN's backward. x_prev: the carried rows the chunk started from (NULL: zero);
+ * g_prev += their gradient (NULL: not wanted). */
+static int mix_ln_bwd(rwkvpeft_model *m, rp_workspace *ws, const rp_param *coef, int form, int n_slots, const void *dout,
+                      const void *ln, const void *x_prev, void *g_prev, const void *g_next, const rp_param *ln_w,
+                      const rp_param *ln_b, const void *x, const void *mean, const void *rstd, void *gf) {
+    rp_backend *be = m->be;
+    int B = ws->B, T = ws->T, C = m->C;
+    OP(shift_mix_bwd(be, ws->dln, x_prev ? g_prev : NULL, rp_param_grad(m, coef, gf), NULL, dout, ln, x_prev, coef->data,
+                     NULL, form, n_slots, B, T, C));
+    if (g_next) RP_TRY(add_last_rows(m, ws, ws->dln, g_next, B, T));
+    OP(norm_bwd(be, ws->dres, rp_param_grad(m, ln_w, gf), rp_param_grad(m, ln_b, gf), ws->dln, x, ln_w->data, mean, rstd,
+                (int64_t)B * T, 1, C));
+    return 0;
+}
+
 /* ws->dres holds ∂L/∂(block output) on entry and ∂L/∂(block input) on return.
  * st_in: the state the chunk started from (as block_fwd); g_out: ∂L/∂(state after the
  * chunk) from the following chunk (NULL: none); g_in += ∂L/∂(st_in) (NULL: not wanted; its
@@ -583,15 +601,12 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     OP(act_bwd(be, RP_ACT_RELU_SQ, ws->dF, ws->dF, a->kpre, NULL, n * F));
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_K], SLOT(ws->dxs, 0), 0, ws->dF, SLOT(a->xkr, 0), a->lora_t[RP_LIN_FFN_K], n,
                       seed, gf));
-    const void *att_prev = st_in ? st_in->att_prev : NULL, *ffn_prev = st_in ? st_in->ffn_prev : NULL;
-    void *g_att_prev = g_in && att_prev ? g_in->att_prev : NULL, *g_ffn_prev = g_in && ffn_prev ? g_in->ffn_prev : NULL;
+    const void *att_prev = st_in ? st_in->att_prev : NULL;
+    void *g_att_prev = g_in && att_prev ? g_in->att_prev : NULL;
     OP(memset_zero(be, ws->dln, (size_t)nC * as));
-    OP(shift_mix_bwd(be, ws->dln, g_ffn_prev, rp_param_grad(m, ly->ffn_mix, gf), NULL, ws->dxs, a->ln2, ffn_prev,
-                     ly->ffn_mix->data, NULL, form, 2, B, T, C));
-    /* the next chunk's token shift read this chunk's last LN2 rows */
-    if (g_out && g_out->ffn_prev) RP_TRY(add_last_rows(m, ws, ws->dln, g_out->ffn_prev, B, T));
-    OP(norm_bwd(be, ws->dres, rp_param_grad(m, ly->ln2_w, gf), rp_param_grad(m, ly->ln2_b, gf), ws->dln, a->x_mid,
-                ly->ln2_w->data, a->mean2, a->rstd2, n, 1, C));
+    RP_TRY(mix_ln_bwd(m, ws, ly->ffn_mix, form, 2, ws->dxs, a->ln2, st_in ? st_in->ffn_prev : NULL,
+                      g_in ? g_in->ffn_prev : NULL, g_out ? g_out->ffn_prev : NULL, ly->ln2_w, ly->ln2_b, a->x_mid,
+                      a->mean2, a->rstd2, gf));
     /* ---- time mix: x_mid = x_in + W_o·(GN(wkv)·silu(g)) ---- */
     void *dog = dr; /* reuse: dr is written later by wkv6_bwd */
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_O], dog, 0, ws->dres, a->og, a->lora_t[RP_LIN_ATT_O], n, seed, gf));
@@ -628,9 +643,10 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_V], SLOT(ws->dxs, 2), 0, dv, SLOT(a->xs, 2), a->lora_t[RP_LIN_ATT_V], n, seed, gf));
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_G], SLOT(ws->dxs, 4), 0, dg, SLOT(a->xs, 4), a->lora_t[RP_LIN_ATT_G], n, seed, gf));
     OP(memset_zero(be, ws->dln, (size_t)nC * as));
+    const void *g_next = g_out ? g_out->att_prev : NULL;
     if (v5) {
-        OP(shift_mix_bwd(be, ws->dln, g_att_prev, rp_param_grad(m, ly->mix_kvrg, gf), NULL, SLOT(ws->dxs, 1), a->ln1,
-                         att_prev, ly->mix_kvrg->data, NULL, RP_MIX_CURRENT, 4, B, T, C));
+        RP_TRY(mix_ln_bwd(m, ws, ly->mix_kvrg, RP_MIX_CURRENT, 4, SLOT(ws->dxs, 1), a->ln1, att_prev, g_att_prev, g_next,
+                          ly->ln1_w, ly->ln1_b, a->x_in, a->mean1, a->rstd1, gf));
     } else {
         OP(shift_mix_bwd(be, ws->dln, g_att_prev, rp_param_grad(m, ly->maa_wkvrg, gf), ws->dm, ws->dxs, a->ln1, att_prev,
                          ly->maa_wkvrg->data, a->m, RP_MIX_DELTA, 5, B, T, C));
@@ -646,12 +662,9 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
             OP(gemm(be, 1, 0, C, 5 * Dm, (int)n, 1.0f, a->z, A_, C, 0, ws->dhh, A_, 5 * Dm, 0, 1.0f, gmw1, P_, 5 * Dm, 0, 1));
         OP(gemm(be, 0, 1, (int)n, C, 5 * Dm, 1.0f, ws->dhh, A_, 5 * Dm, 0, ly->maa_w1->data, P_, 5 * Dm, 0, 0.0f, ws->dz, A_,
                 C, 0, 1));
-        OP(shift_mix_bwd(be, ws->dln, g_att_prev, rp_param_grad(m, ly->maa_x, gf), NULL, ws->dz, a->ln1, att_prev,
-                         ly->maa_x->data, NULL, RP_MIX_DELTA, 1, B, T, C));
+        RP_TRY(mix_ln_bwd(m, ws, ly->maa_x, RP_MIX_DELTA, 1, ws->dz, a->ln1, att_prev, g_att_prev, g_next, ly->ln1_w,
+                          ly->ln1_b, a->x_in, a->mean1, a->rstd1, gf));
     }
-    if (g_out && g_out->att_prev) RP_TRY(add_last_rows(m, ws, ws->dln, g_out->att_prev, B, T));
-    OP(norm_bwd(be, ws->dres, rp_param_grad(m, ly->ln1_w, gf), rp_param_grad(m, ly->ln1_b, gf), ws->dln, a->x_in,
-                ly->ln1_w->data, a->mean1, a->rstd1, n, 1, C));
     return 0;
 }
 #undef SLOT
@@ -760,14 +773,10 @@ static int block7_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, vo
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_V], ws->dF, 0, ws->dres, a->kk, a->lora_t[RP_LIN_FFN_V], n, seed, gf));
     OP(act_bwd(be, RP_ACT_RELU_SQ, ws->dF, ws->dF, a->kpre, NULL, n * F));
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_K], ws->dxs, 0, ws->dF, a->xkr, a->lora_t[RP_LIN_FFN_K], n, seed, gf));
-    const void *att_prev = st_in ? st_in->att_prev : NULL, *ffn_prev = st_in ? st_in->ffn_prev : NULL;
-    void *g_att_prev = g_in && att_prev ? g_in->att_prev : NULL, *g_ffn_prev = g_in && ffn_prev ? g_in->ffn_prev : NULL;
     OP(memset_zero(be, ws->dln, (size_t)nC * as));
-    OP(shift_mix_bwd(be, ws->dln, g_ffn_prev, rp_param_grad(m, ly->ffn_mix, gf), NULL, ws->dxs, a->ln2, ffn_prev,
-                     ly->ffn_mix->data, NULL, RP_MIX_DELTA, 1, B, T, C));
-    if (g_out && g_out->ffn_prev) RP_TRY(add_last_rows(m, ws, ws->dln, g_out->ffn_prev, B, T));
-    OP(norm_bwd(be, ws->dres, rp_param_grad(m, ly->ln2_w, gf), rp_param_grad(m, ly->ln2_b, gf), ws->dln, a->x_mid,
-                ly->ln2_w->data, a->mean2, a->rstd2, n, 1, C));
+    RP_TRY(mix_ln_bwd(m, ws, ly->ffn_mix, RP_MIX_DELTA, 1, ws->dxs, a->ln2, st_in ? st_in->ffn_prev : NULL,
+                      g_in ? g_in->ffn_prev : NULL, g_out ? g_out->ffn_prev : NULL, ly->ln2_w, ly->ln2_b, a->x_mid,
+                      a->mean2, a->rstd2, gf));
     /* ---- time mix: x_mid = x_in + W_o·((GN(wkv) + bonus)·g) ---- */
     void *dog = ws->dz, *d_o = ws->dC2, *dg = SLOT(ws->dm, 0), *dyw = SLOT(ws->dm, 1);
     void *dr = ws->da[0], *dw = ws->da[1], *dkn = ws->da[2], *dv = ws->da[3], *dwa = ws->da[4], *dwb = ws->da[5];
@@ -815,11 +824,9 @@ static int block7_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, vo
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_R], SLOT(ws->dxs, 0), 0, dr, SLOT(a->xs, 0), a->lora_t[RP_LIN_ATT_R], n, seed, gf));
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_K], SLOT(ws->dxs, 2), 0, dk, SLOT(a->xs, 2), a->lora_t[RP_LIN_ATT_K], n, seed, gf));
     OP(memset_zero(be, ws->dln, (size_t)nC * as));
-    OP(shift_mix_bwd(be, ws->dln, g_att_prev, rp_param_grad(m, ly->x_rwkvag, gf), NULL, ws->dxs, a->ln1, att_prev,
-                     ly->x_rwkvag->data, NULL, RP_MIX_DELTA, 6, B, T, C));
-    if (g_out && g_out->att_prev) RP_TRY(add_last_rows(m, ws, ws->dln, g_out->att_prev, B, T));
-    OP(norm_bwd(be, ws->dres, rp_param_grad(m, ly->ln1_w, gf), rp_param_grad(m, ly->ln1_b, gf), ws->dln, a->x_in,
-                ly->ln1_w->data, a->mean1, a->rstd1, n, 1, C));
+    RP_TRY(mix_ln_bwd(m, ws, ly->x_rwkvag, RP_MIX_DELTA, 6, ws->dxs, a->ln1, st_in ? st_in->att_prev : NULL,
+                      g_in ? g_in->att_prev : NULL, g_out ? g_out->att_prev : NULL, ly->ln1_w, ly->ln1_b, a->x_in,
+                      a->mean1, a->rstd1, gf));
     return 0;
 }
 
