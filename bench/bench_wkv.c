@@ -422,24 +422,35 @@ static void w7_check_case(rp_backend *be, rp_backend *ref, const wkv_case *c, ui
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) free(hs[i]);
 }
 
-/* p: r w k v a b y s0 s_out gy gs_out gr gw gk gv ga gb gs0 */
-static void w7_time_op(rp_backend *be, int which, int samples, int inner, double *med, double *mn, void **p, int state,
-                       int B, int T, int H, int N) {
+/* One call of WKV6 or WKV7 (op 6 or 7), forward (which 0) or backward (1), on the buffers p:
+ *   wkv6: r k v w u y s0 s_out gy gs_out gr gk gv gw gu gs0
+ *   wkv7: r w k v a b y s0 s_out gy gs_out gr gw gk gv ga gb gs0
+ * state: with the initial state in and the final state out (and their gradients). */
+static void call_op(rp_backend *be, int op, int which, void **p, int state, int B, int T, int H, int N) {
     const rp_backend_ops *o = be->ops;
+    if (op == 6 && which == 0)
+        OK(be, o->wkv6_fwd(be, p[5], state ? p[7] : NULL, p[0], p[1], p[2], p[3], p[4], state ? p[6] : NULL, 0, B, T, H,
+                           N));
+    else if (op == 6)
+        OK(be, o->wkv6_bwd(be, p[10], p[11], p[12], p[13], p[14], state ? p[15] : NULL, p[8], state ? p[9] : NULL, p[0],
+                           p[1], p[2], p[3], p[4], state ? p[6] : NULL, 0, B, T, H, N));
+    else if (which == 0)
+        OK(be, o->wkv7_fwd(be, p[6], state ? p[8] : NULL, p[0], p[1], p[2], p[3], p[4], p[5], state ? p[7] : NULL, 0, B,
+                           T, H, N));
+    else
+        OK(be, o->wkv7_bwd(be, p[11], p[12], p[13], p[14], p[15], p[16], state ? p[17] : NULL, p[9], state ? p[10] : NULL,
+                           p[0], p[1], p[2], p[3], p[4], p[5], state ? p[7] : NULL, 0, B, T, H, N));
+}
+
+/* median and minimum of per-call ms of call_op */
+static void time_op(rp_backend *be, int op, int which, int samples, int inner, double *med, double *mn, void **p,
+                    int state, int B, int T, int H, int N) {
     double *t = malloc(sizeof(double) * (size_t)samples);
-    for (int s = -2; s < samples; s++) {
-        OK(be, o->synchronize(be));
+    for (int s = -2; s < samples; s++) { /* two warm-up samples */
+        OK(be, be->ops->synchronize(be));
         double t0 = rp_monotonic_ms();
-        for (int i = 0; i < inner; i++) {
-            if (which == 0)
-                OK(be, o->wkv7_fwd(be, p[6], state ? p[8] : NULL, p[0], p[1], p[2], p[3], p[4], p[5],
-                                   state ? p[7] : NULL, 0, B, T, H, N));
-            else
-                OK(be, o->wkv7_bwd(be, p[11], p[12], p[13], p[14], p[15], p[16], state ? p[17] : NULL, p[9],
-                                   state ? p[10] : NULL, p[0], p[1], p[2], p[3], p[4], p[5], state ? p[7] : NULL, 0, B,
-                                   T, H, N));
-        }
-        OK(be, o->synchronize(be));
+        for (int i = 0; i < inner; i++) call_op(be, op, which, p, state, B, T, H, N);
+        OK(be, be->ops->synchronize(be));
         if (s >= 0) t[s] = (rp_monotonic_ms() - t0) / inner;
     }
     qsort(t, (size_t)samples, sizeof(double), cmp_d);
@@ -479,8 +490,8 @@ static void w7_bench_shape(rp_backend *be, int B, int T, int H, int N, int sampl
     free(hb);
     for (int state = 0; state < 2; state++) {
         double fm, fmin, bm, bmin;
-        w7_time_op(be, 0, samples, inner, &fm, &fmin, p, state, B, T, H, N);
-        w7_time_op(be, 1, samples, inner, &bm, &bmin, p, state, B, T, H, N);
+        time_op(be, 7, 0, samples, inner, &fm, &fmin, p, state, B, T, H, N);
+        time_op(be, 7, 1, samples, inner, &bm, &bmin, p, state, B, T, H, N);
         /* least traffic: fwd reads r w k v a b (+s0), writes y (+s_out); bwd reads r w k v a b gy
          * (+s0, gs_out), writes 6 gradients, gs0 += (read + write) */
         double fb = 7.0 * n * as + (state ? 2.0 * ns * ps : 0);
@@ -504,33 +515,6 @@ static int parse_list(const char *s, int *out, int max) {
         s = c + 1;
     }
     return n;
-}
-
-/* median and minimum of per-call ms */
-static void time_op(rp_backend *be, int which, int samples, int inner, double *med, double *mn, void **p, int state,
-                    int B, int T, int H, int N) {
-    /* p: r k v w u y s0 s_out gy gs_out gr gk gv gw gu gs0 */
-    const rp_backend_ops *o = be->ops;
-    double *t = malloc(sizeof(double) * (size_t)samples);
-    for (int s = -2; s < samples; s++) { /* two warm-up samples */
-        OK(be, o->synchronize(be));
-        double t0 = rp_monotonic_ms();
-        for (int i = 0; i < inner; i++) {
-            if (which == 0)
-                OK(be, o->wkv6_fwd(be, p[5], state ? p[7] : NULL, p[0], p[1], p[2], p[3], p[4], state ? p[6] : NULL,
-                                   0, B, T, H, N));
-            else
-                OK(be, o->wkv6_bwd(be, p[10], p[11], p[12], p[13], p[14], state ? p[15] : NULL, p[8],
-                                   state ? p[9] : NULL, p[0], p[1], p[2], p[3], p[4], state ? p[6] : NULL, 0, B, T,
-                                   H, N));
-        }
-        OK(be, o->synchronize(be));
-        if (s >= 0) t[s] = (rp_monotonic_ms() - t0) / inner;
-    }
-    qsort(t, (size_t)samples, sizeof(double), cmp_d);
-    *med = t[samples / 2];
-    *mn = t[0];
-    free(t);
 }
 
 static void bench_shape(rp_backend *be, int B, int T, int H, int N, int samples, int inner) {
@@ -566,8 +550,8 @@ static void bench_shape(rp_backend *be, int B, int T, int H, int N, int samples,
     for (int q = 0; q < 4; q++) free(pat[q]);
     for (int state = 0; state < 2; state++) {
         double fm, fmin, bm, bmin;
-        time_op(be, 0, samples, inner, &fm, &fmin, p, state, B, T, H, N);
-        time_op(be, 1, samples, inner, &bm, &bmin, p, state, B, T, H, N);
+        time_op(be, 6, 0, samples, inner, &fm, &fmin, p, state, B, T, H, N);
+        time_op(be, 6, 1, samples, inner, &bm, &bmin, p, state, B, T, H, N);
         /* least traffic: fwd reads r k v w (+u, s0), writes y (+s_out); bwd reads r k v w gy (+u, s0,
          * gs_out), writes gr gk gv gw, gu += (read + write), gs0 += (read + write) */
         double fb = 5.0 * n * as + nu * ps + (state ? 2.0 * ns * ps : 0);

@@ -637,10 +637,7 @@ static int cpu_wkv6_bwd(rp_backend *be, void *gr_, void *gk_, void *gv_, void *g
                 for (int i = 0; i < N; i++) Sj[i] = d[i] * Sj[i] + k[o + i] * vj;
             }
         }
-        if (gsout)
-            memcpy(dS, gsout + (int64_t)bh * NN, sizeof(real) * (size_t)NN);
-        else
-            memset(dS, 0, sizeof(real) * (size_t)NN);
+        load_state(dS, gsout, 0, bh, H, NN); /* ∂L/∂(final state), or zero */
         for (int sg = ncp - 1; sg >= 0; sg--) {
             int t0 = sg * WKV_SEG, t1 = t0 + WKV_SEG < T ? t0 + WKV_SEG : T;
             memcpy(seg, cps + (int64_t)sg * NN, sizeof(real) * (size_t)NN);
@@ -788,10 +785,7 @@ static int cpu_wkv7_bwd(rp_backend *be, void *gr_, void *gw_, void *gk_, void *g
             int64_t o = ((int64_t)bb * T + t) * C + (int64_t)h * N;
             wkv7_step(S, w + o, k + o, v + o, a + o, b + o, d, sa, N);
         }
-        if (gsout)
-            memcpy(dS, gsout + (int64_t)bh * NN, sizeof(real) * (size_t)NN);
-        else
-            memset(dS, 0, sizeof(real) * (size_t)NN);
+        load_state(dS, gsout, 0, bh, H, NN); /* ∂L/∂(final state), or zero */
         for (int sg = ncp - 1; sg >= 0; sg--) {
             int t0 = sg * WKV_SEG, t1 = t0 + WKV_SEG < T ? t0 + WKV_SEG : T;
             memcpy(seg, cps + (int64_t)sg * NN, sizeof(real) * (size_t)NN);
