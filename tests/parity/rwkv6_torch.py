@@ -49,12 +49,13 @@ FFN_TARGETS = ("key", "receptance", "value")
 MAA_SLOTS = ("w", "k", "v", "r", "g")  # slot order of time_maa_w1 / time_maa_w2 (spec 1.5)
 
 
-def lora_target_modules(n_layer: int) -> List[str]:
-    """Module paths (without .weight) of the 8 LoRA targets per block."""
+def lora_target_modules(n_layer: int, att=ATT_TARGETS, ffn=FFN_TARGETS) -> List[str]:
+    """Module paths (without .weight) of the LoRA targets per block: by default the 8 of v5/v6;
+    other versions pass their own att/ffn linear names (spec 3.1)."""
     out = []
     for l in range(n_layer):
-        out += [f"blocks.{l}.att.{n}" for n in ATT_TARGETS]
-        out += [f"blocks.{l}.ffn.{n}" for n in FFN_TARGETS]
+        out += [f"blocks.{l}.att.{n}" for n in att]
+        out += [f"blocks.{l}.ffn.{n}" for n in ffn]
     return out
 
 

@@ -53,11 +53,7 @@ MIX_SLOTS = ("r", "w", "k", "v", "a", "g")
 
 def lora_target_modules(n_layer: int) -> List[str]:
     """Module paths (without .weight) of the 6 LoRA targets per block (spec 3.1, v7)."""
-    out = []
-    for l in range(n_layer):
-        out += [f"blocks.{l}.att.{n}" for n in ATT_TARGETS]
-        out += [f"blocks.{l}.ffn.{n}" for n in FFN_TARGETS]
-    return out
+    return R6.lora_target_modules(n_layer, ATT_TARGETS, FFN_TARGETS)
 
 
 def default_lora_dims(C: int) -> Tuple[int, int, int, int]:
