@@ -480,6 +480,19 @@ static int keep_last_rows(rwkvpeft_model *m, void *dst, const void *x, int B, in
 /* st_in: the carried state this chunk starts from (NULL or NULL fields: zero shift state,
  * and the shared time_state or zero as WKV state); st_out: receives the state after the
  * chunk (NULL: not wanted). They may be the same record (the state advances in place). */
+/* The WKV initial state of a chunk: the carried per-sequence state, else the time_state that
+ * state tuning shares over the batch, else none (zero); wkv_gs0: where its gradient goes. */
+static const void *wkv_s0(const rp_layer_state *st_in, const rp_layer *ly) {
+    if (st_in && st_in->wkv) return st_in->wkv;
+    return ly->time_state ? ly->time_state->data : NULL;
+}
+static int wkv_s0_shared(const rp_layer_state *st_in) { return !(st_in && st_in->wkv); }
+static void *wkv_gs0(const rwkvpeft_model *m, const rp_layer_state *st_in, rp_layer_state *g_in, const rp_layer *ly,
+                     void *gf) {
+    if (st_in && st_in->wkv) return g_in ? g_in->wkv : NULL;
+    return rp_param_grad(m, ly->time_state, gf);
+}
+
 /* RWKV-5 and RWKV-6 blocks (RWKV-5: plain lerp mixes of the current token, static decay). */
 static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, void *x_out, uint64_t seed,
                        const rp_layer_state *st_in, rp_layer_state *st_out) {
@@ -520,12 +533,8 @@ static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
         OP(broadcast_rows(be, a->w, ly->decay->data, n, A, 0));
         OP(gemm(be, 0, 0, (int)n, A, Dd, 1.0f, a->dh, A_, Dd, 0, ly->decay_w2->data, P_, A, 0, 1.0f, a->w, A_, A, 0, 1));
     }
-    void *s_out = st_out ? st_out->wkv : NULL;
-    if (st_in && st_in->wkv)
-        OP(wkv6_fwd(be, a->y, s_out, a->r, a->k, a->v, a->w, ly->faaaa->data, st_in->wkv, 0, B, T, m->H, m->N));
-    else
-        OP(wkv6_fwd(be, a->y, s_out, a->r, a->k, a->v, a->w, ly->faaaa->data,
-                    ly->time_state ? ly->time_state->data : NULL, 1, B, T, m->H, m->N));
+    OP(wkv6_fwd(be, a->y, st_out ? st_out->wkv : NULL, a->r, a->k, a->v, a->w, ly->faaaa->data, wkv_s0(st_in, ly),
+                wkv_s0_shared(st_in), B, T, m->H, m->N));
     OP(norm_fwd(be, a->o, a->gn_mean, a->gn_rstd, a->y, ly->lnx_w->data, ly->lnx_b->data, n, m->H, m->N, GN_EPS));
     OP(mul_fwd(be, a->og, a->o, a->g, n * A));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_O], ws->tmp_c, a->og, n, a->lora_t[RP_LIN_ATT_O], seed));
@@ -618,13 +627,9 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     OP(memset_zero(be, dy, (size_t)nA * as));
     OP(norm_bwd(be, dy, rp_param_grad(m, ly->lnx_w, gf), rp_param_grad(m, ly->lnx_b, gf), d_o, a->y, ly->lnx_w->data,
                 a->gn_mean, a->gn_rstd, n, H, N));
-    const void *gs_out = g_out ? g_out->wkv : NULL;
-    if (st_in && st_in->wkv)
-        OP(wkv6_bwd(be, dr, dk, dv, dw, rp_param_grad(m, ly->faaaa, gf), g_in ? g_in->wkv : NULL, dy, gs_out, a->r, a->k,
-                    a->v, a->w, ly->faaaa->data, st_in->wkv, 0, B, T, H, N));
-    else
-        OP(wkv6_bwd(be, dr, dk, dv, dw, rp_param_grad(m, ly->faaaa, gf), rp_param_grad(m, ly->time_state, gf), dy, gs_out,
-                    a->r, a->k, a->v, a->w, ly->faaaa->data, ly->time_state ? ly->time_state->data : NULL, 1, B, T, H, N));
+    OP(wkv6_bwd(be, dr, dk, dv, dw, rp_param_grad(m, ly->faaaa, gf), wkv_gs0(m, st_in, g_in, ly, gf), dy,
+                g_out ? g_out->wkv : NULL, a->r, a->k, a->v, a->w, ly->faaaa->data, wkv_s0(st_in, ly),
+                wkv_s0_shared(st_in), B, T, H, N));
     /* decay: v6 w = time_decay + tanh(xw·w1)·w2; v5 w = time_decay (every row) */
     void *gdec = rp_param_grad(m, ly->decay, gf);
     if (gdec) OP(sum_rows(be, gdec, dw, n, A));
@@ -671,10 +676,6 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
 
 /* ---- RWKV-7 (spec §1.6) ---- */
 
-/* The WKV7 initial state of a chunk: the carried per-sequence state, else the shared
- * time_state (state tuning), else zero. */
-#define WKV7_S0(st_in, ly) ((st_in) && (st_in)->wkv ? (st_in)->wkv : (ly)->time_state ? (ly)->time_state->data : NULL)
-#define WKV7_SHARED(st_in) (!((st_in) && (st_in)->wkv))
 
 /* x_out = x + att(LN1 x) then + ffn(LN2 ·). Time-mix slots of xs: r, w, k, v, a, g.
  * Layer 0 writes ws->v_first; later layers read it. */
@@ -721,8 +722,8 @@ static int block7_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, vo
     OP(act_fwd(be, RP_ACT_SIGMOID, a->gh, a->gh, n * Dg));
     OP(gemm(be, 0, 0, (int)n, C, Dg, 1.0f, a->gh, A_, Dg, 0, ly->g2->data, P_, C, 0, 0.0f, a->g, A_, C, 0, 1));
     OP(v7_kprep_fwd(be, a->kn, a->wa, a->wb, a->k, a->alr, ly->k_k->data, ly->k_a->data, n, H, N));
-    OP(wkv7_fwd(be, a->y, st_out ? st_out->wkv : NULL, a->r, a->w, a->kn, a->v, a->wa, a->wb, WKV7_S0(st_in, ly),
-                WKV7_SHARED(st_in), B, T, H, N));
+    OP(wkv7_fwd(be, a->y, st_out ? st_out->wkv : NULL, a->r, a->w, a->kn, a->v, a->wa, a->wb, wkv_s0(st_in, ly),
+                wkv_s0_shared(st_in), B, T, H, N));
     OP(norm_fwd(be, a->o, a->gn_mean, a->gn_rstd, a->y, ly->lnx_w->data, ly->lnx_b->data, n, H, N, GN_EPS));
     OP(v7_bonus_fwd(be, a->o, a->r, a->kn, a->v, ly->r_k->data, n, H, N));
     OP(mul_fwd(be, a->og, a->o, a->g, nC));
@@ -788,9 +789,8 @@ static int block7_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, vo
     OP(memset_zero(be, dyw, (size_t)nC * as));
     OP(norm_bwd(be, dyw, rp_param_grad(m, ly->lnx_w, gf), rp_param_grad(m, ly->lnx_b, gf), d_o, a->y, ly->lnx_w->data,
                 a->gn_mean, a->gn_rstd, n, H, N));
-    void *gs0 = st_in && st_in->wkv ? (g_in ? g_in->wkv : NULL) : rp_param_grad(m, ly->time_state, gf);
-    OP(wkv7_bwd(be, dr, dw, dkn, dv, dwa, dwb, gs0, dyw, g_out ? g_out->wkv : NULL, a->r, a->w, a->kn, a->v, a->wa, a->wb,
-                WKV7_S0(st_in, ly), WKV7_SHARED(st_in), B, T, H, N));
+    OP(wkv7_bwd(be, dr, dw, dkn, dv, dwa, dwb, wkv_gs0(m, st_in, g_in, ly, gf), dyw, g_out ? g_out->wkv : NULL, a->r, a->w, a->kn, a->v, a->wa, a->wb,
+                wkv_s0(st_in, ly), wkv_s0_shared(st_in), B, T, H, N));
     OP(v7_bonus_bwd(be, dr, dkn, dv, rp_param_grad(m, ly->r_k, gf), d_o, a->r, a->kn, a->v, ly->r_k->data, n, H, N));
     void *dk = ws->dz, *dalr = dyw; /* dog and dyw are consumed */
     OP(v7_kprep_bwd(be, dk, dalr, rp_param_grad(m, ly->k_k, gf), rp_param_grad(m, ly->k_a, gf), dkn, dwa, dwb, a->k, a->alr,
