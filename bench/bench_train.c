@@ -149,11 +149,13 @@ int main(int argc, char **argv) {
         return 3;
     }
     int64_t bytes_dense = rp_model_param_bytes(m);
+    uint64_t used_weights = used_bytes(ctx);
     if (rwkvpeft_adapter_attach(m, &ap)) {
         fprintf(stderr, "bench_train: %s\n", rwkvpeft_last_error());
         return 1;
     }
     int64_t bytes_attached = rp_model_param_bytes(m);
+    uint64_t used_attached = used_bytes(ctx);
     rwkvpeft_train_params tp;
     rwkvpeft_train_params_init(&tp);
     tp.lr_init = tp.lr_final = 1e-5f;
@@ -164,6 +166,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train: %s\n", rwkvpeft_last_error());
         return 1;
     }
+    uint64_t used_trainer = used_bytes(ctx), used_first = 0;
     if (chunk) printf("bench_train: long-context, chunks of %d, %s gradients\n", chunk, infctx_full ? "full" : "truncated");
     int32_t *in = malloc(sizeof(int32_t) * (size_t)B * T), *tg = malloc(sizeof(int32_t) * (size_t)B * T);
     double *ms = malloc(sizeof(double) * (size_t)steps);
@@ -190,6 +193,7 @@ int main(int argc, char **argv) {
         double dt = rp_monotonic_ms() - t0;
         uint64_t u = used_bytes(ctx);
         if (u > peak) peak = u;
+        if (s == 0) used_first = u;
         if (s >= warm) ms[s - warm] = dt;
         loss = res.loss;
     }
@@ -208,6 +212,16 @@ int main(int argc, char **argv) {
            "(min %.1f, max %.1f) | %.0f tokens/s | %.2f GiB | params %.3f -> %.3f GiB | dense %.1f TFLOP/s | loss %.3f\n",
            backend, version, L, C, F, V, method, r, rp_quant_name(qfmt), B, T, grad_cp, med, ms[0], ms[steps - 1], tok_s, gib,
            bytes_dense / 1073741824.0, bytes_attached / 1073741824.0, flops / (med / 1e3) / 1e12, loss);
+    /* where the device memory goes: differences of the in-use figure between the stages
+     * (GiB; the first step adds the workspace, the backend's scratch and library handles) */
+    const double G = 1073741824.0;
+#define STAGE(a, b) ((a) > (b) ? (double)((a) - (b)) / G : 0.0)
+    double mem_weights = STAGE(used_weights, base_used), mem_adapter = STAGE(used_attached, used_weights),
+           mem_optim = STAGE(used_trainer, used_attached), mem_step = STAGE(used_first, used_trainer),
+           mem_ws = (double)rp_trainer_workspace_bytes(tr) / G;
+#undef STAGE
+    printf("bench_train: memory GiB: weights %.3f, attach %+.3f, optimizer %+.3f, first step %+.3f (workspace %.3f)\n",
+           mem_weights, mem_adapter, mem_optim, mem_step, mem_ws);
     if (json) {
         FILE *f = fopen(json, "a");
         if (f) {
@@ -215,9 +229,12 @@ int main(int argc, char **argv) {
                     "{\"backend\":\"%s\",\"version\":%d,\"layers\":%d,\"embd\":%d,\"ffn\":%d,\"vocab\":%d,\"method\":\"%s\",\"r\":%d,"
                     "\"quant\":\"%s\",\"bsz\":%d,\"ctx\":%d,\"chunk\":%d,\"infctx_full\":%d,\"grad_cp\":%d,"
                     "\"median_ms\":%.3f,\"min_ms\":%.3f,"
-                    "\"max_ms\":%.3f,\"tokens_per_s\":%.1f,\"peak_gib\":%.3f,\"param_gib\":%.3f,\"dense_tflops\":%.2f}\n",
+                    "\"max_ms\":%.3f,\"tokens_per_s\":%.1f,\"peak_gib\":%.3f,\"param_gib\":%.3f,\"dense_tflops\":%.2f,"
+                    "\"mem_weights_gib\":%.3f,\"mem_attach_gib\":%.3f,\"mem_optimizer_gib\":%.3f,\"mem_first_step_gib\":%.3f,"
+                    "\"workspace_gib\":%.3f}\n",
                     backend, version, L, C, F, V, method, r, rp_quant_name(qfmt), B, T, chunk, infctx_full, grad_cp, med, ms[0],
-                    ms[steps - 1], tok_s, gib, bytes_attached / 1073741824.0, flops / (med / 1e3) / 1e12);
+                    ms[steps - 1], tok_s, gib, bytes_attached / 1073741824.0, flops / (med / 1e3) / 1e12, mem_weights,
+                    mem_adapter, mem_optim, mem_step, mem_ws);
             fclose(f);
         }
     }

@@ -243,6 +243,10 @@ typedef struct rp_workspace rp_workspace;
 int rp_workspace_create(rwkvpeft_model *m, int B, int T, int training, rp_workspace **out);
 void rp_workspace_free(rwkvpeft_model *m, rp_workspace *ws);
 int rp_workspace_fits(const rp_workspace *ws, int B, int T);
+/* Device bytes held by a workspace (activation records, scratch of the step). */
+int64_t rp_workspace_bytes(const rp_workspace *ws);
+/* Device bytes of the trainer's workspace (0 before its first step). */
+int64_t rp_trainer_workspace_bytes(const rwkvpeft_trainer *t);
 
 /* Uploads ids/targets/weights (host) into the workspace. weights: per-position loss
  * weights already normalised by the caller (sum = 1 over the batch for a mean). */

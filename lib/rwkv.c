@@ -82,6 +82,7 @@ struct rp_workspace {
     int64_t wq_numel;
     void **allocs;
     int n_allocs, cap_allocs;
+    int64_t bytes; /* sum of the allocations above (benchmarks report it) */
 };
 
 #define OP(call)                                                   \
@@ -103,8 +104,11 @@ static int ws_alloc(rwkvpeft_model *m, rp_workspace *ws, void **out, int64_t ele
         return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "cannot allocate %zu bytes of activation memory: %s", bytes,
                        m->be->err.msg);
     ws->allocs[ws->n_allocs++] = *out;
+    ws->bytes += (int64_t)bytes;
     return 0;
 }
+
+int64_t rp_workspace_bytes(const rp_workspace *ws) { return ws ? ws->bytes : 0; }
 
 void rp_workspace_free(rwkvpeft_model *m, rp_workspace *ws) {
     if (!ws) return;

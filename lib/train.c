@@ -24,6 +24,8 @@ struct rwkvpeft_trainer {
     uint64_t layout_hash;
 };
 
+int64_t rp_trainer_workspace_bytes(const rwkvpeft_trainer *t) { return t ? rp_workspace_bytes(t->ws) : 0; }
+
 /* Copies the model's last error (set by graph/workspace code) into the trainer's. */
 static int tfail(rwkvpeft_trainer *t, int code) {
     rp_err_copy(&t->err, &t->m->err);
