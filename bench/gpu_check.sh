@@ -2,6 +2,8 @@
 # gpu_check.sh — everything that needs the GPU machine, in one device call:
 #   1. build + op harness (cpu, cuda, cuda with the tiled GEMM) + compute-sanitizer
 #      (bench/gpu_ops_check.sh),
+#   1b. the quantized-training test's GPU case (tests/test_qtrain.c "gpu": quantized ==
+#      dequantized logits and gradients on the CUDA backend, every format),
 #   2. model parity with the independent PyTorch reference (tests/parity): the CPU backend
 #      against PyTorch on the GPU (float64), and the CUDA backend (bf16 activations),
 #   3. a 50-step LoRA run on CUDA against the same run on the CPU (loss curves),
@@ -11,12 +13,12 @@
 #     bench/gpu_ops_check.sh --prepare-carry
 #     mkdir -p .carry/vocab && cp "$(scripts/world_vocab.sh)" .carry/vocab/
 # Then: run(command="bash bench/gpu_check.sh", carry=[".carry/deps", ".carry/vocab"], timeout_s=600)
-# STAGES (default "ops parity curve bench") selects stages; BENCH lists benchmark configs.
+# STAGES (default "ops qtrain parity curve bench") selects stages; BENCH lists benchmark configs.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${OUT:-$root/out/gpu_check}
 B=${BUILD_DIR:-/tmp/rwkvpeft-gpu}
-stages=${STAGES:-ops parity curve bench}
+stages=${STAGES:-ops qtrain parity curve bench}
 mkdir -p "$out"
 summary=$out/summary.txt
 : >"$summary"
@@ -28,10 +30,17 @@ export PATH=/opt/torch/.venv/bin:/usr/local/cuda/bin:$PATH PYTHONUNBUFFERED=1
 OUT=$out/ops BUILD_DIR=$B SKIP_SANITIZER=${SKIP_SANITIZER:-} bash "$root/bench/gpu_ops_check.sh" > "$out/ops.log" 2>&1
 say "ops: rc $? ($(tail -1 "$out/ops/summary.txt" 2>/dev/null))"
 grep -E "^(ops_|sanitizers|build)" "$out/ops/summary.txt" | sed 's/^/  /' | tee -a "$summary"
-timeout 240 cmake --build "$B/full" -j"$(nproc)" --target parity_dump bench_train rwkvpeft-train rwkvpeft-data \
+timeout 240 cmake --build "$B/full" -j"$(nproc)" --target parity_dump bench_train rwkvpeft-train rwkvpeft-data test_qtrain \
     > "$out/build_extra.log" 2>&1 || { say "extra build failed"; tail -20 "$out/build_extra.log" | tee -a "$summary"; exit 1; }
 export RWKVPEFT_MODULE_PATH=$B/full LD_LIBRARY_PATH=$B/rt:${LD_LIBRARY_PATH:-}
 say "build ok after $(( $(date +%s) - t0 )) s"
+
+# 1b. quantized training on the CUDA backend (test_qtrain's gpu case)
+if [[ $stages == *qtrain* ]]; then
+  RWKVPEFT_TEST_DATA=$root/tests/data RWKVPEFT_TEST_TMP=/tmp CK_DEFAULT_TIMEOUT=300 CK_RUN_CASE=gpu \
+      timeout 300 "$B/full/tests/test_qtrain" > "$out/qtrain_gpu.log" 2>&1
+  say "qtrain gpu: rc $? ; $(grep -E '^[0-9]+%' "$out/qtrain_gpu.log")"
+fi
 
 # 2. parity with PyTorch: the CPU backend; the CUDA module built with float32 activations
 #    (the whole CUDA step at float32 tolerance); the shipped bf16 CUDA module (bf16 tolerance)

@@ -1095,6 +1095,11 @@ static void body_norm(bk *X, bk *R, rng *g) {
     norm_case(X, R, g, 9, 3, 17, 0, 0, 1e-5);
     norm_case(X, R, g, 5, 1, 1000, 1, 1, 1e-5);
     norm_case(X, R, g, 301, 2, 24, 1, 1, 1e-5);
+    /* the GPU's register variant: teams of 4 and 32 threads in a warp, whole-block teams */
+    norm_case(X, R, g, 45, 8, 32, 1, 1, 6.4e-4);
+    norm_case(X, R, g, 33, 1, 256, 0, 1, 1e-5);
+    norm_case(X, R, g, 67, 1, 512, 1, 1, 1e-5);
+    norm_case(X, R, g, 13, 1, 2560, 1, 1, 1e-5);
 }
 
 static void shift_case(bk *X, bk *R, rng *g, int form, int S, int B, int T, int C, int with_prev, int with_m,
@@ -1134,6 +1139,12 @@ static void body_shift_mix(bk *X, bk *R, rng *g) {
     shift_case(X, R, g, RP_MIX_CURRENT, 4, 3, 37, 83, 1, 0, 1, 1, 1);
     shift_case(X, R, g, RP_MIX_CURRENT, 1, 2, 1, 64, 0, 0, 0, 1, 0);
     shift_case(X, R, g, RP_MIX_CURRENT, 2, 1, 19, 7, 1, 0, 1, 1, 0);
+    /* C a multiple of 8: the GPU's vector kernels (runs of rows crossing sequence ends) */
+    shift_case(X, R, g, RP_MIX_DELTA, 5, 3, 37, 128, 1, 1, 1, 1, 1);
+    shift_case(X, R, g, RP_MIX_DELTA, 6, 2, 21, 96, 0, 0, 0, 1, 0);
+    shift_case(X, R, g, RP_MIX_DELTA, 2, 2, 19, 64, 1, 0, 1, 0, 1);
+    shift_case(X, R, g, RP_MIX_CURRENT, 4, 3, 37, 128, 1, 0, 1, 1, 1);
+    shift_case(X, R, g, RP_MIX_DELTA, 7, 1, 9, 16, 1, 1, 1, 1, 1); /* more slots than the vector kernel takes */
 }
 
 /* ------------------------------------------------------------------------------------ */

@@ -188,6 +188,25 @@ template <> RP_DEV f16_t fromf<f16_t>(float x) {
     return r;
 }
 
+/* 16-byte accesses of A elements, for memory-bound element-wise kernels: ACT_VEC elements
+ * (8 bf16, or 4 in the float32 build) per load/store. The pointer must be 16-byte aligned
+ * (act_aligned16 tells; callers fall back to scalar kernels otherwise). */
+#define ACT_VEC ((int)(16 / sizeof(act_t)))
+static inline bool act_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+RP_DEV void act_load_vec(float (&d)[ACT_VEC], const act_t *p) {
+    const uint4 raw = *reinterpret_cast<const uint4 *>(p);
+    const act_t *e = reinterpret_cast<const act_t *>(&raw);
+#pragma unroll
+    for (int i = 0; i < ACT_VEC; i++) d[i] = tof(e[i]);
+}
+RP_DEV void act_store_vec(act_t *p, const float (&v)[ACT_VEC]) {
+    uint4 raw;
+    act_t *e = reinterpret_cast<act_t *>(&raw);
+#pragma unroll
+    for (int i = 0; i < ACT_VEC; i++) e[i] = fromf<act_t>(v[i]);
+    *reinterpret_cast<uint4 *>(p) = raw;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* reductions                                                                           */
 /* ------------------------------------------------------------------------------------ */

@@ -1,8 +1,106 @@
 /* ops_norm.cu — group normalisation (LayerNorm is G = 1, RWKV's ln_x is G = heads).
  * One block per (row, group); fp32 statistics with a two-pass variance. The parameter
  * gradients are column sums done deterministically (partials per row chunk, then a fixed-order
- * finish). */
+ * finish).
+ *
+ * Register variant (the common shapes): when S is a multiple of ACT_VEC, every thread holds
+ * one 16-byte vector of a row, so x and dy are read from memory once; a team of S/ACT_VEC
+ * threads owns a (row, group) — several teams per warp for RWKV's ln_x (S = head size 64:
+ * 8 threads), one block for a LayerNorm row (S = C). The scalar kernels (one block per
+ * (row, group), strided loops) cover every other shape. The profile had the scalar kernels
+ * at ~5× their memory time, mostly ln_x's 64-thread blocks. */
 #include "common.cuh"
+
+#define NORM_TEAM_BLOCK 256
+/* Teams up to this size reduce by shuffles inside a warp: a power of two no larger than any
+ * warp/wavefront (32 or 64), so the host can choose the launch without knowing which. */
+#define NORM_SHFL_TEAM_MAX 32
+
+/* Sum over a team of `team` consecutive threads: a power of two ≤ NORM_SHFL_TEAM_MAX (several
+ * teams per block), or else the whole block (team == blockDim.x). Every thread of the block
+ * must call it (shuffles and barriers). */
+RP_DEV float team_sum(float v, int team) {
+    if (team > NORM_SHFL_TEAM_MAX) return block_sum(v);
+    for (int off = team / 2; off > 0; off >>= 1) v += rp_shfl_xor(v, off);
+    return v;
+}
+
+/* The register variant's launch shape, or 0 when it does not apply. */
+static int norm_team(int S, const void *a, const void *b, const void *c) {
+    if (S % ACT_VEC || !act_aligned16(a) || !act_aligned16(b) || (c && !act_aligned16(c))) return 0;
+    const int team = S / ACT_VEC;
+    if (team <= NORM_SHFL_TEAM_MAX && (team & (team - 1)) == 0) return team;
+    if (team % 64 == 0 && team <= 1024) return team; /* one team per block: whole warps of either size */
+    return 0;
+}
+
+__global__ void norm_forward_team_kernel(act_t *__restrict__ y, par_t *__restrict__ mean, par_t *__restrict__ rstd,
+                                         const act_t *__restrict__ x, const par_t *__restrict__ w,
+                                         const par_t *__restrict__ b, int64_t rows, int G, int S, int team,
+                                         float eps) {
+    const int per_block = blockDim.x / team;
+    const int64_t rg = (int64_t)blockIdx.x * per_block + threadIdx.x / team;
+    const int c0 = (int)(threadIdx.x % team) * ACT_VEC;
+    const bool live = rg < rows;
+    float v[ACT_VEC];
+    if (live) {
+        act_load_vec(v, x + rg * S + c0);
+    } else {
+#pragma unroll
+        for (int i = 0; i < ACT_VEC; i++) v[i] = 0.0f;
+    }
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < ACT_VEC; i++) s += v[i];
+    const float mu = team_sum(s, team) / (float)S;
+    float q = 0.0f;
+#pragma unroll
+    for (int i = 0; i < ACT_VEC; i++) q += (v[i] - mu) * (v[i] - mu);
+    const float rs = 1.0f / sqrtf(team_sum(q, team) / (float)S + eps);
+    if (!live) return;
+    if (c0 == 0) {
+        mean[rg] = mu;
+        rstd[rg] = rs;
+    }
+    const int64_t off = (int64_t)(rg % G) * S + c0;
+#pragma unroll
+    for (int i = 0; i < ACT_VEC; i++) v[i] = (v[i] - mu) * rs * w[off + i] + (b ? b[off + i] : 0.0f);
+    act_store_vec(y + rg * S + c0, v);
+}
+
+__global__ void norm_backward_dx_team_kernel(act_t *__restrict__ dx, const act_t *__restrict__ dy,
+                                             const act_t *__restrict__ x, const par_t *__restrict__ w,
+                                             const par_t *__restrict__ mean, const par_t *__restrict__ rstd,
+                                             int64_t rows, int G, int S, int team) {
+    const int per_block = blockDim.x / team;
+    const int64_t rg = (int64_t)blockIdx.x * per_block + threadIdx.x / team;
+    const int c0 = (int)(threadIdx.x % team) * ACT_VEC;
+    const bool live = rg < rows;
+    float xh[ACT_VEC], dxh[ACT_VEC];
+    float mu = 0.0f, rs = 0.0f, s1 = 0.0f, s2 = 0.0f;
+    if (live) {
+        mu = mean[rg];
+        rs = rstd[rg];
+        act_load_vec(xh, x + rg * S + c0);
+        act_load_vec(dxh, dy + rg * S + c0);
+        const int64_t off = (int64_t)(rg % G) * S + c0;
+#pragma unroll
+        for (int i = 0; i < ACT_VEC; i++) {
+            xh[i] = (xh[i] - mu) * rs;
+            dxh[i] *= w[off + i];
+            s1 += dxh[i];
+            s2 += dxh[i] * xh[i];
+        }
+    }
+    s1 = team_sum(s1, team) / (float)S;
+    s2 = team_sum(s2, team) / (float)S;
+    if (!live) return;
+    float o[ACT_VEC];
+    act_load_vec(o, dx + rg * S + c0);
+#pragma unroll
+    for (int i = 0; i < ACT_VEC; i++) o[i] += rs * (dxh[i] - s1 - xh[i] * s2);
+    act_store_vec(dx + rg * S + c0, o);
+}
 
 static int norm_threads(int S) { return S <= 64 ? 64 : S <= 128 ? 128 : 256; }
 
@@ -85,6 +183,14 @@ int cu_norm_fwd(rp_backend *be, void *y, void *mean, void *rstd, const void *x, 
     if (n <= 0 || G <= 0 || S <= 0) return 0;
     if (n * G > 0x7fffffffLL) return CU_FAIL(be, RWKVPEFT_E_UNSUPPORTED, "norm_fwd: too many rows");
     CU_ENTER(be);
+    if (int team = norm_team(S, y, x, NULL)) {
+        const int threads = team > NORM_SHFL_TEAM_MAX ? team : NORM_TEAM_BLOCK, per_block = threads / team;
+        norm_forward_team_kernel<<<(unsigned)((n * G + per_block - 1) / per_block), threads, 0, cu_stream(be)>>>(
+            (act_t *)y, (par_t *)mean, (par_t *)rstd, (const act_t *)x, (const par_t *)w, (const par_t *)b, n * G, G,
+            S, team, eps);
+        CU_LAUNCHED(be);
+        return 0;
+    }
     norm_forward_kernel<<<(unsigned)(n * G), norm_threads(S), 0, cu_stream(be)>>>(
         (act_t *)y, (par_t *)mean, (par_t *)rstd, (const act_t *)x, (const par_t *)w, (const par_t *)b, G, S, eps);
     CU_LAUNCHED(be);
@@ -97,9 +203,16 @@ int cu_norm_bwd(rp_backend *be, void *dx, void *dw, void *db, const void *dy, co
     if (n * G > 0x7fffffffLL) return CU_FAIL(be, RWKVPEFT_E_UNSUPPORTED, "norm_bwd: too many rows");
     CU_ENTER(be);
     cudaStream_t s = cu_stream(be);
-    norm_backward_dx_kernel<<<(unsigned)(n * G), norm_threads(S), 0, s>>>(
-        (act_t *)dx, (const act_t *)dy, (const act_t *)x, (const par_t *)w, (const par_t *)mean,
-        (const par_t *)rstd, G, S);
+    if (int team = norm_team(S, dx, dy, x)) {
+        const int threads = team > NORM_SHFL_TEAM_MAX ? team : NORM_TEAM_BLOCK, per_block = threads / team;
+        norm_backward_dx_team_kernel<<<(unsigned)((n * G + per_block - 1) / per_block), threads, 0, s>>>(
+            (act_t *)dx, (const act_t *)dy, (const act_t *)x, (const par_t *)w, (const par_t *)mean,
+            (const par_t *)rstd, n * G, G, S, team);
+    } else {
+        norm_backward_dx_kernel<<<(unsigned)(n * G), norm_threads(S), 0, s>>>(
+            (act_t *)dx, (const act_t *)dy, (const act_t *)x, (const par_t *)w, (const par_t *)mean,
+            (const par_t *)rstd, G, S);
+    }
     CU_LAUNCHED(be);
     if (!dw && !db) return 0;
     const int64_t C = (int64_t)G * S;
