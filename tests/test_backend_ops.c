@@ -1151,9 +1151,8 @@ static void body_shift_mix(bk *X, bk *R, rng *g) {
 /* element-wise                                                                         */
 /* ------------------------------------------------------------------------------------ */
 
-static void body_act(bk *X, bk *R, rng *g) {
+static void act_sized(bk *X, bk *R, rng *g, int64_t n) {
     static const char *names[5] = {"tanh", "sigmoid", "silu", "relu_sq", "softclamp"};
-    const int64_t n = 1001;
     for (int kind = 0; kind < 5; kind++)
         for (int inplace = 0; inplace < 2; inplace++) {
             double *x = gen_normal(g, n, 0, 2, X->A), *yx = H(n), *yr = H(n);
@@ -1163,26 +1162,31 @@ static void body_act(bk *X, bk *R, rng *g) {
                 x[2] = 30.0;
                 x[3] = -30.0;
             }
-            set_case("act_fwd %s inplace%d", names[kind], inplace);
+            set_case("act_fwd %s n%lld inplace%d", names[kind], (long long)n, inplace);
             run_act_fwd(X, kind, yx, x, n, inplace);
             run_act_fwd(R, kind, yr, x, n, 0);
             expect_close(X, "y", yx, yr, n, tol_of(X->A));
             double *dy = gen_normal(g, n, 0, 1, X->A), *dxx = H(n), *dxr = H(n);
             double *yin = H(n);
             for (int64_t i = 0; i < n; i++) yin[i] = round_to(X->A, kind == 0 ? rng_range(g, -1, 1) : rng_range(g, 0, 1));
-            set_case("act_bwd %s inplace%d", names[kind], inplace);
+            set_case("act_bwd %s n%lld inplace%d", names[kind], (long long)n, inplace);
             run_act_bwd(X, kind, dxx, dy, x, yin, n, inplace);
             run_act_bwd(R, kind, dxr, dy, x, yin, n, 0);
             expect_close(X, "dx", dxx, dxr, n, tol_of(X->A));
         }
 }
 
-static void body_mul_add(bk *X, bk *R, rng *g) {
-    const int64_t n = 1001;
+/* n = 1001: the scalar kernels; 1024: the GPU's 16-byte vector kernels */
+static void body_act(bk *X, bk *R, rng *g) {
+    act_sized(X, R, g, 1001);
+    act_sized(X, R, g, 1024);
+}
+
+static void mul_add_sized(bk *X, bk *R, rng *g, int64_t n) {
     double *a = gen_normal(g, n, 0, 1, X->A), *b = gen_normal(g, n, 0, 1, X->A);
     for (int inplace = 0; inplace < 2; inplace++) {
         double *yx = H(n), *yr = H(n);
-        set_case("mul_fwd inplace%d", inplace);
+        set_case("mul_fwd n%lld inplace%d", (long long)n, inplace);
         run_mul_fwd(X, yx, a, b, n, inplace);
         run_mul_fwd(R, yr, a, b, n, 0);
         expect_close(X, "y", yx, yr, n, tol_of(X->A));
@@ -1191,29 +1195,36 @@ static void body_mul_add(bk *X, bk *R, rng *g) {
     for (int which = 0; which < 3; which++) { /* both, da only, db only */
         double *dax = which != 2 ? Hcopy(da0, n) : NULL, *dar = which != 2 ? Hcopy(da0, n) : NULL;
         double *dbx = which != 1 ? Hcopy(db0, n) : NULL, *dbr = which != 1 ? Hcopy(db0, n) : NULL;
-        set_case("mul_bwd want%d", which);
+        set_case("mul_bwd n%lld want%d", (long long)n, which);
         run_mul_bwd(X, dax, dbx, dy, a, b, n);
         run_mul_bwd(R, dar, dbr, dy, a, b, n);
         if (dax) expect_close(X, "da", dax, dar, n, tol_of(X->A));
         if (dbx) expect_close(X, "db", dbx, dbr, n, tol_of(X->A));
     }
     double *yx = Hcopy(a, n), *yr = Hcopy(a, n);
-    set_case("add alpha -0.37");
+    set_case("add n%lld alpha -0.37", (long long)n);
     run_add(X, yx, b, -0.37, n);
     run_add(R, yr, b, -0.37, n);
     expect_close(X, "y", yx, yr, n, tol_of(X->A));
 }
 
+/* n = 1001: the scalar kernels; 1024: the GPU's 16-byte vector kernels */
+static void body_mul_add(bk *X, bk *R, rng *g) {
+    mul_add_sized(X, R, g, 1001);
+    mul_add_sized(X, R, g, 1024);
+}
+
 static void body_rows(bk *X, bk *R, rng *g) {
     const int64_t n = 37;
-    const int C = 83;
-    double *v = gen_normal(g, C, 0, 1, X->P);
-    for (int acc = 0; acc < 2; acc++) {
+    for (int acc = 0; acc < 4; acc++) { /* C 83: scalar kernel; C 64: the GPU's vector kernel */
+        const int C = acc < 2 ? 83 : 64;
+        double *v = gen_normal(g, C, 0, 1, X->P);
         double *y0 = gen_normal(g, n * C, 0, 1, X->A);
-        double *yx = acc ? Hcopy(y0, n * C) : H(n * C), *yr = acc ? Hcopy(y0, n * C) : H(n * C);
-        set_case("broadcast_rows n%lld C%d acc%d", (long long)n, C, acc);
-        run_broadcast(X, yx, v, n, C, acc);
-        run_broadcast(R, yr, v, n, C, acc);
+        const int accumulate = acc % 2;
+        double *yx = accumulate ? Hcopy(y0, n * C) : H(n * C), *yr = accumulate ? Hcopy(y0, n * C) : H(n * C);
+        set_case("broadcast_rows n%lld C%d acc%d", (long long)n, C, accumulate);
+        run_broadcast(X, yx, v, n, C, accumulate);
+        run_broadcast(R, yr, v, n, C, accumulate);
         expect_close(X, "y", yx, yr, n * C, tol_of(X->A));
     }
     const int64_t ns[2] = {111, 3001};
@@ -1340,12 +1351,11 @@ static void body_wkv6(bk *X, bk *R, rng *g) {
 /* lerp, RWKV-7 key preparation and bonus                                               */
 /* ------------------------------------------------------------------------------------ */
 
-static void body_lerp(bk *X, bk *R, rng *g) {
-    const int64_t n = 1001;
+static void lerp_sized(bk *X, bk *R, rng *g, int64_t n) {
     double *a = gen_normal(g, n, 0, 1, X->A), *b = gen_normal(g, n, 0, 1, X->A), *t = gen_unif(g, n, -0.2, 1.2, X->A);
     for (int inplace = 0; inplace < 2; inplace++) {
         double *yx = H(n), *yr = H(n);
-        set_case("lerp_fwd inplace%d (y = b)", inplace);
+        set_case("lerp_fwd n%lld inplace%d (y = b)", (long long)n, inplace);
         run_lerp_fwd(X, yx, a, b, t, n, inplace);
         run_lerp_fwd(R, yr, a, b, t, n, 0);
         expect_close(X, "y", yx, yr, n, tol_of(X->A));
@@ -1356,13 +1366,19 @@ static void body_lerp(bk *X, bk *R, rng *g) {
         double *dax = wa ? Hcopy(da0, n) : NULL, *dar = wa ? Hcopy(da0, n) : NULL;
         double *dbx = wb ? Hcopy(db0, n) : NULL, *dbr = wb ? Hcopy(db0, n) : NULL;
         double *dtx = wt ? H(n) : NULL, *dtr = wt ? H(n) : NULL;
-        set_case("lerp_bwd da%d db%d dt%d", wa, wb, wt);
+        set_case("lerp_bwd n%lld da%d db%d dt%d", (long long)n, wa, wb, wt);
         run_lerp_bwd(X, dax, dbx, dtx, dy, a, b, t, n);
         run_lerp_bwd(R, dar, dbr, dtr, dy, a, b, t, n);
         if (wa) expect_close(X, "da", dax, dar, n, tol_of(X->A));
         if (wb) expect_close(X, "db", dbx, dbr, n, tol_of(X->A));
         if (wt) expect_close(X, "dt", dtx, dtr, n, tol_of(X->A));
     }
+}
+
+/* n = 1001: the scalar kernels; 1024: the GPU's 16-byte vector kernels */
+static void body_lerp(bk *X, bk *R, rng *g) {
+    lerp_sized(X, R, g, 1001);
+    lerp_sized(X, R, g, 1024);
 }
 
 /* zero_head ≥ 0: that head's k_k is all zero, so u = 0 there and the norm takes the 1e-12 floor */

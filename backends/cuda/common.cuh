@@ -191,7 +191,13 @@ template <> RP_DEV f16_t fromf<f16_t>(float x) {
 /* 16-byte accesses of A elements, for memory-bound element-wise kernels: ACT_VEC elements
  * (8 bf16, or 4 in the float32 build) per load/store. The pointer must be 16-byte aligned
  * (act_aligned16 tells; callers fall back to scalar kernels otherwise). */
-#define ACT_VEC ((int)(16 / sizeof(act_t)))
+#ifdef RWKVPEFT_CUDA_ACT_F32
+#define ACT_VEC_LITERAL 4
+#else
+#define ACT_VEC_LITERAL 8
+#endif
+#define ACT_VEC ACT_VEC_LITERAL /* == 16 / sizeof(act_t) (checked below) */
+static_assert(ACT_VEC * sizeof(act_t) == 16, "ACT_VEC must fill 16 bytes");
 static inline bool act_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 RP_DEV void act_load_vec(float (&d)[ACT_VEC], const act_t *p) {
     const uint4 raw = *reinterpret_cast<const uint4 *>(p);

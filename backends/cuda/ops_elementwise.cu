@@ -1,6 +1,7 @@
 /* ops_elementwise.cu — activations (incl. RWKV-7's soft clamp), mul, add, lerp, broadcast_rows /
  * sum_rows, dropout, and the deterministic column-sum helper other ops share. All arithmetic in
- * fp32; A = bf16, P = f32. */
+ * fp32; A = bf16, P = f32. The element-wise kernels move 16 bytes per access where the
+ * shapes and pointers allow (about 2× the scalar kernels' bandwidth on the H200). */
 #include "common.cuh"
 
 #define EW_THREADS 256
@@ -36,15 +37,43 @@ template <int KIND> RP_DEV float act_df(float dy, float x, float y) {
     return x > 0.0f ? dy * 2.0f * x : 0.0f;
 }
 
-template <int KIND> __global__ void act_forward_kernel(act_t *y, const act_t *x, int64_t n) {
-    GRID_STRIDE(i, n) y[i] = fromf<act_t>(act_f<KIND>(tof(x[i])));
+/* Every element-wise kernel runs in units of U elements: U = 1 (any n, any alignment) or
+ * U = ACT_VEC (16-byte loads and stores; the launcher picks it when n is a multiple and
+ * every A pointer is 16-byte aligned, as the training step's buffers are). */
+template <int U> RP_DEV void ew_load(float (&d)[U], const act_t *p);
+template <> RP_DEV void ew_load<1>(float (&d)[1], const act_t *p) { d[0] = tof(*p); }
+template <> RP_DEV void ew_load<ACT_VEC_LITERAL>(float (&d)[ACT_VEC_LITERAL], const act_t *p) { act_load_vec(d, p); }
+template <int U> RP_DEV void ew_store(act_t *p, const float (&v)[U]);
+template <> RP_DEV void ew_store<1>(act_t *p, const float (&v)[1]) { *p = fromf<act_t>(v[0]); }
+template <> RP_DEV void ew_store<ACT_VEC_LITERAL>(act_t *p, const float (&v)[ACT_VEC_LITERAL]) { act_store_vec(p, v); }
+#define EW_UNROLL _Pragma("unroll") for (int j = 0; j < U; j++)
+
+template <int KIND, int U> __global__ void act_forward_kernel(act_t *y, const act_t *x, int64_t n) {
+    GRID_STRIDE(q, n / U) {
+        float v[U];
+        ew_load<U>(v, x + q * U);
+        EW_UNROLL v[j] = act_f<KIND>(v[j]);
+        ew_store<U>(y + q * U, v);
+    }
 }
 
-template <int KIND>
+template <int KIND, int U>
 __global__ void act_backward_kernel(act_t *dx, const act_t *dy, const act_t *x, const act_t *y, int64_t n) {
-    GRID_STRIDE(i, n) {
-        float xv = x ? tof(x[i]) : 0.0f, yv = y ? tof(y[i]) : 0.0f;
-        dx[i] = fromf<act_t>(act_df<KIND>(tof(dy[i]), xv, yv));
+    GRID_STRIDE(q, n / U) {
+        float g[U], xv[U], yv[U];
+        ew_load<U>(g, dy + q * U);
+        if (x) {
+            ew_load<U>(xv, x + q * U);
+        } else {
+            EW_UNROLL xv[j] = 0.0f;
+        }
+        if (y) {
+            ew_load<U>(yv, y + q * U);
+        } else {
+            EW_UNROLL yv[j] = 0.0f;
+        }
+        EW_UNROLL g[j] = act_df<KIND>(g[j], xv[j], yv[j]);
+        ew_store<U>(dx + q * U, g);
     }
 }
 
@@ -52,46 +81,98 @@ __global__ void act_backward_kernel(act_t *dx, const act_t *dy, const act_t *x, 
 /* mul, add, broadcast, dropout                                                         */
 /* ------------------------------------------------------------------------------------ */
 
-__global__ void mul_forward_kernel(act_t *y, const act_t *a, const act_t *b, int64_t n) {
-    GRID_STRIDE(i, n) y[i] = fromf<act_t>(tof(a[i]) * tof(b[i]));
+template <int U> __global__ void mul_forward_kernel(act_t *y, const act_t *a, const act_t *b, int64_t n) {
+    GRID_STRIDE(q, n / U) {
+        float av[U], bv[U];
+        ew_load<U>(av, a + q * U);
+        ew_load<U>(bv, b + q * U);
+        EW_UNROLL av[j] *= bv[j];
+        ew_store<U>(y + q * U, av);
+    }
 }
 
-__global__ void mul_backward_kernel(act_t *da, act_t *db, const act_t *dy, const act_t *a, const act_t *b,
-                                    int64_t n) {
-    GRID_STRIDE(i, n) {
-        float g = tof(dy[i]);
-        float av = tof(a[i]), bv = tof(b[i]);
-        if (da) da[i] = fromf<act_t>(tof(da[i]) + g * bv);
-        if (db) db[i] = fromf<act_t>(tof(db[i]) + g * av);
+/* da += dy·b, db += dy·a (either may be NULL) */
+template <int U>
+__global__ void mul_backward_kernel(act_t *da, act_t *db, const act_t *dy, const act_t *a, const act_t *b, int64_t n) {
+    GRID_STRIDE(q, n / U) {
+        float g[U], v[U], acc[U];
+        ew_load<U>(g, dy + q * U);
+        if (da) {
+            ew_load<U>(v, b + q * U);
+            ew_load<U>(acc, da + q * U);
+            EW_UNROLL acc[j] += g[j] * v[j];
+            ew_store<U>(da + q * U, acc);
+        }
+        if (db) {
+            ew_load<U>(v, a + q * U);
+            ew_load<U>(acc, db + q * U);
+            EW_UNROLL acc[j] += g[j] * v[j];
+            ew_store<U>(db + q * U, acc);
+        }
     }
 }
 
 /* y = a + (b − a)·t; y may alias b (each element read before it is written) */
+template <int U>
 __global__ void lerp_forward_kernel(act_t *y, const act_t *a, const act_t *b, const act_t *t, int64_t n) {
-    GRID_STRIDE(i, n) {
-        const float av = tof(a[i]);
-        y[i] = fromf<act_t>(fmaf(tof(b[i]) - av, tof(t[i]), av));
+    GRID_STRIDE(q, n / U) {
+        float av[U], bv[U], tv[U];
+        ew_load<U>(av, a + q * U);
+        ew_load<U>(bv, b + q * U);
+        ew_load<U>(tv, t + q * U);
+        EW_UNROLL bv[j] = fmaf(bv[j] - av[j], tv[j], av[j]);
+        ew_store<U>(y + q * U, bv);
     }
 }
 
+template <int U>
 __global__ void lerp_backward_kernel(act_t *da, act_t *db, act_t *dt, const act_t *dy, const act_t *a,
                                      const act_t *b, const act_t *t, int64_t n) {
-    GRID_STRIDE(i, n) {
-        const float g = tof(dy[i]), tv = tof(t[i]);
-        if (dt) dt[i] = fromf<act_t>(g * (tof(b[i]) - tof(a[i])));
-        if (da) da[i] = fromf<act_t>(fmaf(g, 1.0f - tv, tof(da[i])));
-        if (db) db[i] = fromf<act_t>(fmaf(g, tv, tof(db[i])));
+    GRID_STRIDE(q, n / U) {
+        float g[U], tv[U], v[U], w[U];
+        ew_load<U>(g, dy + q * U);
+        ew_load<U>(tv, t + q * U);
+        if (dt) {
+            ew_load<U>(v, b + q * U);
+            ew_load<U>(w, a + q * U);
+            EW_UNROLL v[j] = g[j] * (v[j] - w[j]);
+            ew_store<U>(dt + q * U, v);
+        }
+        if (da) {
+            ew_load<U>(v, da + q * U);
+            EW_UNROLL v[j] = fmaf(g[j], 1.0f - tv[j], v[j]);
+            ew_store<U>(da + q * U, v);
+        }
+        if (db) {
+            ew_load<U>(v, db + q * U);
+            EW_UNROLL v[j] = fmaf(g[j], tv[j], v[j]);
+            ew_store<U>(db + q * U, v);
+        }
     }
 }
 
-__global__ void add_kernel(act_t *y, const act_t *x, float alpha, int64_t n) {
-    GRID_STRIDE(i, n) y[i] = fromf<act_t>(tof(y[i]) + alpha * tof(x[i]));
+template <int U> __global__ void add_kernel(act_t *y, const act_t *x, float alpha, int64_t n) {
+    GRID_STRIDE(q, n / U) {
+        float yv[U], xv[U];
+        ew_load<U>(yv, y + q * U);
+        ew_load<U>(xv, x + q * U);
+        EW_UNROLL yv[j] += alpha * xv[j];
+        ew_store<U>(y + q * U, yv);
+    }
 }
 
-__global__ void broadcast_rows_kernel(act_t *y, const par_t *v, int64_t n, int C, int accumulate) {
-    GRID_STRIDE(i, n * C) {
-        float val = v[i % C];
-        y[i] = fromf<act_t>(accumulate ? tof(y[i]) + val : val);
+/* U > 1 needs C a multiple of U (a unit never crosses a row) */
+template <int U> __global__ void broadcast_rows_kernel(act_t *y, const par_t *v, int64_t n, int C, int accumulate) {
+    GRID_STRIDE(q, n * C / U) {
+        const int c0 = (int)((q * U) % C);
+        float yv[U];
+        if (accumulate) {
+            ew_load<U>(yv, y + q * U);
+            EW_UNROLL yv[j] += v[c0 + j];
+        } else {
+            EW_UNROLL yv[j] = v[c0 + j];
+        }
+        ew_store<U>(y + q * U, yv);
     }
 }
 
@@ -126,6 +207,25 @@ __global__ void colsum_finish_kernel(float *dst, const float *part, int n_chunks
 /* launchers                                                                            */
 /* ------------------------------------------------------------------------------------ */
 
+/* the unit-of-ACT_VEC variant applies: n a multiple, every given pointer 16-byte aligned */
+static bool ew_vec_ok(int64_t n, const void *p0, const void *p1 = NULL, const void *p2 = NULL,
+                      const void *p3 = NULL, const void *p4 = NULL, const void *p5 = NULL, const void *p6 = NULL) {
+    if (n % ACT_VEC) return false;
+    const void *p[7] = {p0, p1, p2, p3, p4, p5, p6};
+    for (int i = 0; i < 7; i++)
+        if (p[i] && !act_aligned16(p[i])) return false;
+    return true;
+}
+/* launches KERNEL<ACT_VEC> over n/ACT_VEC units, or KERNEL<1> over n elements */
+#define EW_LAUNCH(vec, KERNEL, n, ...)                                                                  \
+    do {                                                                                                \
+        if (vec)                                                                                        \
+            KERNEL<ACT_VEC_LITERAL>                                                                     \
+                <<<cu_blocks((n) / ACT_VEC, EW_THREADS), EW_THREADS, 0, cu_stream(be)>>>(__VA_ARGS__);  \
+        else                                                                                            \
+            KERNEL<1><<<cu_blocks((n), EW_THREADS), EW_THREADS, 0, cu_stream(be)>>>(__VA_ARGS__);       \
+    } while (0)
+
 int cu_colsum_chunks(int64_t n_rows, int64_t n_cols, int64_t *rows_per_chunk) {
     /* enough (column, chunk) threads to fill a large GPU, chunks of at least 16 rows */
     int64_t target = (int64_t)1 << 18;
@@ -152,17 +252,22 @@ int cu_act_fwd(rp_backend *be, int kind, void *y, const void *x, int64_t n) {
     if (kind < RP_ACT_TANH || kind > RP_ACT_SOFTCLAMP) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_fwd: kind %d", kind);
     if (n <= 0) return 0;
     CU_ENTER(be);
-    unsigned g = cu_blocks(n, EW_THREADS);
+    const bool vec = ew_vec_ok(n, y, x);
+    unsigned g = cu_blocks(vec ? n / ACT_VEC : n, EW_THREADS);
     cudaStream_t s = cu_stream(be);
     act_t *Y = (act_t *)y;
     const act_t *X = (const act_t *)x;
+#define ACT_FWD(K) \
+    (vec ? act_forward_kernel<K, ACT_VEC_LITERAL><<<g, EW_THREADS, 0, s>>>(Y, X, n) \
+         : act_forward_kernel<K, 1><<<g, EW_THREADS, 0, s>>>(Y, X, n))
     switch (kind) {
-    case RP_ACT_TANH: act_forward_kernel<RP_ACT_TANH><<<g, EW_THREADS, 0, s>>>(Y, X, n); break;
-    case RP_ACT_SIGMOID: act_forward_kernel<RP_ACT_SIGMOID><<<g, EW_THREADS, 0, s>>>(Y, X, n); break;
-    case RP_ACT_SILU: act_forward_kernel<RP_ACT_SILU><<<g, EW_THREADS, 0, s>>>(Y, X, n); break;
-    case RP_ACT_SOFTCLAMP: act_forward_kernel<RP_ACT_SOFTCLAMP><<<g, EW_THREADS, 0, s>>>(Y, X, n); break;
-    default: act_forward_kernel<RP_ACT_RELU_SQ><<<g, EW_THREADS, 0, s>>>(Y, X, n); break;
+    case RP_ACT_TANH: ACT_FWD(RP_ACT_TANH); break;
+    case RP_ACT_SIGMOID: ACT_FWD(RP_ACT_SIGMOID); break;
+    case RP_ACT_SILU: ACT_FWD(RP_ACT_SILU); break;
+    case RP_ACT_SOFTCLAMP: ACT_FWD(RP_ACT_SOFTCLAMP); break;
+    default: ACT_FWD(RP_ACT_RELU_SQ); break;
     }
+#undef ACT_FWD
     CU_LAUNCHED(be);
     return 0;
 }
@@ -173,19 +278,23 @@ int cu_act_bwd(rp_backend *be, int kind, void *dx, const void *dy, const void *x
         return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_bwd: missing x or y");
     if (n <= 0) return 0;
     CU_ENTER(be);
-    unsigned g = cu_blocks(n, EW_THREADS);
-    cudaStream_t s = cu_stream(be);
+    const bool from_y = kind == RP_ACT_TANH || kind == RP_ACT_SIGMOID;
     act_t *DX = (act_t *)dx;
-    const act_t *DY = (const act_t *)dy, *X = (const act_t *)x, *Y = (const act_t *)y;
+    const act_t *DY = (const act_t *)dy, *X = from_y ? NULL : (const act_t *)x, *Y = from_y ? (const act_t *)y : NULL;
+    const bool vec = ew_vec_ok(n, dx, dy, X, Y);
+    unsigned g = cu_blocks(vec ? n / ACT_VEC : n, EW_THREADS);
+    cudaStream_t s = cu_stream(be);
+#define ACT_BWD(K) \
+    (vec ? act_backward_kernel<K, ACT_VEC_LITERAL><<<g, EW_THREADS, 0, s>>>(DX, DY, X, Y, n) \
+         : act_backward_kernel<K, 1><<<g, EW_THREADS, 0, s>>>(DX, DY, X, Y, n))
     switch (kind) {
-    case RP_ACT_TANH: act_backward_kernel<RP_ACT_TANH><<<g, EW_THREADS, 0, s>>>(DX, DY, NULL, Y, n); break;
-    case RP_ACT_SIGMOID: act_backward_kernel<RP_ACT_SIGMOID><<<g, EW_THREADS, 0, s>>>(DX, DY, NULL, Y, n); break;
-    case RP_ACT_SILU: act_backward_kernel<RP_ACT_SILU><<<g, EW_THREADS, 0, s>>>(DX, DY, X, NULL, n); break;
-    case RP_ACT_SOFTCLAMP:
-        act_backward_kernel<RP_ACT_SOFTCLAMP><<<g, EW_THREADS, 0, s>>>(DX, DY, X, NULL, n);
-        break;
-    default: act_backward_kernel<RP_ACT_RELU_SQ><<<g, EW_THREADS, 0, s>>>(DX, DY, X, NULL, n); break;
+    case RP_ACT_TANH: ACT_BWD(RP_ACT_TANH); break;
+    case RP_ACT_SIGMOID: ACT_BWD(RP_ACT_SIGMOID); break;
+    case RP_ACT_SILU: ACT_BWD(RP_ACT_SILU); break;
+    case RP_ACT_SOFTCLAMP: ACT_BWD(RP_ACT_SOFTCLAMP); break;
+    default: ACT_BWD(RP_ACT_RELU_SQ); break;
     }
+#undef ACT_BWD
     CU_LAUNCHED(be);
     return 0;
 }
@@ -193,8 +302,7 @@ int cu_act_bwd(rp_backend *be, int kind, void *dx, const void *dy, const void *x
 int cu_mul_fwd(rp_backend *be, void *y, const void *a, const void *b, int64_t n) {
     if (n <= 0) return 0;
     CU_ENTER(be);
-    mul_forward_kernel<<<cu_blocks(n, EW_THREADS), EW_THREADS, 0, cu_stream(be)>>>(
-        (act_t *)y, (const act_t *)a, (const act_t *)b, n);
+    EW_LAUNCH(ew_vec_ok(n, y, a, b), mul_forward_kernel, n, (act_t *)y, (const act_t *)a, (const act_t *)b, n);
     CU_LAUNCHED(be);
     return 0;
 }
@@ -202,8 +310,8 @@ int cu_mul_fwd(rp_backend *be, void *y, const void *a, const void *b, int64_t n)
 int cu_mul_bwd(rp_backend *be, void *da, void *db, const void *dy, const void *a, const void *b, int64_t n) {
     if (n <= 0 || (!da && !db)) return 0;
     CU_ENTER(be);
-    mul_backward_kernel<<<cu_blocks(n, EW_THREADS), EW_THREADS, 0, cu_stream(be)>>>(
-        (act_t *)da, (act_t *)db, (const act_t *)dy, (const act_t *)a, (const act_t *)b, n);
+    EW_LAUNCH(ew_vec_ok(n, da, db, dy, a, b), mul_backward_kernel, n, (act_t *)da, (act_t *)db, (const act_t *)dy,
+              (const act_t *)a, (const act_t *)b, n);
     CU_LAUNCHED(be);
     return 0;
 }
@@ -211,8 +319,8 @@ int cu_mul_bwd(rp_backend *be, void *da, void *db, const void *dy, const void *a
 int cu_lerp_fwd(rp_backend *be, void *y, const void *a, const void *b, const void *t, int64_t n) {
     if (n <= 0) return 0;
     CU_ENTER(be);
-    lerp_forward_kernel<<<cu_blocks(n, EW_THREADS), EW_THREADS, 0, cu_stream(be)>>>(
-        (act_t *)y, (const act_t *)a, (const act_t *)b, (const act_t *)t, n);
+    EW_LAUNCH(ew_vec_ok(n, y, a, b, t), lerp_forward_kernel, n, (act_t *)y, (const act_t *)a, (const act_t *)b,
+              (const act_t *)t, n);
     CU_LAUNCHED(be);
     return 0;
 }
@@ -221,9 +329,8 @@ int cu_lerp_bwd(rp_backend *be, void *da, void *db, void *dt, const void *dy, co
                 const void *t, int64_t n) {
     if (n <= 0 || (!da && !db && !dt)) return 0;
     CU_ENTER(be);
-    lerp_backward_kernel<<<cu_blocks(n, EW_THREADS), EW_THREADS, 0, cu_stream(be)>>>(
-        (act_t *)da, (act_t *)db, (act_t *)dt, (const act_t *)dy, (const act_t *)a, (const act_t *)b,
-        (const act_t *)t, n);
+    EW_LAUNCH(ew_vec_ok(n, da, db, dt, dy, a, b, t), lerp_backward_kernel, n, (act_t *)da, (act_t *)db, (act_t *)dt,
+              (const act_t *)dy, (const act_t *)a, (const act_t *)b, (const act_t *)t, n);
     CU_LAUNCHED(be);
     return 0;
 }
@@ -231,8 +338,7 @@ int cu_lerp_bwd(rp_backend *be, void *da, void *db, void *dt, const void *dy, co
 int cu_add(rp_backend *be, void *y, const void *x, float alpha, int64_t n) {
     if (n <= 0) return 0;
     CU_ENTER(be);
-    add_kernel<<<cu_blocks(n, EW_THREADS), EW_THREADS, 0, cu_stream(be)>>>((act_t *)y, (const act_t *)x, alpha,
-                                                                          n);
+    EW_LAUNCH(ew_vec_ok(n, y, x), add_kernel, n, (act_t *)y, (const act_t *)x, alpha, n);
     CU_LAUNCHED(be);
     return 0;
 }
@@ -240,8 +346,8 @@ int cu_add(rp_backend *be, void *y, const void *x, float alpha, int64_t n) {
 int cu_broadcast_rows(rp_backend *be, void *y, const void *v, int64_t n, int C, int accumulate) {
     if (n <= 0 || C <= 0) return 0;
     CU_ENTER(be);
-    broadcast_rows_kernel<<<cu_blocks(n * C, EW_THREADS), EW_THREADS, 0, cu_stream(be)>>>(
-        (act_t *)y, (const par_t *)v, n, C, accumulate);
+    EW_LAUNCH(C % ACT_VEC == 0 && ew_vec_ok(n * C, y), broadcast_rows_kernel, n * C, (act_t *)y, (const par_t *)v, n,
+              C, accumulate);
     CU_LAUNCHED(be);
     return 0;
 }
