@@ -217,13 +217,12 @@ static bool ew_vec_ok(int64_t n, const void *p0, const void *p1 = NULL, const vo
     return true;
 }
 /* launches KERNEL<ACT_VEC> over n/ACT_VEC units, or KERNEL<1> over n elements */
-#define EW_LAUNCH(vec, KERNEL, n, ...)                                                                  \
-    do {                                                                                                \
-        if (vec)                                                                                        \
-            KERNEL<ACT_VEC_LITERAL>                                                                     \
-                <<<cu_blocks((n) / ACT_VEC, EW_THREADS), EW_THREADS, 0, cu_stream(be)>>>(__VA_ARGS__);  \
-        else                                                                                            \
-            KERNEL<1><<<cu_blocks((n), EW_THREADS), EW_THREADS, 0, cu_stream(be)>>>(__VA_ARGS__);       \
+#define EW_LAUNCH(vec, KERNEL, n, ...) \
+    do { \
+        if (vec) \
+            KERNEL<ACT_VEC_LITERAL><<<cu_blocks((n) / ACT_VEC, EW_THREADS), EW_THREADS, 0, cu_stream(be)>>>(__VA_ARGS__); \
+        else \
+            KERNEL<1><<<cu_blocks((n), EW_THREADS), EW_THREADS, 0, cu_stream(be)>>>(__VA_ARGS__); \
     } while (0)
 
 int cu_colsum_chunks(int64_t n_rows, int64_t n_cols, int64_t *rows_per_chunk) {
