@@ -215,7 +215,7 @@ int main(int argc, char **argv) {
     /* where the device memory goes: differences of the in-use figure between the stages
      * (GiB; the first step adds the workspace, the backend's scratch and library handles) */
     const double G = 1073741824.0;
-#define STAGE(a, b) ((a) > (b) ? (double)((a) - (b)) / G : 0.0)
+#define STAGE(a, b) (((double)(a) - (double)(b)) / G) /* signed: the attach frees dense weights under quantization */
     double mem_weights = STAGE(used_weights, base_used), mem_adapter = STAGE(used_attached, used_weights),
            mem_optim = STAGE(used_trainer, used_attached), mem_step = STAGE(used_first, used_trainer),
            mem_ws = (double)rp_trainer_workspace_bytes(tr) / G;

@@ -1,7 +1,7 @@
 /* ops_elementwise.cu — activations (incl. RWKV-7's soft clamp), mul, add, lerp, broadcast_rows /
  * sum_rows, dropout, and the deterministic column-sum helper other ops share. All arithmetic in
  * fp32; A = bf16, P = f32. The element-wise kernels move 16 bytes per access where the
- * shapes and pointers allow (about 2× the scalar kernels' bandwidth on the H200). */
+ * shapes and pointers allow (docs/benchmarks.md, session 4: part of a 313.7 → 237.4 ms step). */
 #include "common.cuh"
 
 #define EW_THREADS 256
