@@ -249,6 +249,7 @@ void rp_model_destroy(rwkvpeft_model *m) {
             if (m->params[i].owns_data) m->be->ops->free(m->be, m->params[i].data);
             if (m->params[i].qfmt) rp_param_free_quant(m, &m->params[i]);
         }
+    rp_model_free_qslabs(m);
     if (m->qcode && m->be) m->be->ops->free(m->be, m->qcode);
     m->qcode = NULL;
     if (m->flat && m->be) m->be->ops->free(m->be, m->flat);

@@ -42,7 +42,14 @@ typedef struct rp_param {
     void *qabsmax;     /* device: float32 [q_nblocks] scales, or NULL (fp8) */
     size_t q_bytes;
     int64_t q_nblocks;
+    int q_in_slab;     /* qdata/qabsmax are carved from the model's quantization slabs */
 } rp_param;
+
+/* A device slab quantized tensors are carved from (lib/qlinear.c). */
+struct rp_qslab {
+    char *base;
+    size_t size, used;
+};
 
 /* Kinds of the D adapter tensor of a linear (docs/peft.md). */
 enum { RP_DMODE_NONE = 0, RP_DMODE_BONE = 1 /* [r,out], row-shared */, RP_DMODE_BAT = 2 /* [in/r,r,r] */ };
@@ -145,6 +152,11 @@ struct rwkvpeft_model {
     int quant;         /* rwkvpeft_quant_type requested for the target linears */
     int quant_pending; /* they are still to be quantized (at attach or the first forward) */
     void *qcode;       /* device float32 [256]: the int8 dynamic code table, once per model */
+    /* device slabs the quantized codes and scales are carved from (lib/qlinear.c): one
+     * allocation per few hundred tensors instead of two each, so the driver's allocation
+     * granularity is paid per slab, not per tensor */
+    struct rp_qslab *qslabs;
+    int n_qslabs, cap_qslabs;
 
     rp_param *params; /* owned array; pointers into it stay valid (allocated once) */
     int n_params, cap_params;
@@ -228,6 +240,8 @@ int rp_param_unquantize(rwkvpeft_model *m, rp_param *p);
 int rp_param_dequant_host(rwkvpeft_model *m, rp_param *p, float *dst);
 /* Frees the quantized storage of p (not the dense data). */
 void rp_param_free_quant(rwkvpeft_model *m, rp_param *p);
+/* Frees the quantization slabs (model destruction, after every parameter's rp_param_free_quant). */
+void rp_model_free_qslabs(rwkvpeft_model *m);
 /* Device bytes held by the parameters: dense data of their own, quantized codes and scales,
  * the int8 code table and the flat trainable buffer. */
 int64_t rp_model_param_bytes(const rwkvpeft_model *m);

@@ -182,6 +182,28 @@ void rp_qtensor_free(rp_qtensor *q) {
     q->absmax = NULL;
 }
 
+int rp_quant_layout(int format, int64_t n, int *blocksize, size_t *q_bytes, int64_t *n_blocks) {
+    switch (format) {
+    case RP_QUANT_NF4:
+    case RP_QUANT_FP4:
+        *blocksize = RP_QUANT_BLOCK_4BIT;
+        *n_blocks = (n + RP_QUANT_BLOCK_4BIT - 1) / RP_QUANT_BLOCK_4BIT;
+        *q_bytes = (size_t)((n + 1) / 2);
+        return 0;
+    case RP_QUANT_INT8: /* one absmax for the whole tensor (spec §4) */
+        *blocksize = n > INT32_MAX ? INT32_MAX : (int)n;
+        *n_blocks = n > 0 ? (n + *blocksize - 1) / *blocksize : 0;
+        *q_bytes = (size_t)n;
+        return 0;
+    case RP_QUANT_FP8_E4M3: /* unit scale, no absmax */
+        *blocksize = n > INT32_MAX ? INT32_MAX : (int)n;
+        *n_blocks = 0;
+        *q_bytes = (size_t)n;
+        return 0;
+    default: return -1;
+    }
+}
+
 int rp_quantize(int format, const float *x, int64_t n, rp_qtensor *out, rp_err *err) {
     memset(out, 0, sizeof *out);
     if (n <= 0) return rp_fail(err, RWKVPEFT_E_INVALID_ARGUMENT, "quantize: empty tensor");
@@ -194,12 +216,11 @@ int rp_quantize(int format, const float *x, int64_t n, rp_qtensor *out, rp_err *
                        isnan(x[bad]) ? "NaN" : "infinite");
     out->format = format;
     out->n = n;
+    if (rp_quant_layout(format, n, &out->blocksize, &out->q_bytes, &out->n_blocks))
+        return rp_fail(err, RWKVPEFT_E_UNSUPPORTED, "unknown quantization format %d", format);
     switch (format) {
     case RP_QUANT_NF4:
     case RP_QUANT_FP4: {
-        out->blocksize = RP_QUANT_BLOCK_4BIT;
-        out->n_blocks = (n + RP_QUANT_BLOCK_4BIT - 1) / RP_QUANT_BLOCK_4BIT;
-        out->q_bytes = (size_t)((n + 1) / 2);
         out->q = (uint8_t *)rp_calloc(out->q_bytes, 1);
         out->absmax = (float *)rp_malloc(sizeof(float) * (size_t)out->n_blocks);
         if (!out->q || !out->absmax) break;
@@ -224,9 +245,6 @@ int rp_quantize(int format, const float *x, int64_t n, rp_qtensor *out, rp_err *
     }
     case RP_QUANT_INT8: {
         const float *code = rp_int8_dynamic_code();
-        out->blocksize = n > INT32_MAX ? INT32_MAX : (int)n;
-        out->n_blocks = (n + out->blocksize - 1) / out->blocksize;
-        out->q_bytes = (size_t)n;
         out->q = (uint8_t *)rp_malloc(out->q_bytes);
         out->absmax = (float *)rp_malloc(sizeof(float) * (size_t)out->n_blocks);
         if (!out->q || !out->absmax) break;
@@ -239,9 +257,6 @@ int rp_quantize(int format, const float *x, int64_t n, rp_qtensor *out, rp_err *
         return 0;
     }
     case RP_QUANT_FP8_E4M3: {
-        out->blocksize = n > INT32_MAX ? INT32_MAX : (int)n;
-        out->n_blocks = 0;
-        out->q_bytes = (size_t)n;
         out->q = (uint8_t *)rp_malloc(out->q_bytes);
         if (!out->q) break;
 #pragma omp parallel for if (n > (1 << 16))

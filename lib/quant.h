@@ -19,6 +19,10 @@ typedef struct rp_qtensor {
     int64_t n_blocks;
 } rp_qtensor;
 
+/* The packed layout of n values in a format: absmax block size, code bytes, scale count.
+ * Returns 0, or -1 for an unknown format. */
+int rp_quant_layout(int format, int64_t n, int *blocksize, size_t *q_bytes, int64_t *n_blocks);
+
 /* Quantizes n float32 values. NaN or Inf in the input is RWKVPEFT_E_NUMERIC (the message
  * names the element index). */
 int rp_quantize(int format, const float *x, int64_t n, rp_qtensor *out, rp_err *err);

@@ -251,6 +251,40 @@ END_TEST
 /* The dense copy of every quantized linear is freed: the parameters' device bytes drop by
  * exactly (dense − codes − scales) per linear; NF4 stores 0.5625 bytes per weight (1/7.1 of
  * float32), INT8 1 byte. A model without adapter quantizes at its first forward. */
+/* Every quantized tensor's codes and scales are carved from the model's slabs: inside one,
+ * 256-byte aligned, overlapping no other tensor's. */
+static void check_slabs(rwkvpeft_model *m) {
+    typedef struct {
+        const char *lo, *hi;
+    } span;
+    span sp[2 * 64 * RP_LIN_COUNT];
+    int ns = 0;
+    ck_assert_int_ge(m->n_qslabs, 1);
+    for (int l = 0; l < m->n_layer; l++)
+        for (int i = 0; i < RP_LIN_COUNT; i++) {
+            const rp_param *p = m->layers[l].lin[i].W;
+            ck_assert_msg(p->q_in_slab, "%s is not in a slab", p->name);
+            const char *ptr[2] = {(const char *)p->qdata, (const char *)p->qabsmax};
+            const size_t len[2] = {p->q_bytes, 4 * (size_t)p->q_nblocks};
+            for (int k = 0; k < 2; k++) {
+                if (!len[k]) continue;
+                int in = 0;
+                for (int s = 0; s < m->n_qslabs; s++) {
+                    const struct rp_qslab *q = &m->qslabs[s];
+                    if (ptr[k] >= q->base && ptr[k] + len[k] <= q->base + q->used) {
+                        in = 1;
+                        ck_assert_int_eq((ptr[k] - q->base) % 256, 0);
+                    }
+                }
+                ck_assert_msg(in, "%s: block %d outside every slab", p->name, k);
+                ck_assert_int_lt(ns, (int)(sizeof sp / sizeof sp[0]));
+                sp[ns++] = (span){ptr[k], ptr[k] + len[k]};
+            }
+        }
+    for (int a = 0; a < ns; a++)
+        for (int b = a + 1; b < ns; b++) ck_assert(sp[a].hi <= sp[b].lo || sp[b].hi <= sp[a].lo);
+}
+
 START_TEST(test_memory_drops) {
     char base[512];
     make_base(base, sizeof base, 5);
@@ -272,6 +306,8 @@ START_TEST(test_memory_drops) {
                       (long long)after, (long long)(before - lin + packed));
         if (fmts[f] == RWKVPEFT_QUANT_NF4) ck_assert(packed * 7 < lin); /* 0.5625 of 4 bytes per weight */
         check_quantized(m, fmts[f]);
+        check_slabs(m);
+        ck_assert_int_eq(m->n_qslabs, 1); /* a small model fits one slab */
         rwkvpeft_model_free(m);
     }
     /* no adapter: quantized by the first forward, the same bytes */
