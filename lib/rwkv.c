@@ -225,16 +225,25 @@ int rp_workspace_create(rwkvpeft_model *m, int B, int T, int training, rp_worksp
     AL(logits, ws->logit_rows * m->V, A_);
     int max_in = m->F > m->C ? m->F : m->C;
     if (m->A > max_in) max_in = m->A;
+    int any_bat = 0, x_scratch = 0;
+    for (int l = 0; l < m->n_layer; l++)
+        for (int i = 0; i < RP_LIN_COUNT; i++) {
+            const rp_linear *lin = &m->layers[l].lin[i];
+            if (lin->d_mode == RP_DMODE_BAT) any_bat = x_scratch = 1;
+            if (lin->A && lin->dropout > 0) x_scratch = 1;
+        }
     if (training) {
         AL(dres, n * C, A_);
         AL(dln, n * C, A_);
         AL(dlnout, n * C, A_);
         AL(dxs, mix_slots(m) * n * C, A_);
-        AL(dm, 5 * n * C, A_);
+        /* RWKV-6 writes the mix's dm over the record's xs, RWKV-7 uses the dead relu²
+         * output kk (4 slots when F ≥ 4C) for its scratch slots: see block56_bwd/block7_bwd */
+        if (m->version == 7 && m->F < 4 * m->C) AL(dm, 4 * n * C, A_);
         if (m->version == 6) AL(dhh, n * 5 * m->Dm, A_);
         AL(dz, n * C, A_);
         for (int i = 0; i < 6; i++) AL(da[i], n * A, A_);
-        AL(dF, n * m->F, A_);
+        if (any_bat) AL(dF, n * m->F, A_); /* else ∂L/∂kk is written over kk (linear_bwd) */
         AL(dC2, n * C, A_);
         int dmax = m->Dd;
         if (m->Dw > dmax) dmax = m->Dw;
@@ -245,7 +254,7 @@ int rp_workspace_create(rwkvpeft_model *m, int B, int T, int training, rp_worksp
         if (m->version == 7) AL(dv_first, n * C, A_);
         AL(lora_dt, n * max_lora_r(m), A_);
     }
-    AL(lora_x, n * max_in, A_);
+    if (x_scratch) AL(lora_x, n * max_in, A_); /* Bat's x̃ and LoRA dropout masks only */
     for (int l = 0; l < m->n_layer; l++)
         for (int i = 0; i < RP_LIN_COUNT; i++)
             if (m->layers[l].lin[i].W && m->layers[l].lin[i].W->qfmt && m->layers[l].lin[i].W->numel > ws->wq_numel)
@@ -364,6 +373,8 @@ static int linear_fwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin,
     int in = lin->in, out = lin->out, r = lin->r;
     const void *W = NULL;
     RP_TRY(lin_weight(m, ws, lin, &W));
+    if ((lin->d_mode == RP_DMODE_BAT || (lin->A && lin->dropout > 0 && seed)) && !ws->lora_x)
+        return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "workspace without adapter scratch (created before the adapter)");
     if (lin->d_mode == RP_DMODE_BAT) {
         void *xt = ws->lora_x;
         RP_TRY(bat_blocks(m, lin, xt, x, n));
@@ -420,42 +431,51 @@ static int bat_bwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin, vo
     return 0;
 }
 
-/* dx (= or += per accumulate) from dy; dW, dA, dB, dD accumulate when trainable. */
+/* dx (= or += per accumulate) from dy; dW, dA, dB, dD accumulate when trainable. Every read
+ * of x comes before dx is first written, so dx may alias x (the block backwards write the
+ * gradient of the channel mix's relu² output over that output) — except for Bat, whose
+ * backward reads x last (callers keep a separate dx then; see ws_dx_may_alias). */
 static int linear_bwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin, void *dx, int accumulate,
                       const void *dy, const void *x, const void *t, int64_t n, uint64_t seed, void *grad_flat) {
     rp_backend *be = m->be;
     rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
     int in = lin->in, out = lin->out, r = lin->r;
-    if (lin->d_mode == RP_DMODE_BAT) return bat_bwd(m, ws, lin, dx, accumulate, dy, x, n, grad_flat);
+    if (lin->d_mode == RP_DMODE_BAT) {
+        if (dx == x) return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "Bat backward with dx aliasing x");
+        return bat_bwd(m, ws, lin, dx, accumulate, dy, x, n, grad_flat);
+    }
     void *dW = rp_param_grad(m, lin->W, grad_flat); /* NULL for a quantized (frozen) W */
     if (dW) OP(gemm(be, 1, 0, out, in, (int)n, 1.0f, dy, A_, out, 0, x, A_, in, 0, 1.0f, dW, P_, in, 0, 1));
+    void *dt = ws->lora_dt;
+    uint64_t s = lin_seed(seed, lin);
+    int drop = lin->A && lin->dropout > 0 && s;
+    if (drop && !ws->lora_x)
+        return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "workspace without LoRA-dropout scratch (created before the adapter)");
+    if (lin->d_mode == RP_DMODE_BONE) { /* y += t·P, t = x·F */
+        void *dP = rp_param_grad(m, lin->D, grad_flat);
+        if (dP) OP(gemm(be, 1, 0, r, out, (int)n, 1.0f, t, A_, r, 0, dy, A_, out, 0, 1.0f, dP, P_, out, 0, 1));
+        OP(gemm(be, 0, 1, (int)n, r, out, 1.0f, dy, A_, out, 0, lin->D->data, P_, out, 0, 0.0f, dt, A_, r, 0, 1));
+    } else if (lin->A) {
+        void *dA = rp_param_grad(m, lin->A, grad_flat), *dB = rp_param_grad(m, lin->B, grad_flat);
+        OP(gemm(be, 0, 0, (int)n, r, out, 1.0f, dy, A_, out, 0, lin->B->data, P_, r, 0, 0.0f, dt, A_, r, 0, 1));
+        if (dB) OP(gemm(be, 1, 0, out, r, (int)n, lin->scale, dy, A_, out, 0, t, A_, r, 0, 1.0f, dB, P_, r, 0, 1));
+        const void *xd = x;
+        if (drop && dA) {
+            OP(dropout(be, ws->lora_x, x, n * in, lin->dropout, s));
+            xd = ws->lora_x;
+        }
+        if (dA) OP(gemm(be, 1, 0, r, in, (int)n, lin->scale, dt, A_, r, 0, xd, A_, in, 0, 1.0f, dA, P_, in, 0, 1));
+    }
+    /* x is not read below this line */
     const void *W = NULL;
     RP_TRY(lin_weight(m, ws, lin, &W)); /* dx = dy·W̃: dequantized again */
     OP(gemm(be, 0, 0, (int)n, in, out, 1.0f, dy, A_, out, 0, W, A_, in, 0, accumulate ? 1.0f : 0.0f, dx, A_, in,
             0, 1));
-    if (lin->d_mode == RP_DMODE_BONE) { /* y += t·P, t = x·F */
-        void *dP = rp_param_grad(m, lin->D, grad_flat), *dt = ws->lora_dt;
-        if (dP) OP(gemm(be, 1, 0, r, out, (int)n, 1.0f, t, A_, r, 0, dy, A_, out, 0, 1.0f, dP, P_, out, 0, 1));
-        OP(gemm(be, 0, 1, (int)n, r, out, 1.0f, dy, A_, out, 0, lin->D->data, P_, out, 0, 0.0f, dt, A_, r, 0, 1));
+    if (lin->d_mode == RP_DMODE_BONE) {
         OP(gemm(be, 0, 1, (int)n, in, r, 1.0f, dt, A_, r, 0, m->fold, P_, r, 0, 1.0f, dx, A_, in, 0, 1));
-        return 0;
-    }
-    if (!lin->A) return 0;
-    void *dA = rp_param_grad(m, lin->A, grad_flat), *dB = rp_param_grad(m, lin->B, grad_flat);
-    void *dt = ws->lora_dt;
-    OP(gemm(be, 0, 0, (int)n, r, out, 1.0f, dy, A_, out, 0, lin->B->data, P_, r, 0, 0.0f, dt, A_, r, 0, 1));
-    if (dB) OP(gemm(be, 1, 0, out, r, (int)n, lin->scale, dy, A_, out, 0, t, A_, r, 0, 1.0f, dB, P_, r, 0, 1));
-    uint64_t s = lin_seed(seed, lin);
-    int drop = lin->dropout > 0 && s;
-    const void *xd = x;
-    if (drop) {
-        OP(dropout(be, ws->lora_x, x, n * in, lin->dropout, s));
-        xd = ws->lora_x;
-    }
-    if (dA) OP(gemm(be, 1, 0, r, in, (int)n, lin->scale, dt, A_, r, 0, xd, A_, in, 0, 1.0f, dA, P_, in, 0, 1));
-    if (!drop) {
+    } else if (lin->A && !drop) {
         OP(gemm(be, 0, 0, (int)n, in, r, lin->scale, dt, A_, r, 0, lin->A->data, P_, in, 0, 1.0f, dx, A_, in, 0, 1));
-    } else {
+    } else if (lin->A) {
         OP(gemm(be, 0, 0, (int)n, in, r, lin->scale, dt, A_, r, 0, lin->A->data, P_, in, 0, 0.0f, ws->lora_x, A_, in, 0, 1));
         OP(dropout(be, ws->lora_x, ws->lora_x, n * in, lin->dropout, s));
         OP(add(be, dx, ws->lora_x, 1.0f, n * in));
@@ -610,9 +630,10 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     OP(act_bwd(be, RP_ACT_SIGMOID, drs, drs, NULL, a->rs, nC));
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_R], SLOT(ws->dxs, 1), 0, drs, SLOT(a->xkr, 1), a->lora_t[RP_LIN_FFN_R], n,
                       seed, gf));
-    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_V], ws->dF, 0, dkv, a->kk, a->lora_t[RP_LIN_FFN_V], n, seed, gf));
-    OP(act_bwd(be, RP_ACT_RELU_SQ, ws->dF, ws->dF, a->kpre, NULL, n * F));
-    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_K], SLOT(ws->dxs, 0), 0, ws->dF, SLOT(a->xkr, 0), a->lora_t[RP_LIN_FFN_K], n,
+    void *dF = ws->dF ? ws->dF : a->kk; /* kk is dead once FFN_V's backward has read it */
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_V], dF, 0, dkv, a->kk, a->lora_t[RP_LIN_FFN_V], n, seed, gf));
+    OP(act_bwd(be, RP_ACT_RELU_SQ, dF, dF, a->kpre, NULL, n * F));
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_K], SLOT(ws->dxs, 0), 0, dF, SLOT(a->xkr, 0), a->lora_t[RP_LIN_FFN_K], n,
                       seed, gf));
     const void *att_prev = st_in ? st_in->att_prev : NULL;
     void *g_att_prev = g_in && att_prev ? g_in->att_prev : NULL;
@@ -657,14 +678,17 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
         RP_TRY(mix_ln_bwd(m, ws, ly->mix_kvrg, RP_MIX_CURRENT, 4, SLOT(ws->dxs, 1), a->ln1, att_prev, g_att_prev, g_next,
                           ly->ln1_w, ly->ln1_b, a->x_in, a->mean1, a->rstd1, gf));
     } else {
-        OP(shift_mix_bwd(be, ws->dln, g_att_prev, rp_param_grad(m, ly->maa_wkvrg, gf), ws->dm, ws->dxs, a->ln1, att_prev,
+        /* dm goes over the record's xs: every reader of xs (the r/k/v/g linears, the decay's
+         * w1 gradient) is done, and this shift_mix_bwd reads ln1, m and dxs, not xs */
+        void *dm = a->xs;
+        OP(shift_mix_bwd(be, ws->dln, g_att_prev, rp_param_grad(m, ly->maa_wkvrg, gf), dm, ws->dxs, a->ln1, att_prev,
                          ly->maa_wkvrg->data, a->m, RP_MIX_DELTA, 5, B, T, C));
         /* m_j = h_j·w2[j] (h_j = columns j·Dm.. of h) */
-        OP(gemm(be, 0, 1, (int)n, Dm, C, 1.0f, ws->dm, A_, C, nC, ly->maa_w2->data, P_, C, (int64_t)Dm * C, 0.0f, ws->dhh,
+        OP(gemm(be, 0, 1, (int)n, Dm, C, 1.0f, dm, A_, C, nC, ly->maa_w2->data, P_, C, (int64_t)Dm * C, 0.0f, ws->dhh,
                 A_, 5 * Dm, Dm, 5));
         void *gmw2 = rp_param_grad(m, ly->maa_w2, gf), *gmw1 = rp_param_grad(m, ly->maa_w1, gf);
         if (gmw2)
-            OP(gemm(be, 1, 0, Dm, C, (int)n, 1.0f, a->h, A_, 5 * Dm, Dm, ws->dm, A_, C, nC, 1.0f, gmw2, P_, C, (int64_t)Dm * C,
+            OP(gemm(be, 1, 0, Dm, C, (int)n, 1.0f, a->h, A_, 5 * Dm, Dm, dm, A_, C, nC, 1.0f, gmw2, P_, C, (int64_t)Dm * C,
                     5));
         OP(act_bwd(be, RP_ACT_TANH, ws->dhh, ws->dhh, NULL, a->h, n * 5 * Dm));
         if (gmw1)
@@ -775,15 +799,18 @@ static int block7_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, vo
     int64_t n = (int64_t)B * T, nC = n * C;
     size_t as = rp_dtype_size(A_);
     /* ---- channel mix: out = x_mid + relu(xk·Wkᵀ)²·Wvᵀ ---- */
-    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_V], ws->dF, 0, ws->dres, a->kk, a->lora_t[RP_LIN_FFN_V], n, seed, gf));
-    OP(act_bwd(be, RP_ACT_RELU_SQ, ws->dF, ws->dF, a->kpre, NULL, n * F));
-    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_K], ws->dxs, 0, ws->dF, a->xkr, a->lora_t[RP_LIN_FFN_K], n, seed, gf));
+    void *dF = ws->dF ? ws->dF : a->kk; /* kk is dead once FFN_V's backward has read it */
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_V], dF, 0, ws->dres, a->kk, a->lora_t[RP_LIN_FFN_V], n, seed, gf));
+    OP(act_bwd(be, RP_ACT_RELU_SQ, dF, dF, a->kpre, NULL, n * F));
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_K], ws->dxs, 0, dF, a->xkr, a->lora_t[RP_LIN_FFN_K], n, seed, gf));
     OP(memset_zero(be, ws->dln, (size_t)nC * as));
     RP_TRY(mix_ln_bwd(m, ws, ly->ffn_mix, RP_MIX_DELTA, 1, ws->dxs, a->ln2, st_in ? st_in->ffn_prev : NULL,
                       g_in ? g_in->ffn_prev : NULL, g_out ? g_out->ffn_prev : NULL, ly->ln2_w, ly->ln2_b, a->x_mid,
                       a->mean2, a->rstd2, gf));
     /* ---- time mix: x_mid = x_in + W_o·((GN(wkv) + bonus)·g) ---- */
-    void *dog = ws->dz, *d_o = ws->dC2, *dg = SLOT(ws->dm, 0), *dyw = SLOT(ws->dm, 1);
+    /* four scratch slots: the channel mix's kk is dead now (F ≥ 4C), else ws->dm */
+    void *dm = ws->dm ? ws->dm : a->kk;
+    void *dog = ws->dz, *d_o = ws->dC2, *dg = SLOT(dm, 0), *dyw = SLOT(dm, 1);
     void *dr = ws->da[0], *dw = ws->da[1], *dkn = ws->da[2], *dv = ws->da[3], *dwa = ws->da[4], *dwb = ws->da[5];
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_O], dog, 0, ws->dres, a->og, a->lora_t[RP_LIN_ATT_O], n, seed, gf));
     OP(memset_zero(be, d_o, (size_t)nC * as));
@@ -815,7 +842,7 @@ static int block7_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, vo
         RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_V], SLOT(ws->dxs, 3), 0, dv, SLOT(a->xs, 3), a->lora_t[RP_LIN_ATT_V], n,
                           seed, gf));
     } else {
-        void *dvpre = SLOT(ws->dm, 2), *dvt = SLOT(ws->dm, 3);
+        void *dvpre = SLOT(dm, 2), *dvt = SLOT(dm, 3);
         OP(memset_zero(be, dvpre, (size_t)nC * as));
         OP(lerp_bwd(be, dvpre, ws->dv_first, dvt, dv, a->vpre, ws->v_first, a->vt, nC));
         OP(act_bwd(be, RP_ACT_SIGMOID, dvt, dvt, NULL, a->vt, nC));
