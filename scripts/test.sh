@@ -51,6 +51,12 @@ if [ "${RWKVPEFT_TEST_QUICK:-0}" != 1 ]; then
       CK_RUN_CASE=$case_ OMP_NUM_THREADS=1 RWKVPEFT_BACKEND=cpu \
       valgrind --error-exitcode=99 --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite -q ./$name >/dev/null )
   done
+
+  step "CUDA kernels on the CPU emulator (op harness: the memory-bound kernels, warp 32 and 64)"
+  # the GPU modules only compile here; backends/cuda/emu runs their kernels' logic on CPU
+  # threads against the CPU backend (the 16-byte vector paths included)
+  RWKVPEFT_OPS_ONLY=shift_mix,norm,act,mul_add,rows,lerp,dequant backends/cuda/emu/run_emulated.sh build-emu
+  RP_EMU_WARP=64 RWKVPEFT_OPS_ONLY=norm,shift_mix backends/cuda/emu/run_emulated.sh build-emu64
 fi
 
 step "python tests"
