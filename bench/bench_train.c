@@ -2,7 +2,7 @@
  *
  *   bench_train --backend cuda --layers 24 --embd 2048 [--ffn 0] [--vocab 65536] [--ctx 1024]
  *               [--bsz 8] [--method lora|state] [--r 64] [--alpha 128] [--grad_cp 1]
- *               [--quant none|nf4|fp4|4bit|int8|fp8] [--warmup 3] [--steps 10] [--json out.jsonl]
+ *               [--quant none|nf4|fp4|4bit|int8|fp8] [--emb_host 0|1] [--warmup 3] [--steps 10] [--json out.jsonl]
  *
  * --version 5|6|7 (default 6) picks the architecture. Builds a model of the given shape with random weights (the reference's init costs a QR
  * per matrix; timing does not depend on the values, so a cheap scaled uniform fill is used),
@@ -38,7 +38,7 @@ static uint64_t used_bytes(rwkvpeft_context *ctx) {
 int main(int argc, char **argv) {
     const char *backend = "cuda", *method = "lora", *json = NULL, *quant = "none";
     int L = 24, C = 2048, F = 0, V = 65536, T = 1024, B = 8, r = 64, grad_cp = 1, warm = 3, steps = 10;
-    int chunk = 0, infctx_full = 1, version = 6; /* --chunk N: long-context training in chunks of N (--ctx is the whole length) */
+    int chunk = 0, infctx_full = 1, version = 6, emb_host = 0; /* --chunk N: long-context training in chunks of N (--ctx is the whole length) */
     double alpha = 128;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
@@ -60,6 +60,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--quant")) quant = v;
         else if (!strcmp(a, "--version")) version = atoi(v);
+        else if (!strcmp(a, "--emb_host")) emb_host = atoi(v) != 0; /* rwkvpeft_model_params.embedding_on_host */
         else {
             fprintf(stderr, "bench_train: unknown option %s\n", a);
             return 2;
@@ -135,6 +136,7 @@ int main(int argc, char **argv) {
     }
     free(buf);
     m->from_file = 1;
+    m->emb_on_host = emb_host; /* placed by the attach (emb frozen) */
     rwkvpeft_adapter_params ap;
     rwkvpeft_adapter_params_init(&ap);
     if (!strcmp(method, "lora")) {
@@ -227,12 +229,12 @@ int main(int argc, char **argv) {
         if (f) {
             fprintf(f,
                     "{\"backend\":\"%s\",\"version\":%d,\"layers\":%d,\"embd\":%d,\"ffn\":%d,\"vocab\":%d,\"method\":\"%s\",\"r\":%d,"
-                    "\"quant\":\"%s\",\"bsz\":%d,\"ctx\":%d,\"chunk\":%d,\"infctx_full\":%d,\"grad_cp\":%d,"
+                    "\"quant\":\"%s\",\"emb_host\":%d,\"bsz\":%d,\"ctx\":%d,\"chunk\":%d,\"infctx_full\":%d,\"grad_cp\":%d,"
                     "\"median_ms\":%.3f,\"min_ms\":%.3f,"
                     "\"max_ms\":%.3f,\"tokens_per_s\":%.1f,\"peak_gib\":%.3f,\"param_gib\":%.3f,\"dense_tflops\":%.2f,"
                     "\"mem_weights_gib\":%.3f,\"mem_attach_gib\":%.3f,\"mem_optimizer_gib\":%.3f,\"mem_first_step_gib\":%.3f,"
                     "\"workspace_gib\":%.3f}\n",
-                    backend, version, L, C, F, V, method, r, rp_quant_name(qfmt), B, T, chunk, infctx_full, grad_cp, med, ms[0],
+                    backend, version, L, C, F, V, method, r, rp_quant_name(qfmt), emb_host, B, T, chunk, infctx_full, grad_cp, med, ms[0],
                     ms[steps - 1], tok_s, gib, bytes_attached / 1073741824.0, flops / (med / 1e3) / 1e12, mem_weights,
                     mem_adapter, mem_optim, mem_step, mem_ws);
             fclose(f);

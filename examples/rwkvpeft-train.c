@@ -38,7 +38,7 @@ typedef struct opts {
     double lr_init, lr_final, beta1, beta2, adam_eps, weight_decay, weight_decay_final, dropout;
     /* librwkvpeft additions */
     const char *backend, *vocab, *sample_prompt, *resume, *adapter_dtype, *save_format, *log_jsonl;
-    long threads, sample_tokens, max_steps, quiet;
+    long threads, sample_tokens, max_steps, quiet, embedding_on_host;
     double sample_temperature, sample_top_p;
 } opts;
 
@@ -164,6 +164,7 @@ static const flag flags[] = {
     /* additions */
     F("backend", T_STR, backend, "auto (default; $RWKVPEFT_BACKEND), cpu, cuda or hip"),
     F("threads", T_LONG, threads, "CPU threads; 0 = all cores"),
+    F("embedding_on_host", T_LONG, embedding_on_host, "1: keep a frozen emb.weight in host memory (less device memory, same results)"),
     F("vocab", T_STR, vocab, "World vocabulary file (jsonl/sft data, --sample_prompt)"),
     F("sample_prompt", T_STR, sample_prompt, "generate from this prompt before and after training (needs --vocab)"),
     F("sample_tokens", T_LONG, sample_tokens, "tokens per sample; default 80"),
@@ -420,6 +421,7 @@ int main(int argc, char **argv) {
     rwkvpeft_model_params_init(&mp);
     mp.grad_cp = (int32_t)o.grad_cp;
     mp.quant = pc.quant; /* applied at the adapter attach below (after PiSSA's SVD) */
+    mp.embedding_on_host = (int32_t)o.embedding_on_host;
     rwkvpeft_model *m = NULL;
     uint64_t seed = (uint64_t)(o.random_seed < 0 ? 0 : o.random_seed);
     if (o.load_model && o.load_model[0]) {

@@ -229,6 +229,13 @@ typedef struct rwkvpeft_model_params {
      * at a time into scratch memory. emb, head, norms, time_* and adapter tensors stay in
      * full precision. Default RWKVPEFT_QUANT_NONE. */
     int32_t quant;
+    /* 1: while emb.weight is frozen it stays in host memory, and each batch's rows are
+     * gathered on the host and copied to the device (B·T·n_embd values per step) instead
+     * of being looked up there — saves vocab·n_embd·2 bytes of device memory (0.25 GiB at
+     * RWKV-6 1.6B, 0.5 GiB at 7B) for a host-to-device copy per step. An adapter that trains
+     * emb moves it back to the device. Results are identical either way; on the CPU backend
+     * it only adds the copy. Default 0. */
+    int32_t embedding_on_host;
 } rwkvpeft_model_params;
 
 RWKVPEFT_API void rwkvpeft_model_params_init(rwkvpeft_model_params *params);

@@ -179,6 +179,7 @@ static rwkvpeft_model *model_new(rwkvpeft_context *ctx, const rwkvpeft_model_par
     m->grad_cp = p.grad_cp != 0;
     m->quant = p.quant;
     m->quant_pending = p.quant != RWKVPEFT_QUANT_NONE;
+    m->emb_on_host = p.embedding_on_host != 0;
     return m;
 }
 
@@ -190,6 +191,9 @@ static int check_model_params(const rwkvpeft_model_params *params) {
     if (p.quant < RWKVPEFT_QUANT_NONE || p.quant > RWKVPEFT_QUANT_FP8)
         return rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT,
                        "model params: quant %d is not a quantization type (none 0, nf4 1, fp4 2, int8 3, fp8 4)", p.quant);
+    if (p.embedding_on_host != 0 && p.embedding_on_host != 1)
+        return rp_fail(NULL, RWKVPEFT_E_INVALID_ARGUMENT, "model params: embedding_on_host must be 0 or 1 (got %d)",
+                       p.embedding_on_host);
     return 0;
 }
 
@@ -208,6 +212,7 @@ rwkvpeft_status rwkvpeft_model_load(rwkvpeft_context *ctx, const char *path, con
     rwkvpeft_model *m = model_new(ctx, params);
     if (!m) return (rwkvpeft_status)rp_fail(NULL, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
     int rc = rp_model_load_file(m, path);
+    if (!rc) rc = rp_model_place_embedding(m);
     if (rc) {
         rp_err_copy(&ctx->err, &m->err);
         model_delete(m);
@@ -255,6 +260,7 @@ rwkvpeft_status rwkvpeft_model_init(rwkvpeft_context *ctx, const rwkvpeft_model_
     int rc = rp_model_create(m, &arch, 0);
     if (!rc) rc = rp_model_alloc_params(m);
     if (!rc) rc = rp_model_init_weights(m, seed);
+    if (!rc) rc = rp_model_place_embedding(m);
     if (rc) {
         rp_err_copy(&ctx->err, &m->err);
         model_delete(m);

@@ -170,7 +170,7 @@ int rp_model_merge(rwkvpeft_model *m) {
     m->eval_ws = NULL;
     memset(cfg, 0, sizeof *cfg);
     m->quant_pending = 0; /* the merged weights are final: never quantized again */
-    return 0;
+    return rp_model_place_embedding(m); /* frozen now: back to the host if asked */
 }
 
 /* ---- file to file ---------------------------------------------------------------------------- */

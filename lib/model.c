@@ -231,7 +231,7 @@ static rp_dtype param_dtype(const rwkvpeft_model *m, const rp_param *p) {
 int rp_model_alloc_params(rwkvpeft_model *m) {
     for (int i = 0; i < m->n_params; i++) {
         rp_param *p = &m->params[i];
-        if (p->data || p->qfmt) continue;
+        if (p->data || p->qfmt || p->host) continue;
         size_t bytes = (size_t)p->numel * rp_dtype_size(param_dtype(m, p));
         if (m->be->ops->alloc(m->be, &p->data, bytes))
             return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "cannot allocate %zu bytes for %s: %s", bytes, p->name,
@@ -247,6 +247,8 @@ void rp_model_destroy(rwkvpeft_model *m) {
     if (m->params && m->be)
         for (int i = 0; i < m->n_params; i++) {
             if (m->params[i].owns_data) m->be->ops->free(m->be, m->params[i].data);
+            free(m->params[i].host);
+            m->params[i].host = NULL;
             if (m->params[i].qfmt) rp_param_free_quant(m, &m->params[i]);
         }
     rp_model_free_qslabs(m);
@@ -298,7 +300,47 @@ static int upload_converted(rwkvpeft_model *m, void *dst, rp_dtype dt, const voi
     return rc;
 }
 
+int rp_model_place_embedding(rwkvpeft_model *m) {
+    rp_param *p = m->emb;
+    if (!p) return 0;
+    rp_backend *be = m->be;
+    const size_t bytes = (size_t)p->numel * rp_dtype_size(be->ops->act_dtype); /* a MATRIX: A-typed */
+    const int want_host = m->emb_on_host && !p->trainable;
+    if (want_host && !p->host && p->data && p->owns_data) {
+        void *h = rp_malloc(bytes);
+        if (!h) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of host memory for emb.weight (%zu bytes)", bytes);
+        if (be->ops->memcpy_d2h(be, h, p->data, bytes)) {
+            free(h);
+            return rp_be_fail(be, RWKVPEFT_E_BACKEND, &m->err);
+        }
+        be->ops->free(be, p->data);
+        p->data = NULL;
+        p->owns_data = 0;
+        p->host = h;
+    } else if (!want_host && p->host) {
+        void *d = NULL;
+        if (be->ops->alloc(be, &d, bytes))
+            return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "cannot allocate emb.weight on the device: %s", be->err.msg);
+        if (be->ops->memcpy_h2d(be, d, p->host, bytes)) {
+            be->ops->free(be, d);
+            return rp_be_fail(be, RWKVPEFT_E_BACKEND, &m->err);
+        }
+        free(p->host);
+        p->host = NULL;
+        p->data = d;
+        p->owns_data = 1;
+    }
+    return 0;
+}
+
 int rp_param_upload_f32(rwkvpeft_model *m, rp_param *p, int part, const float *src) {
+    if (p->host) { /* host-resident (emb.weight): convert in place */
+        rp_dtype dt = m->be->ops->act_dtype;
+        int64_t off = part >= 0 ? part * p->part_numel : 0, n = part >= 0 ? p->part_numel : p->numel;
+        if (rp_convert_from_f32((char *)p->host + (size_t)off * rp_dtype_size(dt), dt, src, (size_t)n))
+            return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "cannot convert to %s", rp_dtype_name(dt));
+        return 0;
+    }
     if (p->qfmt) { /* quantized storage: quantize the new values (linears are single-part) */
         if (part > 0 || p->nparts != 1) return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "partial upload into quantized %s", p->name);
         return rp_param_quantize_host(m, p, p->qfmt, src);
@@ -310,6 +352,12 @@ int rp_param_upload_f32(rwkvpeft_model *m, rp_param *p, int part, const float *s
 
 int rp_param_download_f32(rwkvpeft_model *m, rp_param *p, float *dst) {
     if (p->qfmt) return rp_param_dequant_host(m, p, dst);
+    if (p->host) {
+        rp_dtype dt = m->be->ops->act_dtype;
+        if (rp_convert_to_f32(dst, p->host, dt, (size_t)p->numel))
+            return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "cannot convert %s", rp_dtype_name(dt));
+        return 0;
+    }
     rp_backend *be = m->be;
     rp_dtype dt = param_dtype(m, p);
     size_t ds = rp_dtype_size(dt);

@@ -43,6 +43,8 @@ typedef struct rp_param {
     size_t q_bytes;
     int64_t q_nblocks;
     int q_in_slab;     /* qdata/qabsmax are carved from the model's quantization slabs */
+    void *host;        /* A-typed copy in host memory when the tensor lives there (data NULL):
+                        * a frozen emb.weight under rwkvpeft_model_params.embedding_on_host */
 } rp_param;
 
 /* A device slab quantized tensors are carved from (lib/qlinear.c). */
@@ -151,6 +153,7 @@ struct rwkvpeft_model {
     int from_file;
     int quant;         /* rwkvpeft_quant_type requested for the target linears */
     int quant_pending; /* they are still to be quantized (at attach or the first forward) */
+    int emb_on_host;   /* rwkvpeft_model_params.embedding_on_host */
     void *qcode;       /* device float32 [256]: the int8 dynamic code table, once per model */
     /* device slabs the quantized codes and scales are carved from (lib/qlinear.c): one
      * allocation per few hundred tensors instead of two each, so the driver's allocation
@@ -240,6 +243,9 @@ int rp_param_unquantize(rwkvpeft_model *m, rp_param *p);
 int rp_param_dequant_host(rwkvpeft_model *m, rp_param *p, float *dst);
 /* Frees the quantized storage of p (not the dense data). */
 void rp_param_free_quant(rwkvpeft_model *m, rp_param *p);
+/* Puts emb.weight where it belongs: in host memory when embedding_on_host is asked and it is
+ * frozen, else on the device (moving it if needed). */
+int rp_model_place_embedding(rwkvpeft_model *m);
 /* Frees the quantization slabs (model destruction, after every parameter's rp_param_free_quant). */
 void rp_model_free_qslabs(rwkvpeft_model *m);
 /* Device bytes held by the parameters: dense data of their own, quantized codes and scales,

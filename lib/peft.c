@@ -329,6 +329,8 @@ int rp_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
                            p->name, rp_quant_name(p->qfmt ? p->qfmt : m->quant));
         }
     }
+    /* a trained emb.weight must be on the device, a frozen one may go to the host */
+    RP_TRY(rp_model_place_embedding(m));
     /* quantization (spec §4) from the float32 weights, after all loading; PiSSA quantizes its
      * residual W − B₀A₀ below instead */
     if (method != RWKVPEFT_PEFT_PISSA) RP_TRY(rp_model_quantize(m));

@@ -83,6 +83,7 @@ struct rp_workspace {
     void **allocs;
     int n_allocs, cap_allocs;
     int64_t bytes; /* sum of the allocations above (benchmarks report it) */
+    void *host_rows; /* host staging of the batch's embedding rows (emb.weight on the host) */
 };
 
 #define OP(call)                                                   \
@@ -114,6 +115,7 @@ void rp_workspace_free(rwkvpeft_model *m, rp_workspace *ws) {
     if (!ws) return;
     for (int i = 0; i < ws->n_allocs; i++) m->be->ops->free(m->be, ws->allocs[i]);
     free(ws->allocs);
+    free(ws->host_rows);
     free(ws->acts);
     free(ws);
 }
@@ -303,6 +305,27 @@ double rp_read_par_scalar(rwkvpeft_model *m, const void *dev, int *rc) {
     return f;
 }
 
+/* emb.weight in host memory (rwkvpeft_model_params.embedding_on_host): the rows of the n
+ * ids are gathered there and copied into emb_out, which forward_blocks then uses as is. */
+static int embed_from_host(rwkvpeft_model *m, rp_workspace *ws, const int32_t *ids, int64_t n) {
+    rp_backend *be = m->be;
+    const size_t row = (size_t)m->C * rp_dtype_size(be->ops->act_dtype);
+    if (!ws->host_rows) {
+        ws->host_rows = rp_malloc(row * (size_t)ws->cap_n);
+        if (!ws->host_rows) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of host memory for embedding rows");
+    }
+    const char *table = (const char *)m->emb->host;
+    char *dst = (char *)ws->host_rows;
+    for (int64_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= m->V)
+            return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "token %d at position %lld is outside the vocabulary [0, %d)",
+                           ids[i], (long long)i, m->V);
+        memcpy(dst + (size_t)i * row, table + (size_t)ids[i] * row, row);
+    }
+    OP(memcpy_h2d(be, ws->emb_out, ws->host_rows, row * (size_t)n));
+    return 0;
+}
+
 int rp_workspace_set_batch(rwkvpeft_model *m, rp_workspace *ws, int B, int T, const int32_t *ids,
                            const int32_t *targets, const float *weights) {
     rp_backend *be = m->be;
@@ -311,6 +334,7 @@ int rp_workspace_set_batch(rwkvpeft_model *m, rp_workspace *ws, int B, int T, co
     ws->B = B;
     ws->T = T;
     OP(memcpy_h2d(be, ws->ids, ids, sizeof(int32_t) * (size_t)n));
+    if (m->emb->host) RP_TRY(embed_from_host(m, ws, ids, n));
     OP(memcpy_h2d(be, ws->targets, targets, sizeof(int32_t) * (size_t)n));
     rp_dtype P_ = be->ops->par_dtype;
     if (P_ == RP_F32) {
@@ -902,7 +926,8 @@ static int forward_blocks(rwkvpeft_model *m, rp_workspace *ws, uint64_t seed, co
     int C = m->C, L = m->n_layer;
     int64_t n = (int64_t)ws->B * ws->T;
     rp_layer *l0 = &m->layers[0];
-    OP(embedding_fwd(be, ws->emb_out, m->emb->data, ws->ids, n, C));
+    if (!m->emb->host) /* else the rows are in emb_out already (embed_from_host) */
+        OP(embedding_fwd(be, ws->emb_out, m->emb->data, ws->ids, n, C));
     OP(norm_fwd(be, ws->acts[0].x_in, ws->mean0, ws->rstd0, ws->emb_out, l0->ln0_w->data, l0->ln0_b->data, n, 1, C, LN_EPS));
     for (int l = 0; l < L; l++)
         RP_TRY(block_fwd(m, ws, l, &ws->acts[l], l + 1 < L ? ws->acts[l + 1].x_in : ws->x_final, seed,
@@ -1041,6 +1066,7 @@ int rp_infer(rwkvpeft_model *m, rp_workspace *ws, rp_infer_state *st, const int3
     ws->B = B;
     ws->T = T;
     OP(memcpy_h2d(be, ws->ids, ids, sizeof(int32_t) * (size_t)n));
+    if (m->emb->host) RP_TRY(embed_from_host(m, ws, ids, n));
     RP_TRY(forward_blocks(m, ws, 0, st->layers, st->layers)); /* the states advance in place */
     RP_TRY(keep_last_rows(m, st->last_x, ws->x_final, B, T));
     OP(norm_fwd(be, st->last_ln, st->last_mean, st->last_rstd, st->last_x, m->ln_out_w->data, m->ln_out_b->data, B, 1, C,

@@ -378,6 +378,106 @@ START_TEST(test_stateful_inference_matches_forward) {
 }
 END_TEST
 
+/* rwkvpeft_model_params.embedding_on_host: a frozen emb.weight lives in host memory and the
+ * batch's rows are gathered there; logits, losses, gradients and recurrent inference equal
+ * those of the same model with emb on the device, for every version. An adapter that trains
+ * emb takes it back to the device; a merge (emb frozen again) returns it to the host. */
+START_TEST(test_embedding_on_host) {
+    enum { B = 2, T = 5, NL = B * T * TM_VOCAB };
+    static float la[NL], lb[NL];
+    rwkvpeft_context *ctx = tu_context("cpu");
+    for (int version = 5; version <= 7; version++) {
+        rwkvpeft_model *a = tm_tiny_model_p(ctx, version, 1, 7, 0), *b = tm_tiny_model_p(ctx, version, 1, 7, 1);
+        ck_assert_ptr_null(a->emb->host);
+        ck_assert_ptr_nonnull(b->emb->host);
+        ck_assert_ptr_null(b->emb->data);
+        tm_logits(a, la, B, T);
+        tm_logits(b, lb, B, T);
+        ck_assert_msg(memcmp(la, lb, sizeof la) == 0, "RWKV-%d: logits differ before any adapter", version);
+        /* LoRA, emb frozen: stays on the host; the same loss and gradients */
+        TU_OK(tm_attach(a, RWKVPEFT_PEFT_LORA, "time,ln", 0, 0));
+        TU_OK(tm_attach(b, RWKVPEFT_PEFT_LORA, "time,ln", 0, 0));
+        ck_assert_ptr_nonnull(b->emb->host);
+        tm_randomize(a, 11, 1);
+        tm_randomize(b, 11, 1);
+        rp_workspace *wa = tm_batch_ws(a, B, T, 3), *wb = tm_batch_ws(b, B, T, 3);
+        size_t gbytes = (size_t)a->flat_numel * rp_dtype_size(a->be->ops->par_dtype);
+        void *ga = malloc(gbytes), *gb = malloc(gbytes);
+        double lossa = tm_loss_grad(a, wa, ga, 0), lossb = tm_loss_grad(b, wb, gb, 0);
+        ck_assert_msg(lossa == lossb, "RWKV-%d: loss %.9g vs %.9g", version, lossa, lossb);
+        ck_assert_msg(memcmp(ga, gb, gbytes) == 0, "RWKV-%d: gradients differ", version);
+        rp_workspace_free(a, wa);
+        rp_workspace_free(b, wb);
+        /* recurrent inference (rp_infer) */
+        rp_workspace *ia = NULL, *ib = NULL;
+        rp_infer_state *sa = NULL, *sb = NULL;
+        ck_assert_int_eq(rp_workspace_create(a, 1, 3, 0, &ia), 0);
+        ck_assert_int_eq(rp_workspace_create(b, 1, 3, 0, &ib), 0);
+        ck_assert_int_eq(rp_infer_state_create(a, 1, &sa), 0);
+        ck_assert_int_eq(rp_infer_state_create(b, 1, &sb), 0);
+        const int32_t ids[3] = {5, TM_VOCAB - 1, 0};
+        ck_assert_int_eq(rp_infer(a, ia, sa, ids, 3, la), 0);
+        ck_assert_int_eq(rp_infer(b, ib, sb, ids, 3, lb), 0);
+        ck_assert(memcmp(la, lb, sizeof(float) * TM_VOCAB) == 0);
+        const int32_t bad = TM_VOCAB;
+        ck_assert_int_eq(rp_infer(b, ib, sb, &bad, 1, lb), RWKVPEFT_E_INVALID_ARGUMENT);
+        rp_infer_state_free(a, sa);
+        rp_infer_state_free(b, sb);
+        rp_workspace_free(a, ia);
+        rp_workspace_free(b, ib);
+        /* merge: emb stays frozen and on the host; the merged models agree */
+        TU_OK(rwkvpeft_model_merge(a));
+        TU_OK(rwkvpeft_model_merge(b));
+        ck_assert_ptr_nonnull(b->emb->host);
+        tm_logits(a, la, B, T);
+        tm_logits(b, lb, B, T);
+        ck_assert_msg(memcmp(la, lb, sizeof la) == 0, "RWKV-%d: merged logits differ", version);
+        free(ga);
+        free(gb);
+        rwkvpeft_model_free(a);
+        rwkvpeft_model_free(b);
+    }
+    /* an adapter that trains emb brings it back to the device: the same gradients */
+    rwkvpeft_model *a = tm_tiny_model_p(ctx, 6, 0, 9, 0), *b = tm_tiny_model_p(ctx, 6, 0, 9, 1);
+    TU_OK(tm_attach(a, RWKVPEFT_PEFT_LORA, "emb,ln", 0, 0));
+    TU_OK(tm_attach(b, RWKVPEFT_PEFT_LORA, "emb,ln", 0, 0));
+    ck_assert_ptr_null(b->emb->host);
+    ck_assert_ptr_nonnull(b->emb->data);
+    ck_assert(b->emb->trainable);
+    tm_randomize(a, 13, 1);
+    tm_randomize(b, 13, 1);
+    rp_workspace *wa = tm_batch_ws(a, B, T, 4), *wb = tm_batch_ws(b, B, T, 4);
+    size_t gbytes = (size_t)a->flat_numel * rp_dtype_size(a->be->ops->par_dtype);
+    void *ga = malloc(gbytes), *gb = malloc(gbytes);
+    tm_loss_grad(a, wa, ga, 0);
+    tm_loss_grad(b, wb, gb, 0);
+    ck_assert(memcmp(ga, gb, gbytes) == 0);
+    free(ga);
+    free(gb);
+    rp_workspace_free(a, wa);
+    rp_workspace_free(b, wb);
+    /* merged (emb frozen again): back to the host */
+    TU_OK(rwkvpeft_model_merge(b));
+    ck_assert_ptr_nonnull(b->emb->host);
+    rwkvpeft_model_free(a);
+    rwkvpeft_model_free(b);
+    /* only 0 and 1 */
+    rwkvpeft_model_config c;
+    rwkvpeft_model_config_init(&c);
+    c.n_layer = 1;
+    c.n_embd = 64;
+    c.head_size = 32;
+    c.vocab_size = TM_VOCAB;
+    rwkvpeft_model_params mp;
+    rwkvpeft_model_params_init(&mp);
+    mp.embedding_on_host = 2;
+    rwkvpeft_model *m = NULL;
+    ck_assert_int_eq(rwkvpeft_model_init(ctx, &c, &mp, 1, &m), RWKVPEFT_E_INVALID_ARGUMENT);
+    ck_assert_ptr_null(m);
+    rwkvpeft_context_free(ctx);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("model");
     /* "fd": the finite-difference checks (many forward passes in float64; skipped under
@@ -397,6 +497,7 @@ int main(void) {
     tcase_add_test(tc, test_cpu32_matches_cpu64);
     tcase_add_test(tc, test_misuse_is_reported);
     tcase_add_test(tc, test_stateful_inference_matches_forward);
+    tcase_add_test(tc, test_embedding_on_host);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

@@ -12,7 +12,9 @@ enum { TM_VOCAB = 50 }; /* vocabulary of the tiny models */
 
 /* A freshly initialised tiny model of RWKV version `version` (5, 6, 7): 2 layers, C 64,
  * head size 32, vocabulary TM_VOCAB; grad_cp turns gradient checkpointing on. */
-static inline rwkvpeft_model *tm_tiny_model_v(rwkvpeft_context *ctx, int version, int grad_cp, uint64_t seed) {
+/* The tiny model of a version with model params (grad_cp, embedding_on_host). */
+static inline rwkvpeft_model *tm_tiny_model_p(rwkvpeft_context *ctx, int version, int grad_cp, uint64_t seed,
+                                              int emb_on_host) {
     rwkvpeft_model_config c;
     rwkvpeft_model_config_init(&c);
     c.version = version;
@@ -23,9 +25,14 @@ static inline rwkvpeft_model *tm_tiny_model_v(rwkvpeft_context *ctx, int version
     rwkvpeft_model_params mp;
     rwkvpeft_model_params_init(&mp);
     mp.grad_cp = grad_cp;
+    mp.embedding_on_host = emb_on_host;
     rwkvpeft_model *m = NULL;
     TU_OK(rwkvpeft_model_init(ctx, &c, &mp, seed, &m));
     return m;
+}
+
+static inline rwkvpeft_model *tm_tiny_model_v(rwkvpeft_context *ctx, int version, int grad_cp, uint64_t seed) {
+    return tm_tiny_model_p(ctx, version, grad_cp, seed, 0);
 }
 
 /* The tiny RWKV-6 model. */

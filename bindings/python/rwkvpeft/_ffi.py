@@ -179,6 +179,7 @@ class rwkvpeft_model_params(_Sized):
         ("grad_cp", c_int32),
         # appended in 0.1 (issue 6)
         ("quant", c_int32),
+        ("embedding_on_host", c_int32),
     ]
 
 

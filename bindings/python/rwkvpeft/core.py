@@ -496,7 +496,7 @@ class EvalResult:
     n_tokens: float
 
 
-_MODEL_PARAMS_CONV = {"grad_cp": int, "quant": _enum(_QUANTS, "quant")}
+_MODEL_PARAMS_CONV = {"grad_cp": int, "quant": _enum(_QUANTS, "quant"), "embedding_on_host": int}
 
 
 class Model(_Handle):
@@ -517,7 +517,9 @@ class Model(_Handle):
     def load(cls, ctx, path, **params):
         """Loads a .pth or .safetensors RWKV checkpoint. params: grad_cp (bool), quant
         ("none", "nf4", "fp4", "4bit" = fp4, "int8", "fp8": the 8 block linears are
-        quantized at adapter attach, or at the first forward without an adapter)."""
+        quantized at adapter attach, or at the first forward without an adapter),
+        embedding_on_host (bool: a frozen emb.weight stays in host memory; each batch's
+        rows are copied to the device — less device memory, same results)."""
         p = _fill(_ffi.rwkvpeft_model_params, "rwkvpeft_model_params_init", params,
                   _MODEL_PARAMS_CONV)
         out = ctypes.POINTER(_ffi.rwkvpeft_model)()
@@ -527,12 +529,13 @@ class Model(_Handle):
             return cls(ctx, out)
 
     @classmethod
-    def init(cls, ctx, seed=0, *, grad_cp=False, quant="none", **config):
+    def init(cls, ctx, seed=0, *, grad_cp=False, quant="none", embedding_on_host=False, **config):
         """A fresh model. config (rwkvpeft_model_config): version, n_layer, n_embd,
-        dim_att, dim_ffn, head_size, vocab_size; quant as in load."""
+        dim_att, dim_ffn, head_size, vocab_size; quant and embedding_on_host as in load."""
         c = _fill(_ffi.rwkvpeft_model_config, "rwkvpeft_model_config_init", config)
         p = _fill(_ffi.rwkvpeft_model_params, "rwkvpeft_model_params_init",
-                  {"grad_cp": grad_cp, "quant": quant}, _MODEL_PARAMS_CONV)
+                  {"grad_cp": grad_cp, "quant": quant, "embedding_on_host": embedding_on_host},
+                  _MODEL_PARAMS_CONV)
         out = ctypes.POINTER(_ffi.rwkvpeft_model)()
         with ctx._lock:
             _check(_lib().rwkvpeft_model_init(ctx._p(), ctypes.byref(c), ctypes.byref(p),

@@ -120,6 +120,13 @@ def test_logits_shapes(model):
     np.testing.assert_allclose(one, model.logits(inp)[0], rtol=1e-5, atol=1e-6)  # BLAS blocking
 
 
+def test_embedding_on_host_gives_the_same_logits(ctx):
+    inp, _ = toy_batch()
+    with ctx.new_model(seed=1234, **TINY) as a, \
+            ctx.new_model(seed=1234, embedding_on_host=True, **TINY) as b:
+        np.testing.assert_array_equal(a.logits(inp), b.logits(inp))
+
+
 def test_generate(lora_model):
     g1 = lora_model.generate([3, 4], max_new_tokens=8, temperature=0, stop_token=-1)
     assert g1.dtype == np.int32 and g1.shape == (8,)

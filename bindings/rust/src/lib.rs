@@ -659,6 +659,9 @@ pub struct ModelParams {
     /// Quantization of the 8 block linears (applied at adapter attach, or at the first
     /// forward of a model without adapter; quantized weights are frozen).
     pub quant: Quant,
+    /// A frozen `emb.weight` stays in host memory; each batch's rows are copied to the
+    /// device (less device memory, identical results).
+    pub embedding_on_host: bool,
 }
 
 impl ModelParams {
@@ -668,6 +671,7 @@ impl ModelParams {
         unsafe { sys::rwkvpeft_model_params_init(&mut p) };
         p.grad_cp = self.grad_cp as i32;
         p.quant = self.quant.raw();
+        p.embedding_on_host = self.embedding_on_host as i32;
         p
     }
 }

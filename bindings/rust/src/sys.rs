@@ -134,6 +134,7 @@ pub struct rwkvpeft_model_params {
     pub grad_cp: i32,
     // appended in 0.1 (issue 6)
     pub quant: i32,
+    pub embedding_on_host: i32,
 }
 
 #[repr(C)]
