@@ -160,6 +160,7 @@ struct rwkvpeft_model {
      * granularity is paid per slab, not per tensor */
     struct rp_qslab *qslabs;
     int n_qslabs, cap_qslabs;
+    size_t qslab_pending; /* bytes rp_model_quantize still has to place (sizes new slabs) */
 
     rp_param *params; /* owned array; pointers into it stay valid (allocated once) */
     int n_params, cap_params;

@@ -36,11 +36,13 @@ int rp_is_target_linear_weight(const char *name) {
 
 /* ---- quantization slabs ------------------------------------------------------------
  * Each quantized tensor needs two device blocks (codes, scales). Allocated one by one, the
- * device allocator rounds each up to its granularity (2 MiB pages on CUDA): measured on the
- * H200 as 0.1 / 0.5 / 0.3 GiB of nf4 runs at 1.6B / 3B / 7B that belonged to no tensor. They
- * are carved instead, 256-byte aligned, from slabs of QSLAB_BYTES (a tensor larger than that
- * gets a slab of its own size). A slab is freed with the model; a tensor that leaves its slab
- * (unquantized, or re-quantized to another size) leaves a hole until then. */
+ * device allocator rounds each up to its granularity (2 MiB pages on CUDA) — the likely source
+ * of the 0.1 / 0.5 / 0.3 GiB that belonged to no tensor in the H200 nf4 runs at 1.6B / 3B / 7B.
+ * They are carved instead, 256-byte aligned, from slabs of at most QSLAB_BYTES, each sized by
+ * what the model's quantization still has to place (a small model gets one small slab, the
+ * last slab of a large one is not mostly empty; a larger tensor gets a slab of its own size).
+ * A slab is freed with the model; a tensor that leaves its slab (unquantized, or re-quantized
+ * to another size) leaves a hole until then. */
 #define QSLAB_BYTES ((size_t)64 << 20)
 #define QSLAB_ALIGN ((size_t)256)
 
@@ -61,7 +63,8 @@ static int qslab_carve(rwkvpeft_model *m, size_t code_bytes, size_t scale_bytes,
             m->qslabs = ns;
             m->cap_qslabs = nc;
         }
-        const size_t bytes = need > QSLAB_BYTES ? need : QSLAB_BYTES;
+        size_t bytes = m->qslab_pending < QSLAB_BYTES ? m->qslab_pending : QSLAB_BYTES;
+        if (bytes < need) bytes = need;
         void *base = NULL;
         if (m->be->ops->alloc(m->be, &base, bytes))
             return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "cannot allocate %zu bytes for quantized weights: %s",
@@ -72,6 +75,7 @@ static int qslab_carve(rwkvpeft_model *m, size_t code_bytes, size_t scale_bytes,
     *codes = slab->base + slab->used;
     *scales = scale_bytes ? slab->base + slab->used + qslab_round(code_bytes) : NULL;
     slab->used += need;
+    m->qslab_pending = m->qslab_pending > need ? m->qslab_pending - need : 0;
     return 0;
 }
 
@@ -143,6 +147,17 @@ int rp_model_quantize(rwkvpeft_model *m) {
     float *buf = NULL;
     int64_t cap = 0, dense = 0, packed = 0;
     int rc = 0, count = 0;
+    /* what the slabs will have to hold */
+    m->qslab_pending = 0;
+    for (int l = 0; l < m->n_layer; l++)
+        for (int i = 0; i < RP_LIN_COUNT; i++) {
+            const rp_param *p = m->layers[l].lin[i].W;
+            int bs;
+            size_t qb;
+            int64_t nb;
+            if (p && !p->qfmt && !rp_quant_layout(m->quant, p->numel, &bs, &qb, &nb))
+                m->qslab_pending += qslab_round(qb) + qslab_round(sizeof(float) * (size_t)nb);
+        }
     for (int l = 0; l < m->n_layer && !rc; l++)
         for (int i = 0; i < RP_LIN_COUNT && !rc; i++) {
             rp_param *p = m->layers[l].lin[i].W;
