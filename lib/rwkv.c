@@ -542,12 +542,37 @@ static void *wkv_gs0(const rwkvpeft_model *m, const rp_layer_state *st_in, rp_la
 }
 
 /* RWKV-5 and RWKV-6 blocks (RWKV-5: plain lerp mixes of the current token, static decay). */
+/* The channel mix's key/value path, the same in every version: kv = relu(xk·W_kᵀ)²·W_vᵀ,
+ * keeping the key pre-activation kpre and kk = relu(kpre)² for the backward. */
+static int ffn_kv_fwd(rwkvpeft_model *m, rp_workspace *ws, rp_layer *ly, rp_acts *a, const void *xk, uint64_t seed) {
+    rp_backend *be = m->be;
+    int64_t n = (int64_t)ws->B * ws->T;
+    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_K], a->kpre, xk, n, a->lora_t[RP_LIN_FFN_K], seed));
+    OP(act_fwd(be, RP_ACT_RELU_SQ, a->kk, a->kpre, n * m->F));
+    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_V], a->kv, a->kk, n, a->lora_t[RP_LIN_FFN_V], seed));
+    return 0;
+}
+
+/* Backward of ffn_kv_fwd: dxk = ∂L/∂xk (written) from dkv = ∂L/∂kv. ∂L/∂kk goes over kk,
+ * which is dead once FFN_V's backward has read it (ws->dF exists only for Bat, whose
+ * backward reads x after writing dx). */
+static int ffn_kv_bwd(rwkvpeft_model *m, rp_workspace *ws, rp_layer *ly, rp_acts *a, void *dxk, const void *dkv,
+                      const void *xk, uint64_t seed, void *gf) {
+    rp_backend *be = m->be;
+    int64_t n = (int64_t)ws->B * ws->T;
+    void *dF = ws->dF ? ws->dF : a->kk;
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_V], dF, 0, dkv, a->kk, a->lora_t[RP_LIN_FFN_V], n, seed, gf));
+    OP(act_bwd(be, RP_ACT_RELU_SQ, dF, dF, a->kpre, NULL, n * m->F));
+    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_K], dxk, 0, dF, xk, a->lora_t[RP_LIN_FFN_K], n, seed, gf));
+    return 0;
+}
+
 static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, void *x_out, uint64_t seed,
                        const rp_layer_state *st_in, rp_layer_state *st_out) {
     rp_backend *be = m->be;
     rp_layer *ly = &m->layers[l];
     rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
-    int B = ws->B, T = ws->T, C = m->C, A = m->A, F = m->F, Dm = m->Dm, Dd = m->Dd;
+    int B = ws->B, T = ws->T, C = m->C, A = m->A, Dm = m->Dm, Dd = m->Dd;
     int64_t n = (int64_t)B * T, nC = n * C;
     size_t as = rp_dtype_size(A_);
 #define SLOT(buf, s) ((char *)(buf) + (size_t)(s) * (size_t)nC * as)
@@ -592,9 +617,7 @@ static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     OP(norm_fwd(be, a->ln2, a->mean2, a->rstd2, a->x_mid, ly->ln2_w->data, ly->ln2_b->data, n, 1, C, LN_EPS));
     OP(shift_mix_fwd(be, a->xkr, a->ln2, ffn_prev, ly->ffn_mix->data, NULL, form, 2, B, T, C));
     if (st_out && st_out->ffn_prev) RP_TRY(keep_last_rows(m, st_out->ffn_prev, a->ln2, B, T));
-    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_K], a->kpre, SLOT(a->xkr, 0), n, a->lora_t[RP_LIN_FFN_K], seed));
-    OP(act_fwd(be, RP_ACT_RELU_SQ, a->kk, a->kpre, n * F));
-    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_V], a->kv, a->kk, n, a->lora_t[RP_LIN_FFN_V], seed));
+    RP_TRY(ffn_kv_fwd(m, ws, ly, a, SLOT(a->xkr, 0), seed));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_R], a->rs, SLOT(a->xkr, 1), n, a->lora_t[RP_LIN_FFN_R], seed));
     OP(act_fwd(be, RP_ACT_SIGMOID, a->rs, a->rs, nC));
     OP(mul_fwd(be, ws->tmp_c, a->rs, a->kv, nC));
@@ -641,7 +664,7 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     rp_backend *be = m->be;
     rp_layer *ly = &m->layers[l];
     rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
-    int B = ws->B, T = ws->T, C = m->C, A = m->A, F = m->F, Dm = m->Dm, Dd = m->Dd, H = m->H, N = m->N;
+    int B = ws->B, T = ws->T, C = m->C, A = m->A, Dm = m->Dm, Dd = m->Dd, H = m->H, N = m->N;
     int64_t n = (int64_t)B * T, nC = n * C, nA = n * A;
     size_t as = rp_dtype_size(A_);
     void *dr = ws->da[0], *dk = ws->da[1], *dv = ws->da[2], *dw = ws->da[3], *dg = ws->da[4], *dy = ws->da[5];
@@ -654,11 +677,7 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     OP(act_bwd(be, RP_ACT_SIGMOID, drs, drs, NULL, a->rs, nC));
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_R], SLOT(ws->dxs, 1), 0, drs, SLOT(a->xkr, 1), a->lora_t[RP_LIN_FFN_R], n,
                       seed, gf));
-    void *dF = ws->dF ? ws->dF : a->kk; /* kk is dead once FFN_V's backward has read it */
-    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_V], dF, 0, dkv, a->kk, a->lora_t[RP_LIN_FFN_V], n, seed, gf));
-    OP(act_bwd(be, RP_ACT_RELU_SQ, dF, dF, a->kpre, NULL, n * F));
-    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_K], SLOT(ws->dxs, 0), 0, dF, SLOT(a->xkr, 0), a->lora_t[RP_LIN_FFN_K], n,
-                      seed, gf));
+    RP_TRY(ffn_kv_bwd(m, ws, ly, a, SLOT(ws->dxs, 0), dkv, SLOT(a->xkr, 0), seed, gf));
     const void *att_prev = st_in ? st_in->att_prev : NULL;
     void *g_att_prev = g_in && att_prev ? g_in->att_prev : NULL;
     OP(memset_zero(be, ws->dln, (size_t)nC * as));
@@ -736,7 +755,7 @@ static int block7_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, vo
     rp_backend *be = m->be;
     rp_layer *ly = &m->layers[l];
     rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
-    int B = ws->B, T = ws->T, C = m->C, F = m->F, H = m->H, N = m->N;
+    int B = ws->B, T = ws->T, C = m->C, H = m->H, N = m->N;
     int Dw = m->Dw, Da = m->Da, Dv = m->Dv, Dg = m->Dg;
     int64_t n = (int64_t)B * T, nC = n * C;
     size_t as = rp_dtype_size(A_);
@@ -786,9 +805,7 @@ static int block7_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, vo
     OP(norm_fwd(be, a->ln2, a->mean2, a->rstd2, a->x_mid, ly->ln2_w->data, ly->ln2_b->data, n, 1, C, LN_EPS));
     OP(shift_mix_fwd(be, a->xkr, a->ln2, ffn_prev, ly->ffn_mix->data, NULL, RP_MIX_DELTA, 1, B, T, C));
     if (st_out && st_out->ffn_prev) RP_TRY(keep_last_rows(m, st_out->ffn_prev, a->ln2, B, T));
-    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_K], a->kpre, a->xkr, n, a->lora_t[RP_LIN_FFN_K], seed));
-    OP(act_fwd(be, RP_ACT_RELU_SQ, a->kk, a->kpre, n * F));
-    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_V], a->kv, a->kk, n, a->lora_t[RP_LIN_FFN_V], seed));
+    RP_TRY(ffn_kv_fwd(m, ws, ly, a, a->xkr, seed));
     OP(memcpy_d2d(be, x_out, a->x_mid, (size_t)nC * as));
     OP(add(be, x_out, a->kv, 1.0f, nC));
     return 0;
@@ -819,14 +836,11 @@ static int block7_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, vo
     rp_backend *be = m->be;
     rp_layer *ly = &m->layers[l];
     rp_dtype A_ = be->ops->act_dtype;
-    int B = ws->B, T = ws->T, C = m->C, F = m->F, H = m->H, N = m->N;
+    int B = ws->B, T = ws->T, C = m->C, H = m->H, N = m->N;
     int64_t n = (int64_t)B * T, nC = n * C;
     size_t as = rp_dtype_size(A_);
     /* ---- channel mix: out = x_mid + relu(xk·Wkᵀ)²·Wvᵀ ---- */
-    void *dF = ws->dF ? ws->dF : a->kk; /* kk is dead once FFN_V's backward has read it */
-    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_V], dF, 0, ws->dres, a->kk, a->lora_t[RP_LIN_FFN_V], n, seed, gf));
-    OP(act_bwd(be, RP_ACT_RELU_SQ, dF, dF, a->kpre, NULL, n * F));
-    RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_K], ws->dxs, 0, dF, a->xkr, a->lora_t[RP_LIN_FFN_K], n, seed, gf));
+    RP_TRY(ffn_kv_bwd(m, ws, ly, a, ws->dxs, ws->dres, a->xkr, seed, gf));
     OP(memset_zero(be, ws->dln, (size_t)nC * as));
     RP_TRY(mix_ln_bwd(m, ws, ly->ffn_mix, RP_MIX_DELTA, 1, ws->dxs, a->ln2, st_in ? st_in->ffn_prev : NULL,
                       g_in ? g_in->ffn_prev : NULL, g_out ? g_out->ffn_prev : NULL, ly->ln2_w, ly->ln2_b, a->x_mid,
