@@ -378,6 +378,23 @@ START_TEST(test_stateful_inference_matches_forward) {
 }
 END_TEST
 
+/* a and b, given the same trainable values (tm_randomize with `seed`), have the same loss and
+ * gradients, bit for bit, on the batch of `batch_seed`. */
+static void check_same_loss_grads(rwkvpeft_model *a, rwkvpeft_model *b, uint64_t seed, uint64_t batch_seed, int B, int T) {
+    tm_randomize(a, seed, 1);
+    tm_randomize(b, seed, 1);
+    rp_workspace *wa = tm_batch_ws(a, B, T, batch_seed), *wb = tm_batch_ws(b, B, T, batch_seed);
+    size_t gbytes = (size_t)a->flat_numel * rp_dtype_size(a->be->ops->par_dtype);
+    void *ga = malloc(gbytes), *gb = malloc(gbytes);
+    double lossa = tm_loss_grad(a, wa, ga, 0), lossb = tm_loss_grad(b, wb, gb, 0);
+    ck_assert_msg(lossa == lossb, "RWKV-%d: loss %.9g vs %.9g", a->version, lossa, lossb);
+    ck_assert_msg(memcmp(ga, gb, gbytes) == 0, "RWKV-%d: gradients differ", a->version);
+    free(ga);
+    free(gb);
+    rp_workspace_free(a, wa);
+    rp_workspace_free(b, wb);
+}
+
 /* rwkvpeft_model_params.embedding_on_host: a frozen emb.weight lives in host memory and the
  * batch's rows are gathered there; logits, losses, gradients and recurrent inference equal
  * those of the same model with emb on the device, for every version. An adapter that trains
@@ -398,16 +415,7 @@ START_TEST(test_embedding_on_host) {
         TU_OK(tm_attach(a, RWKVPEFT_PEFT_LORA, "time,ln", 0, 0));
         TU_OK(tm_attach(b, RWKVPEFT_PEFT_LORA, "time,ln", 0, 0));
         ck_assert_ptr_nonnull(b->emb->host);
-        tm_randomize(a, 11, 1);
-        tm_randomize(b, 11, 1);
-        rp_workspace *wa = tm_batch_ws(a, B, T, 3), *wb = tm_batch_ws(b, B, T, 3);
-        size_t gbytes = (size_t)a->flat_numel * rp_dtype_size(a->be->ops->par_dtype);
-        void *ga = malloc(gbytes), *gb = malloc(gbytes);
-        double lossa = tm_loss_grad(a, wa, ga, 0), lossb = tm_loss_grad(b, wb, gb, 0);
-        ck_assert_msg(lossa == lossb, "RWKV-%d: loss %.9g vs %.9g", version, lossa, lossb);
-        ck_assert_msg(memcmp(ga, gb, gbytes) == 0, "RWKV-%d: gradients differ", version);
-        rp_workspace_free(a, wa);
-        rp_workspace_free(b, wb);
+        check_same_loss_grads(a, b, 11, 3, B, T);
         /* recurrent inference (rp_infer) */
         rp_workspace *ia = NULL, *ib = NULL;
         rp_infer_state *sa = NULL, *sb = NULL;
@@ -432,8 +440,6 @@ START_TEST(test_embedding_on_host) {
         tm_logits(a, la, B, T);
         tm_logits(b, lb, B, T);
         ck_assert_msg(memcmp(la, lb, sizeof la) == 0, "RWKV-%d: merged logits differ", version);
-        free(ga);
-        free(gb);
         rwkvpeft_model_free(a);
         rwkvpeft_model_free(b);
     }
@@ -444,18 +450,7 @@ START_TEST(test_embedding_on_host) {
     ck_assert_ptr_null(b->emb->host);
     ck_assert_ptr_nonnull(b->emb->data);
     ck_assert(b->emb->trainable);
-    tm_randomize(a, 13, 1);
-    tm_randomize(b, 13, 1);
-    rp_workspace *wa = tm_batch_ws(a, B, T, 4), *wb = tm_batch_ws(b, B, T, 4);
-    size_t gbytes = (size_t)a->flat_numel * rp_dtype_size(a->be->ops->par_dtype);
-    void *ga = malloc(gbytes), *gb = malloc(gbytes);
-    tm_loss_grad(a, wa, ga, 0);
-    tm_loss_grad(b, wb, gb, 0);
-    ck_assert(memcmp(ga, gb, gbytes) == 0);
-    free(ga);
-    free(gb);
-    rp_workspace_free(a, wa);
-    rp_workspace_free(b, wb);
+    check_same_loss_grads(a, b, 13, 4, B, T);
     /* merged (emb frozen again): back to the host */
     TU_OK(rwkvpeft_model_merge(b));
     ck_assert_ptr_nonnull(b->emb->host);
