@@ -199,6 +199,17 @@ template <> RP_DEV f16_t fromf<f16_t>(float x) {
 #define ACT_VEC ACT_VEC_LITERAL /* == 16 / sizeof(act_t) (checked below) */
 static_assert(ACT_VEC * sizeof(act_t) == 16, "ACT_VEC must fill 16 bytes");
 static inline bool act_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+/* The 16-byte variant of a kernel applies: n (elements per row, or in all) a multiple of
+ * ACT_VEC and every given (non-NULL) pointer 16-byte aligned. */
+static inline bool act_vec_ok(int64_t n, const void *p0, const void *p1 = NULL, const void *p2 = NULL,
+                              const void *p3 = NULL, const void *p4 = NULL, const void *p5 = NULL,
+                              const void *p6 = NULL) {
+    if (n % ACT_VEC) return false;
+    const void *p[7] = {p0, p1, p2, p3, p4, p5, p6};
+    for (int i = 0; i < 7; i++)
+        if (p[i] && !act_aligned16(p[i])) return false;
+    return true;
+}
 RP_DEV void act_load_vec(float (&d)[ACT_VEC], const act_t *p) {
     const uint4 raw = *reinterpret_cast<const uint4 *>(p);
     const act_t *e = reinterpret_cast<const act_t *>(&raw);

@@ -207,15 +207,6 @@ __global__ void colsum_finish_kernel(float *dst, const float *part, int n_chunks
 /* launchers                                                                            */
 /* ------------------------------------------------------------------------------------ */
 
-/* the unit-of-ACT_VEC variant applies: n a multiple, every given pointer 16-byte aligned */
-static bool ew_vec_ok(int64_t n, const void *p0, const void *p1 = NULL, const void *p2 = NULL,
-                      const void *p3 = NULL, const void *p4 = NULL, const void *p5 = NULL, const void *p6 = NULL) {
-    if (n % ACT_VEC) return false;
-    const void *p[7] = {p0, p1, p2, p3, p4, p5, p6};
-    for (int i = 0; i < 7; i++)
-        if (p[i] && !act_aligned16(p[i])) return false;
-    return true;
-}
 /* launches KERNEL<ACT_VEC> over n/ACT_VEC units, or KERNEL<1> over n elements */
 #define EW_LAUNCH(vec, KERNEL, n, ...) \
     do { \
@@ -251,7 +242,7 @@ int cu_act_fwd(rp_backend *be, int kind, void *y, const void *x, int64_t n) {
     if (kind < RP_ACT_TANH || kind > RP_ACT_SOFTCLAMP) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_fwd: kind %d", kind);
     if (n <= 0) return 0;
     CU_ENTER(be);
-    const bool vec = ew_vec_ok(n, y, x);
+    const bool vec = act_vec_ok(n, y, x);
     unsigned g = cu_blocks(vec ? n / ACT_VEC : n, EW_THREADS);
     cudaStream_t s = cu_stream(be);
     act_t *Y = (act_t *)y;
@@ -280,7 +271,7 @@ int cu_act_bwd(rp_backend *be, int kind, void *dx, const void *dy, const void *x
     const bool from_y = kind == RP_ACT_TANH || kind == RP_ACT_SIGMOID;
     act_t *DX = (act_t *)dx;
     const act_t *DY = (const act_t *)dy, *X = from_y ? NULL : (const act_t *)x, *Y = from_y ? (const act_t *)y : NULL;
-    const bool vec = ew_vec_ok(n, dx, dy, X, Y);
+    const bool vec = act_vec_ok(n, dx, dy, X, Y);
     unsigned g = cu_blocks(vec ? n / ACT_VEC : n, EW_THREADS);
     cudaStream_t s = cu_stream(be);
 #define ACT_BWD(K) \
@@ -301,7 +292,7 @@ int cu_act_bwd(rp_backend *be, int kind, void *dx, const void *dy, const void *x
 int cu_mul_fwd(rp_backend *be, void *y, const void *a, const void *b, int64_t n) {
     if (n <= 0) return 0;
     CU_ENTER(be);
-    EW_LAUNCH(ew_vec_ok(n, y, a, b), mul_forward_kernel, n, (act_t *)y, (const act_t *)a, (const act_t *)b, n);
+    EW_LAUNCH(act_vec_ok(n, y, a, b), mul_forward_kernel, n, (act_t *)y, (const act_t *)a, (const act_t *)b, n);
     CU_LAUNCHED(be);
     return 0;
 }
@@ -309,7 +300,7 @@ int cu_mul_fwd(rp_backend *be, void *y, const void *a, const void *b, int64_t n)
 int cu_mul_bwd(rp_backend *be, void *da, void *db, const void *dy, const void *a, const void *b, int64_t n) {
     if (n <= 0 || (!da && !db)) return 0;
     CU_ENTER(be);
-    EW_LAUNCH(ew_vec_ok(n, da, db, dy, a, b), mul_backward_kernel, n, (act_t *)da, (act_t *)db, (const act_t *)dy,
+    EW_LAUNCH(act_vec_ok(n, da, db, dy, a, b), mul_backward_kernel, n, (act_t *)da, (act_t *)db, (const act_t *)dy,
               (const act_t *)a, (const act_t *)b, n);
     CU_LAUNCHED(be);
     return 0;
@@ -318,7 +309,7 @@ int cu_mul_bwd(rp_backend *be, void *da, void *db, const void *dy, const void *a
 int cu_lerp_fwd(rp_backend *be, void *y, const void *a, const void *b, const void *t, int64_t n) {
     if (n <= 0) return 0;
     CU_ENTER(be);
-    EW_LAUNCH(ew_vec_ok(n, y, a, b, t), lerp_forward_kernel, n, (act_t *)y, (const act_t *)a, (const act_t *)b,
+    EW_LAUNCH(act_vec_ok(n, y, a, b, t), lerp_forward_kernel, n, (act_t *)y, (const act_t *)a, (const act_t *)b,
               (const act_t *)t, n);
     CU_LAUNCHED(be);
     return 0;
@@ -328,7 +319,7 @@ int cu_lerp_bwd(rp_backend *be, void *da, void *db, void *dt, const void *dy, co
                 const void *t, int64_t n) {
     if (n <= 0 || (!da && !db && !dt)) return 0;
     CU_ENTER(be);
-    EW_LAUNCH(ew_vec_ok(n, da, db, dt, dy, a, b, t), lerp_backward_kernel, n, (act_t *)da, (act_t *)db, (act_t *)dt,
+    EW_LAUNCH(act_vec_ok(n, da, db, dt, dy, a, b, t), lerp_backward_kernel, n, (act_t *)da, (act_t *)db, (act_t *)dt,
               (const act_t *)dy, (const act_t *)a, (const act_t *)b, (const act_t *)t, n);
     CU_LAUNCHED(be);
     return 0;
@@ -337,7 +328,7 @@ int cu_lerp_bwd(rp_backend *be, void *da, void *db, void *dt, const void *dy, co
 int cu_add(rp_backend *be, void *y, const void *x, float alpha, int64_t n) {
     if (n <= 0) return 0;
     CU_ENTER(be);
-    EW_LAUNCH(ew_vec_ok(n, y, x), add_kernel, n, (act_t *)y, (const act_t *)x, alpha, n);
+    EW_LAUNCH(act_vec_ok(n, y, x), add_kernel, n, (act_t *)y, (const act_t *)x, alpha, n);
     CU_LAUNCHED(be);
     return 0;
 }
@@ -345,7 +336,7 @@ int cu_add(rp_backend *be, void *y, const void *x, float alpha, int64_t n) {
 int cu_broadcast_rows(rp_backend *be, void *y, const void *v, int64_t n, int C, int accumulate) {
     if (n <= 0 || C <= 0) return 0;
     CU_ENTER(be);
-    EW_LAUNCH(C % ACT_VEC == 0 && ew_vec_ok(n * C, y), broadcast_rows_kernel, n * C, (act_t *)y, (const par_t *)v, n,
+    EW_LAUNCH(C % ACT_VEC == 0 && act_vec_ok(n * C, y), broadcast_rows_kernel, n * C, (act_t *)y, (const par_t *)v, n,
               C, accumulate);
     CU_LAUNCHED(be);
     return 0;

@@ -27,7 +27,7 @@ RP_DEV float team_sum(float v, int team) {
 
 /* The register variant's launch shape, or 0 when it does not apply. */
 static int norm_team(int S, const void *a, const void *b, const void *c) {
-    if (S % ACT_VEC || !act_aligned16(a) || !act_aligned16(b) || (c && !act_aligned16(c))) return 0;
+    if (!act_vec_ok(S, a, b, c)) return 0;
     const int team = S / ACT_VEC;
     if (team <= NORM_SHFL_TEAM_MAX && (team & (team - 1)) == 0) return team;
     if (team % 64 == 0 && team <= 1024) return team; /* one team per block: whole warps of either size */

@@ -255,15 +255,6 @@ static int shift_form_ok(rp_backend *be, const char *op, int form, const void *m
                    form == RP_MIX_CURRENT ? " takes no m" : " is not a mix form");
 }
 
-/* the vector kernels apply: C a multiple of ACT_VEC, few enough slots, aligned pointers */
-static bool shift_vec_ok(int C, int n_slots, const void *a, const void *b, const void *c, const void *d,
-                         const void *e, const void *f, const void *g) {
-    if (C % ACT_VEC != 0 || n_slots > SMV_MAX_SLOTS) return false;
-    const void *p[7] = {a, b, c, d, e, f, g};
-    for (int i = 0; i < 7; i++)
-        if (p[i] && !act_aligned16(p[i])) return false;
-    return true;
-}
 
 int cu_shift_mix_fwd(rp_backend *be, void *out, const void *x, const void *x_prev, const void *coef, const void *m,
                      int form, int n_slots, int B, int T, int C) {
@@ -271,7 +262,7 @@ int cu_shift_mix_fwd(rp_backend *be, void *out, const void *x, const void *x_pre
     if (n_slots <= 0 || B <= 0 || T <= 0 || C <= 0) return 0;
     CU_ENTER(be);
     const int64_t n = (int64_t)B * T;
-    if (shift_vec_ok(C, n_slots, out, x, x_prev, m, NULL, NULL, NULL)) {
+    if (n_slots <= SMV_MAX_SLOTS && act_vec_ok(C, out, x, x_prev, m)) {
         shift_mix_forward_vec_kernel<<<cu_blocks(n * (C / ACT_VEC), SM_THREADS), SM_THREADS, 0, cu_stream(be)>>>(
             (act_t *)out, (const act_t *)x, (const act_t *)x_prev, (const par_t *)coef, (const act_t *)m, form,
             n_slots, n, T, C);
@@ -293,7 +284,7 @@ int cu_shift_mix_bwd(rp_backend *be, void *dx, void *dx_prev, void *dcoef, void 
     CU_ENTER(be);
     cudaStream_t s = cu_stream(be);
     const int64_t n = (int64_t)B * T;
-    if (shift_vec_ok(C, n_slots, dout, x, x_prev, m, dx, dx_prev, dm)) {
+    if (n_slots <= SMV_MAX_SLOTS && act_vec_ok(C, dout, x, x_prev, m, dx, dx_prev, dm)) {
         /* runs of rows: enough threads to fill the GPU (~128k), at least 8 rows a run */
         const int G = C / ACT_VEC;
         int64_t chunks = ((int64_t)1 << 17) / G;
