@@ -81,12 +81,7 @@ class Config:
     def expected_shapes(self) -> Dict[str, Tuple[int, ...]]:
         """Key -> shape of a base x052 checkpoint (spec 1.2)."""
         C, A, Fd, V, H, N = self.n_embd, self.dim_att, self.dim_ffn, self.vocab, self.n_head, self.head_size
-        s = {"emb.weight": (V, C), "blocks.0.ln0.weight": (C,), "blocks.0.ln0.bias": (C,)}
-        for l in range(self.n_layer):
-            p = f"blocks.{l}."
-            for ln in ("ln1", "ln2"):
-                s[p + ln + ".weight"] = (C,)
-                s[p + ln + ".bias"] = (C,)
+        def block(s, l, p):  # this version's tensors of block l (key prefix p)
             for m in MIX_SLOTS:
                 s[p + f"att.time_mix_{m}"] = (1, 1, C)
             s[p + "att.time_decay"] = (H, N)
@@ -97,10 +92,7 @@ class Config:
             s[p + "att.ln_x.bias"] = (A,)
             s[p + "ffn.time_mix_k"] = (1, 1, C)
             s[p + "ffn.time_mix_r"] = (1, 1, C)
-        s["ln_out.weight"] = (C,)
-        s["ln_out.bias"] = (C,)
-        s["head.weight"] = (V, C)
-        return s
+        return R6.checkpoint_shapes(self.n_layer, C, V, block)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -62,6 +62,24 @@ def lora_target_modules(n_layer: int, att=ATT_TARGETS, ffn=FFN_TARGETS) -> List[
 # ----------------------------------------------------------------------------------------------
 # configuration
 # ----------------------------------------------------------------------------------------------
+
+def checkpoint_shapes(n_layer: int, C: int, V: int, block) -> Dict[str, Tuple[int, ...]]:
+    """Key -> shape of a base checkpoint, every version: emb, ln0, per block ln1/ln2 then
+    block(s, l, prefix) (the version's own tensors), ln_out, head -- in this order, which
+    make_case.py draws values in."""
+    s = {"emb.weight": (V, C), "blocks.0.ln0.weight": (C,), "blocks.0.ln0.bias": (C,)}
+    for l in range(n_layer):
+        p = f"blocks.{l}."
+        for ln in ("ln1", "ln2"):
+            s[p + ln + ".weight"] = (C,)
+            s[p + ln + ".bias"] = (C,)
+        block(s, l, p)
+    s["ln_out.weight"] = (C,)
+    s["ln_out.bias"] = (C,)
+    s["head.weight"] = (V, C)
+    return s
+
+
 @dataclass
 class Config:
     n_layer: int
@@ -94,12 +112,7 @@ class Config:
         """Key -> shape of a base x060 checkpoint (spec 1.2)."""
         C, A, Fd, V = self.n_embd, self.dim_att, self.dim_ffn, self.vocab
         H, N, Dm, Dd = self.n_head, self.head_size, self.d_mix, self.d_decay
-        s = {"emb.weight": (V, C), "blocks.0.ln0.weight": (C,), "blocks.0.ln0.bias": (C,)}
-        for l in range(self.n_layer):
-            p = f"blocks.{l}."
-            for ln in ("ln1", "ln2"):
-                s[p + ln + ".weight"] = (C,)
-                s[p + ln + ".bias"] = (C,)
+        def block(s, l, p):  # this version's tensors of block l (key prefix p)
             for m in ("x",) + MAA_SLOTS:
                 s[p + f"att.time_maa_{m}"] = (1, 1, C)
             s[p + "att.time_maa_w1"] = (C, 5 * Dm)
@@ -118,10 +131,7 @@ class Config:
             s[p + "ffn.key.weight"] = (Fd, C)
             s[p + "ffn.receptance.weight"] = (C, C)
             s[p + "ffn.value.weight"] = (C, Fd)
-        s["ln_out.weight"] = (C,)
-        s["ln_out.bias"] = (C,)
-        s["head.weight"] = (V, C)
-        return s
+        return checkpoint_shapes(self.n_layer, C, V, block)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -112,12 +112,7 @@ class Config:
     def expected_shapes(self) -> Dict[str, Tuple[int, ...]]:
         """Key -> shape of a base x070 checkpoint (spec 1.2)."""
         C, Fd, V, H, N = self.n_embd, self.dim_ffn, self.vocab, self.n_head, self.head_size
-        s = {"emb.weight": (V, C), "blocks.0.ln0.weight": (C,), "blocks.0.ln0.bias": (C,)}
-        for l in range(self.n_layer):
-            p = f"blocks.{l}."
-            for ln in ("ln1", "ln2"):
-                s[p + ln + ".weight"] = (C,)
-                s[p + ln + ".bias"] = (C,)
+        def block(s, l, p):  # this version's tensors of block l (key prefix p)
             for m in MIX_SLOTS:
                 s[p + f"att.x_{m}"] = (1, 1, C)
             s[p + "att.w0"], s[p + "att.w1"], s[p + "att.w2"] = (1, 1, C), (C, self.d_w), (self.d_w, C)
@@ -133,10 +128,7 @@ class Config:
             s[p + "att.ln_x.weight"] = (C,)
             s[p + "att.ln_x.bias"] = (C,)
             s[p + "ffn.x_k"] = (1, 1, C)
-        s["ln_out.weight"] = (C,)
-        s["ln_out.bias"] = (C,)
-        s["head.weight"] = (V, C)
-        return s
+        return R6.checkpoint_shapes(self.n_layer, C, V, block)
 
 
 # ----------------------------------------------------------------------------------------------
