@@ -503,8 +503,12 @@ def load_batch(path: str) -> Tuple[Tensor, Tensor]:
     return b["inputs"], b["targets"]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(compute=None, description: Optional[str] = None) -> None:
+    """The parity_dump-compatible command line; compute (default compute_reference) and the help
+    text are those of the calling module (rwkv_reference.py passes its version dispatch)."""
+    compute = compute or compute_reference
+    ap = argparse.ArgumentParser(description=description or __doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--adapter", required=True)
     ap.add_argument("--lora-r", type=int, required=True)
@@ -519,8 +523,8 @@ def main() -> None:
     a = ap.parse_args()
     from safetensors.torch import save_file
     inputs, targets = load_batch(a.batch)
-    ref = compute_reference(load_pth(a.model), load_pth(a.adapter), inputs, targets, a.lora_r, a.lora_alpha,
-                            parse_train_parts(a.train_parts), getattr(torch, a.dtype), a.device)
+    ref = compute(load_pth(a.model), load_pth(a.adapter), inputs, targets, a.lora_r, a.lora_alpha,
+                  parse_train_parts(a.train_parts), getattr(torch, a.dtype), a.device)
     save_file({k: v.float().contiguous() for k, v in ref.items()}, a.out)
     print(f"loss {ref['loss'].item():.10f}; {sum(k.startswith('grad.') for k in ref)} gradients -> {a.out}")
 

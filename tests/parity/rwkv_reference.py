@@ -17,7 +17,6 @@ on the cases of every version.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Dict, List
@@ -98,25 +97,7 @@ def compute_reference(model_sd: Dict[str, Tensor], adapter_sd: Dict[str, Tensor]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--adapter", required=True)
-    ap.add_argument("--lora-r", type=int, required=True)
-    ap.add_argument("--lora-alpha", type=float, required=True)
-    ap.add_argument("--train-parts", default="time,ln")
-    ap.add_argument("--batch", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    ap.add_argument("--backend", default=None,
-                    help="accepted for command-line compatibility with parity_dump and ignored")
-    a = ap.parse_args()
-    from safetensors.torch import save_file
-    inputs, targets = R6.load_batch(a.batch)
-    ref = compute_reference(R6.load_pth(a.model), R6.load_pth(a.adapter), inputs, targets, a.lora_r, a.lora_alpha,
-                            R6.parse_train_parts(a.train_parts), getattr(torch, a.dtype), a.device)
-    save_file({k: v.float().contiguous() for k, v in ref.items()}, a.out)
-    print(f"loss {ref['loss'].item():.10f}; {sum(k.startswith('grad.') for k in ref)} gradients -> {a.out}")
+    R6.main(compute_reference, __doc__)
 
 
 if __name__ == "__main__":
