@@ -14,11 +14,11 @@
 #include "model.h"
 
 enum {
-    P_GEMM, P_EMB_F, P_EMB_B, P_NORM_F, P_NORM_B, P_MIX_F, P_MIX_B, P_ACT_F, P_ACT_B, P_MUL_F, P_MUL_B, P_ADD, P_BCAST,
+    P_GEMM, P_GEMM_LR, P_GEMM_BIG, P_EMB_F, P_EMB_B, P_NORM_F, P_NORM_B, P_MIX_F, P_MIX_B, P_ACT_F, P_ACT_B, P_MUL_F, P_MUL_B, P_ADD, P_BCAST,
     P_SUMROWS, P_DROP, P_WKV_F, P_WKV_B, P_LERP_F, P_LERP_B, P_WKV7_F, P_WKV7_B, P_V7_F, P_V7_B, P_CE, P_SUMSQ, P_ADAM, P_DEQ, P_COPY, P_COUNT
 };
 static const char *const prof_names[P_COUNT] = {
-    "gemm", "embedding_fwd", "embedding_bwd", "norm_fwd", "norm_bwd", "shift_mix_fwd", "shift_mix_bwd", "act_fwd",
+    "gemm dense", "gemm low-rank", "gemm vocab", "embedding_fwd", "embedding_bwd", "norm_fwd", "norm_bwd", "shift_mix_fwd", "shift_mix_bwd", "act_fwd",
     "act_bwd", "mul_fwd", "mul_bwd", "add", "broadcast_rows", "sum_rows", "dropout", "wkv6_fwd", "wkv6_bwd",
     "lerp_fwd", "lerp_bwd", "wkv7_fwd", "wkv7_bwd", "v7_kprep/bonus_fwd", "v7_kprep/bonus_bwd",
     "cross_entropy", "sumsq", "adam_update", "dequant", "memcpy/convert"};
@@ -26,6 +26,7 @@ static const char *const prof_names[P_COUNT] = {
 static const rp_backend_ops *real_ops;
 static rp_backend_ops wrapped;
 static double prof_ms[P_COUNT];
+static double prof_flop[P_COUNT]; /* 2·m·n·k·batch for the GEMM classes */
 static long prof_calls[P_COUNT];
 
 /* One wrapper per entry: sync, time the call, sync again. */
@@ -40,11 +41,25 @@ static long prof_calls[P_COUNT];
         return rc;                                              \
     }
 
-PROF(P_GEMM, gemm,
-     (rp_backend * be, int ta, int tb, int m, int n, int k, float alpha, const void *a, rp_dtype tya, int64_t lda,
-      int64_t sa, const void *b, rp_dtype tyb, int64_t ldb, int64_t sb, float beta, void *c, rp_dtype tyc, int64_t ldc,
-      int64_t sc, int batch),
-     (be, ta, tb, m, n, k, alpha, a, tya, lda, sa, b, tyb, ldb, sb, beta, c, tyc, ldc, sc, batch))
+/* GEMMs are split into three classes because they behave differently: the dense block
+ * linears (compute-bound), the low-rank LoRA/mixer products (one side ≤ 256: bandwidth- and
+ * launch-bound) and the products with a side ≥ 32768 (the vocabulary head). */
+static int prof_gemm(rp_backend *be, int ta, int tb, int m, int n, int k, float alpha, const void *a, rp_dtype tya,
+                     int64_t lda, int64_t sa, const void *b, rp_dtype tyb, int64_t ldb, int64_t sb, float beta, void *c,
+                     rp_dtype tyc, int64_t ldc, int64_t sc, int batch) {
+    int lo = m < n ? m : n, hi = m > n ? m : n;
+    if (k < lo) lo = k;
+    if (k > hi) hi = k;
+    int idx = lo <= 256 ? P_GEMM_LR : hi >= 32768 ? P_GEMM_BIG : P_GEMM;
+    real_ops->synchronize(be);
+    double t0 = rp_monotonic_ms();
+    int rc = real_ops->gemm(be, ta, tb, m, n, k, alpha, a, tya, lda, sa, b, tyb, ldb, sb, beta, c, tyc, ldc, sc, batch);
+    real_ops->synchronize(be);
+    prof_ms[idx] += rp_monotonic_ms() - t0;
+    prof_calls[idx]++;
+    prof_flop[idx] += 2.0 * m * n * (double)k * (batch > 0 ? batch : 1);
+    return rc;
+}
 PROF(P_EMB_F, embedding_fwd, (rp_backend * be, void *o, const void *t, const int32_t *ids, int64_t n, int C),
      (be, o, t, ids, n, C))
 PROF(P_EMB_B, embedding_bwd, (rp_backend * be, void *d, const void *g, const int32_t *ids, int64_t n, int C),
@@ -135,6 +150,7 @@ const rp_backend_ops *rp_profile_wrap(const rp_backend_ops *ops) {
     wrapped = *ops;
     memset(prof_ms, 0, sizeof prof_ms);
     memset(prof_calls, 0, sizeof prof_calls);
+    memset(prof_flop, 0, sizeof prof_flop);
     wrapped.gemm = prof_gemm;
     wrapped.embedding_fwd = prof_embedding_fwd;
     wrapped.embedding_bwd = prof_embedding_bwd;
@@ -178,8 +194,12 @@ void rp_profile_report(const rwkvpeft_context *ctx) {
     for (int i = 0; i < P_COUNT; i++) total += prof_ms[i];
     rp_log(ctx, RWKVPEFT_LOG_WARN, "profile (%s, synchronised per op): %.1f ms in %s ops", real_ops ? real_ops->name : "?",
            total, "backend");
-    for (int i = 0; i < P_COUNT; i++)
-        if (prof_calls[i])
-            rp_log(ctx, RWKVPEFT_LOG_WARN, "  %-16s %9.1f ms %5.1f%% %8ld calls", prof_names[i], prof_ms[i],
-                   total > 0 ? 100 * prof_ms[i] / total : 0, prof_calls[i]);
+    for (int i = 0; i < P_COUNT; i++) {
+        if (!prof_calls[i]) continue;
+        char rate[32] = "";
+        if (prof_flop[i] > 0 && prof_ms[i] > 0) snprintf(rate, sizeof rate, "  %.1f TFLOP/s", prof_flop[i] / (prof_ms[i] * 1e9));
+        rp_log(ctx, RWKVPEFT_LOG_WARN, "  %-16s %9.1f ms %5.1f%% %8ld calls%s", prof_names[i], prof_ms[i],
+               total > 0 ? 100 * prof_ms[i] / total : 0, prof_calls[i], rate);
+    }
+
 }
