@@ -80,9 +80,16 @@ struct rp_workspace {
     void *lora_dt;             /* [n,max_r] */
     void *wq;                  /* A [largest quantized weight]: one dequantized matrix at a time */
     int64_t wq_numel;
-    void **allocs;
+    /* Every buffer above is carved from one device allocation (slab): separate allocations
+     * each round up to the allocator's granule (2 MiB on CUDA), which cost ~60 MiB at
+     * 3B B1 where most buffers are 5 MiB. Sanitizer builds keep separate allocations so
+     * that AddressSanitizer still sees every buffer's bounds. */
+    char *slab;
+    int64_t slab_bytes, carved;
+    int sizing;     /* layout pass: ws_alloc only counts */
+    void **allocs;  /* separate allocations (sanitizer builds) */
     int n_allocs, cap_allocs;
-    int64_t bytes; /* sum of the allocations above (benchmarks report it) */
+    int64_t bytes; /* bytes of activation memory (benchmarks report it) */
     void *host_rows; /* host staging of the batch's embedding rows (emb.weight on the host) */
 };
 
@@ -92,7 +99,34 @@ struct rp_workspace {
         if (rc_) return rp_be_fail(be, rc_, &m->err);              \
     } while (0)
 
+#if defined(__SANITIZE_ADDRESS__)
+#define WS_SEPARATE 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WS_SEPARATE 1
+#endif
+#endif
+#ifndef WS_SEPARATE
+#define WS_SEPARATE 0
+#endif
+#define WS_ALIGN 256 /* cuBLAS and the 16-byte vector kernels want aligned operands */
+
 static int ws_alloc(rwkvpeft_model *m, rp_workspace *ws, void **out, int64_t elems, rp_dtype t) {
+    size_t bytes = (size_t)(elems > 0 ? elems : 1) * rp_dtype_size(t);
+    bytes = (bytes + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN;
+    *out = NULL;
+    if (ws->sizing) {
+        ws->slab_bytes += (int64_t)bytes;
+        return 0;
+    }
+    if (!WS_SEPARATE) {
+        if (ws->carved + (int64_t)bytes > ws->slab_bytes)
+            return rp_fail(&m->err, RWKVPEFT_E_INTERNAL, "workspace layout changed between its passes");
+        *out = ws->slab + ws->carved;
+        ws->carved += (int64_t)bytes;
+        ws->bytes += (int64_t)bytes;
+        return 0;
+    }
     if (ws->n_allocs == ws->cap_allocs) {
         int nc = ws->cap_allocs ? 2 * ws->cap_allocs : 64;
         void **na = (void **)rp_realloc_array(ws->allocs, (size_t)nc, sizeof(void *));
@@ -100,7 +134,6 @@ static int ws_alloc(rwkvpeft_model *m, rp_workspace *ws, void **out, int64_t ele
         ws->allocs = na;
         ws->cap_allocs = nc;
     }
-    size_t bytes = (size_t)(elems > 0 ? elems : 1) * rp_dtype_size(t);
     if (m->be->ops->alloc(m->be, out, bytes))
         return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "cannot allocate %zu bytes of activation memory: %s", bytes,
                        m->be->err.msg);
@@ -115,6 +148,7 @@ void rp_workspace_free(rwkvpeft_model *m, rp_workspace *ws) {
     if (!ws) return;
     for (int i = 0; i < ws->n_allocs; i++) m->be->ops->free(m->be, ws->allocs[i]);
     free(ws->allocs);
+    if (ws->slab) m->be->ops->free(m->be, ws->slab);
     free(ws->host_rows);
     free(ws->acts);
     free(ws);
@@ -188,22 +222,12 @@ static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_acts *a) {
     return 0;
 }
 
-int rp_workspace_create(rwkvpeft_model *m, int B, int T, int training, rp_workspace **out) {
-    *out = NULL;
-    if (B <= 0 || T <= 0) return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "batch size and length must be positive");
-    RP_TRY(rp_model_quantize(m)); /* a model without adapter quantizes before its first forward */
-    rp_workspace *ws = (rp_workspace *)rp_calloc(1, sizeof *ws);
-    if (!ws) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+/* Places every workspace buffer (ws_alloc: counted in the sizing pass, carved after). */
+static int ws_layout(rwkvpeft_model *m, rp_workspace *ws) {
     rp_dtype A_ = m->be->ops->act_dtype, P_ = m->be->ops->par_dtype;
-    int64_t n = (int64_t)B * T, C = m->C, A = m->A;
-    ws->cap_B = B;
-    ws->cap_T = T;
-    ws->cap_n = n;
-    ws->training = training;
-    ws->shared_acts = !training || m->grad_cp;
+    int64_t n = ws->cap_n, C = m->C, A = m->A;
+    int B = ws->cap_B, training = ws->training;
     int rc = 0;
-    ws->acts = (rp_acts *)rp_calloc((size_t)m->n_layer, sizeof(rp_acts));
-    if (!ws->acts) rc = rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
 #define AL(f, e, t) \
     if (!rc) rc = ws_alloc(m, ws, (void **)&ws->f, (e), (t))
     AL(ids, n, RP_I32);
@@ -276,6 +300,34 @@ int rp_workspace_create(rwkvpeft_model *m, int B, int T, int training, rp_worksp
             if (!rc) rc = ws_alloc(m, ws, &a->x_in, n * C, A_);
         }
     }
+    return rc;
+}
+
+int rp_workspace_create(rwkvpeft_model *m, int B, int T, int training, rp_workspace **out) {
+    *out = NULL;
+    if (B <= 0 || T <= 0) return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "batch size and length must be positive");
+    RP_TRY(rp_model_quantize(m)); /* a model without adapter quantizes before its first forward */
+    rp_workspace *ws = (rp_workspace *)rp_calloc(1, sizeof *ws);
+    if (!ws) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+    int64_t n = (int64_t)B * T;
+    ws->cap_B = B;
+    ws->cap_T = T;
+    ws->cap_n = n;
+    ws->training = training;
+    ws->shared_acts = !training || m->grad_cp;
+    int rc = 0;
+    ws->acts = (rp_acts *)rp_calloc((size_t)m->n_layer, sizeof(rp_acts));
+    if (!ws->acts) rc = rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+    /* two passes over one layout: the first sizes the slab, the second carves it */
+    if (!rc && !WS_SEPARATE) {
+        ws->sizing = 1;
+        rc = ws_layout(m, ws);
+        ws->sizing = 0;
+        if (!rc && m->be->ops->alloc(m->be, (void **)&ws->slab, (size_t)ws->slab_bytes))
+            rc = rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "cannot allocate %lld bytes of activation memory: %s",
+                         (long long)ws->slab_bytes, m->be->err.msg);
+    }
+    if (!rc) rc = ws_layout(m, ws);
     if (rc) {
         rp_workspace_free(m, ws);
         return rc;
