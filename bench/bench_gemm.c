@@ -17,6 +17,8 @@
  *   dA sK    dA by S row slices (one batched gemm into f32 scratch) + sum_rows (split-K by hand)
  *   dtA      dx += s·dt·A
  *   xA x4    four same-shape xA products as one strided batched gemm (the att r,k,v,g linears)
+ *   dense+=  the base product accumulating onto y (beta 1: after the low-rank term)
+ *   tB =, dtA =  the low-rank up-products writing their output (beta 0: before the base product)
  * Each: `samples` times synchronize, `inner` calls, synchronize; the median per call in µs,
  * the TFLOP/s (2·m·n·k) and the GB/s of the bytes the call must move at least (inputs read
  * once, the output written once, and read too when accumulated). Numbers, not checks: the
@@ -165,8 +167,11 @@ int main(int argc, char **argv) {
             {0, 0, n, in, r, 2, 1, t, Ap, dx, A, P, A, r, 0, in, 0, in, 0, 1, NULL, 0},
             {0, 1, n, r, in, 1, 0, x, Ab, t, A, A, A, in, (int64_t)n * in, in, (int64_t)r * in, r, (int64_t)n * r, 4,
              NULL, 0},
+            {0, 1, n, out, in, 1, 1, x, W, y, A, A, A, in, 0, in, 0, out, 0, 1, NULL, 0},
+            {0, 1, n, out, r, 2, 0, t, Bp, y, A, P, A, r, 0, r, 0, out, 0, 1, NULL, 0},
+            {0, 0, n, in, r, 2, 0, t, Ap, dx, A, P, A, r, 0, in, 0, in, 0, 1, NULL, 0},
         };
-        const char *labels[] = {"dense", "xA", "xA bf16", "tB", "dyB", "dB", "dA", "dA sK16", "dtA", "xA x4"};
+        const char *labels[] = {"dense", "xA", "xA bf16", "tB", "dyB", "dB", "dA", "dA sK16", "dtA", "xA x4", "dense+=", "tB =", "dtA ="};
         const double bytes[] = {
             ea * ((double)n * in + (double)out * in + (double)n * out),
             ea * ((double)n * in + (double)n * r) + ep * r * in,
@@ -178,6 +183,9 @@ int main(int argc, char **argv) {
             ea * ((double)n * in + (double)n * r) + 2 * ep * r * in + 2 * ea * S * r * in,
             ea * ((double)n * r + 2.0 * n * in) + ep * r * in,
             4 * (ea * ((double)n * in + (double)n * r + (double)r * in)),
+            ea * ((double)n * in + (double)out * in + 2.0 * n * out),
+            ea * ((double)n * r + (double)n * out) + ep * out * r,
+            ea * ((double)n * r + (double)n * in) + ep * r * in,
         };
         for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) time_call(be, labels[i], &calls[i], bytes[i]);
         void *bufs[] = {x, y, dy, W, Ap, Ab, Bp, t, dA, dB, red, dx};

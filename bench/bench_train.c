@@ -233,10 +233,10 @@ int main(int argc, char **argv) {
                     "\"median_ms\":%.3f,\"min_ms\":%.3f,"
                     "\"max_ms\":%.3f,\"tokens_per_s\":%.1f,\"peak_gib\":%.3f,\"param_gib\":%.3f,\"dense_tflops\":%.2f,"
                     "\"mem_weights_gib\":%.3f,\"mem_attach_gib\":%.3f,\"mem_optimizer_gib\":%.3f,\"mem_first_step_gib\":%.3f,"
-                    "\"workspace_gib\":%.3f}\n",
+                    "\"workspace_gib\":%.3f,\"loss\":%.9g}\n",
                     backend, version, L, C, F, V, method, r, rp_quant_name(qfmt), emb_host, B, T, chunk, infctx_full, grad_cp, med, ms[0],
                     ms[steps - 1], tok_s, gib, bytes_attached / 1073741824.0, flops / (med / 1e3) / 1e12, mem_weights,
-                    mem_adapter, mem_optim, mem_step, mem_ws);
+                    mem_adapter, mem_optim, mem_step, mem_ws, loss);
             fclose(f);
         }
     }

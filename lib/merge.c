@@ -163,6 +163,7 @@ int rp_model_merge(rwkvpeft_model *m) {
     }
     be->ops->free(be, m->flat);
     m->flat = NULL;
+    for (int l = 0; l < m->n_layer; l++) m->layers[l].flat_lo = m->layers[l].flat_hi = 0;
     m->flat_numel = 0;
     m->n_trainable = 0;
     rp_adapter_release(m);

@@ -262,6 +262,12 @@ void rp_model_destroy(rwkvpeft_model *m) {
     m->layers = NULL;
 }
 
+int rp_param_layer(const rp_param *p) {
+    int l = -1, used = 0;
+    if (sscanf(p->name, "blocks.%d.%n", &l, &used) == 1 && used > 0 && l >= 0) return l;
+    return -1;
+}
+
 void *rp_param_grad(const rwkvpeft_model *m, const rp_param *p, void *grad_flat) {
     if (!grad_flat || !p || !p->trainable || p->flat_off < 0) return NULL;
     return (char *)grad_flat + (size_t)p->flat_off * rp_dtype_size(m->be->ops->par_dtype);

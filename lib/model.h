@@ -101,6 +101,7 @@ typedef struct rp_layer {
     rp_param *ffn_mix;       /* v6 pack of 2 (time_maa_k, _r); v5 pack of 2 (time_mix_k, _r); v7 x_k */
     rp_param *time_state;    /* [H,N,N] or NULL */
     rp_linear lin[RP_LIN_COUNT];
+    int64_t flat_lo, flat_hi; /* this block's trainable tensors: elements [flat_lo, flat_hi) of the flat buffer */
 } rp_layer;
 
 /* The architecture of a model: version and every size (spec §1.2, §1.3). */
@@ -202,6 +203,9 @@ rp_param *rp_model_add_param(rwkvpeft_model *m, int cls, int nparts, const char 
 int rp_param_upload_f32(rwkvpeft_model *m, rp_param *p, int part, const float *src);
 /* Reads a parameter into host f32. */
 int rp_param_download_f32(rwkvpeft_model *m, rp_param *p, float *dst);
+/* The block a parameter belongs to ("blocks.<l>." names), or -1. */
+int rp_param_layer(const rp_param *p);
+
 /* Gradient pointer of a trainable parameter inside grad_flat, or NULL when frozen. */
 void *rp_param_grad(const rwkvpeft_model *m, const rp_param *p, void *grad_flat);
 

@@ -50,7 +50,7 @@ static int prof_gemm(rp_backend *be, int ta, int tb, int m, int n, int k, float 
     int lo = m < n ? m : n, hi = m > n ? m : n;
     if (k < lo) lo = k;
     if (k > hi) hi = k;
-    int idx = lo <= 256 ? P_GEMM_LR : hi >= 32768 ? P_GEMM_BIG : P_GEMM;
+    int idx = hi >= 32768 ? P_GEMM_BIG : lo <= 256 ? P_GEMM_LR : P_GEMM; /* the head's row chunks are ≤ 256 rows too */
     real_ops->synchronize(be);
     double t0 = rp_monotonic_ms();
     int rc = real_ops->gemm(be, ta, tb, m, n, k, alpha, a, tya, lda, sa, b, tyb, ldb, sb, beta, c, tyc, ldc, sc, batch);

@@ -79,6 +79,9 @@ struct rp_workspace {
     void *lora_x;              /* [n,max_in] */
     void *lora_dt;             /* [n,max_r] */
     void *wq;                  /* A [largest quantized weight]: one dequantized matrix at a time */
+    void *lowp;                /* A [largest block's trainable range]: that block's trainable tensors narrowed */
+    int64_t lowp_numel;        /* capacity (0: none; par and act types equal, or nothing trains) */
+    int lowp_layer;            /* the block whose range lowp holds, or -1 */
     int64_t wq_numel;
     /* Every buffer above is carved from one device allocation (slab): separate allocations
      * each round up to the allocator's granule (2 MiB on CUDA), which cost ~60 MiB at
@@ -286,6 +289,12 @@ static int ws_layout(rwkvpeft_model *m, rp_workspace *ws) {
             if (m->layers[l].lin[i].W && m->layers[l].lin[i].W->qfmt && m->layers[l].lin[i].W->numel > ws->wq_numel)
                 ws->wq_numel = m->layers[l].lin[i].W->numel;
     if (ws->wq_numel) AL(wq, ws->wq_numel, A_);
+    ws->lowp_numel = 0;
+    if (A_ != P_ && m->flat)
+        for (int l = 0; l < m->n_layer; l++)
+            if (m->layers[l].flat_hi - m->layers[l].flat_lo > ws->lowp_numel)
+                ws->lowp_numel = m->layers[l].flat_hi - m->layers[l].flat_lo;
+    if (ws->lowp_numel) AL(lowp, ws->lowp_numel, A_);
 #undef AL
     /* activation records: one per layer, or one shared record plus per-layer inputs */
     for (int l = 0; !rc && l < m->n_layer; l++) {
@@ -315,6 +324,7 @@ int rp_workspace_create(rwkvpeft_model *m, int B, int T, int training, rp_worksp
     ws->cap_n = n;
     ws->training = training;
     ws->shared_acts = !training || m->grad_cp;
+    ws->lowp_layer = -1;
     int rc = 0;
     ws->acts = (rp_acts *)rp_calloc((size_t)m->n_layer, sizeof(rp_acts));
     if (!ws->acts) rc = rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
@@ -410,6 +420,35 @@ static uint64_t lin_seed(uint64_t base, const rp_linear *lin) {
     return base ? rp_mix64(base ^ ((uint64_t)lin->id * 0x9e3779b97f4a7c15ull)) : 0;
 }
 
+/* A block's trainable tensors are one range of the flat buffer (lib/peft.c). When the
+ * parameter type is wider than the activation type (CUDA/HIP: f32 vs bf16), the products
+ * with them narrow the f32 operand to bf16 anyway (backends/cuda/ops_gemm.cu); narrowing the
+ * block's whole range once per block pass into ws->lowp does the same rounding with one
+ * launch instead of one per product (≈ 20 per block per pass). narrow_layer(l) fills it;
+ * PARAM(p) is then the (pointer, type) pair a gemm takes for parameter p. */
+static int narrow_layer(rwkvpeft_model *m, rp_workspace *ws, int l) {
+    const rp_layer *ly = &m->layers[l];
+    int64_t cnt = ly->flat_hi - ly->flat_lo;
+    ws->lowp_layer = -1;
+    if (!ws->lowp || cnt <= 0 || cnt > ws->lowp_numel) return 0;
+    rp_backend *be = m->be;
+    rp_dtype P_ = be->ops->par_dtype;
+    OP(convert(be, ws->lowp, be->ops->act_dtype, (const char *)m->flat + (size_t)ly->flat_lo * rp_dtype_size(P_), P_, cnt));
+    ws->lowp_layer = l;
+    return 0;
+}
+static const void *param_ptr(const rwkvpeft_model *m, const rp_workspace *ws, const rp_param *p) {
+    if (ws->lowp_layer >= 0 && p->trainable && p->flat_off >= m->layers[ws->lowp_layer].flat_lo &&
+        p->flat_off + p->numel <= m->layers[ws->lowp_layer].flat_hi)
+        return (const char *)ws->lowp +
+               (size_t)(p->flat_off - m->layers[ws->lowp_layer].flat_lo) * rp_dtype_size(m->be->ops->act_dtype);
+    return p->data;
+}
+static rp_dtype param_type(const rwkvpeft_model *m, const rp_workspace *ws, const rp_param *p) {
+    return param_ptr(m, ws, p) == p->data ? m->be->ops->par_dtype : m->be->ops->act_dtype;
+}
+#define PARAM(p) param_ptr(m, ws, (p)), param_type(m, ws, (p))
+
 /* The weight W of a linear as an A-typed matrix: its own storage, or, when it is quantized,
  * dequantized into the workspace's scratch (valid until the next call). */
 static int lin_weight(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin, const void **W) {
@@ -460,22 +499,27 @@ static int linear_fwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin,
         OP(gemm(be, 0, 1, (int)n, out, r, 1.0f, t_save, A_, r, 0, m->fold, P_, r, 0, 1.0f, y, A_, out, 0, 1));
         return 0;
     }
-    OP(gemm(be, 0, 1, (int)n, out, in, 1.0f, x, A_, in, 0, W, A_, in, 0, 0.0f, y, A_, out, 0, 1));
+    /* The low-rank branch writes y first and the base product accumulates onto it: the
+     * base GEMM is compute-bound, so reading y in its epilogue is nearly free, while a
+     * rank-r product that accumulates must read and write all of y (measured on the H200,
+     * bench_gemm, 8192×4096 outputs: 61 µs accumulating, the base GEMM 346 µs either way). */
+    float base_beta = 0.0f;
     if (lin->d_mode == RP_DMODE_BONE) {
         OP(gemm(be, 0, 0, (int)n, r, in, 1.0f, x, A_, in, 0, m->fold, P_, r, 0, 0.0f, t_save, A_, r, 0, 1));
-        OP(gemm(be, 0, 0, (int)n, out, r, 1.0f, t_save, A_, r, 0, lin->D->data, P_, out, 0, 1.0f, y, A_, out, 0, 1));
-        return 0;
-    }
-    if (lin->A) {
+        OP(gemm(be, 0, 0, (int)n, out, r, 1.0f, t_save, A_, r, 0, PARAM(lin->D), out, 0, 0.0f, y, A_, out, 0, 1));
+        base_beta = 1.0f;
+    } else if (lin->A) {
         const void *xd = x;
         uint64_t s = lin_seed(seed, lin);
         if (lin->dropout > 0 && s) {
             OP(dropout(be, ws->lora_x, x, n * in, lin->dropout, s));
             xd = ws->lora_x;
         }
-        OP(gemm(be, 0, 1, (int)n, r, in, 1.0f, xd, A_, in, 0, lin->A->data, P_, in, 0, 0.0f, t_save, A_, r, 0, 1));
-        OP(gemm(be, 0, 1, (int)n, out, r, lin->scale, t_save, A_, r, 0, lin->B->data, P_, r, 0, 1.0f, y, A_, out, 0, 1));
+        OP(gemm(be, 0, 1, (int)n, r, in, 1.0f, xd, A_, in, 0, PARAM(lin->A), in, 0, 0.0f, t_save, A_, r, 0, 1));
+        OP(gemm(be, 0, 1, (int)n, out, r, lin->scale, t_save, A_, r, 0, PARAM(lin->B), r, 0, 0.0f, y, A_, out, 0, 1));
+        base_beta = 1.0f;
     }
+    OP(gemm(be, 0, 1, (int)n, out, in, 1.0f, x, A_, in, 0, W, A_, in, 0, base_beta, y, A_, out, 0, 1));
     return 0;
 }
 
@@ -502,7 +546,7 @@ static int bat_bwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin, vo
         OP(memcpy_d2d(be, dx, du, (size_t)(n * in) * rp_dtype_size(A_)));
     OP(gemm(be, 0, 0, (int)n, r, out, 1.0f, dy, A_, out, 0, m->fold, P_, r, 0, 0.0f, dz, A_, r, 0, 1));
     OP(gemm(be, 0, 1, (int)n, in, r, 1.0f, dz, A_, r, 0, m->fold, P_, r, 0, 1.0f, du, A_, in, 0, 1)); /* ∂L/∂u */
-    OP(gemm(be, 0, 0, (int)n, r, r, 1.0f, du, A_, in, r, lin->D->data, P_, r, (int64_t)r * r, 1.0f, dx, A_, in, r, nb));
+    OP(gemm(be, 0, 0, (int)n, r, r, 1.0f, du, A_, in, r, PARAM(lin->D), r, (int64_t)r * r, 1.0f, dx, A_, in, r, nb));
     if (dD) OP(gemm(be, 1, 0, r, r, (int)n, 1.0f, du, A_, in, r, x, A_, in, r, 1.0f, dD, P_, r, (int64_t)r * r, nb));
     return 0;
 }
@@ -530,10 +574,10 @@ static int linear_bwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin,
     if (lin->d_mode == RP_DMODE_BONE) { /* y += t·P, t = x·F */
         void *dP = rp_param_grad(m, lin->D, grad_flat);
         if (dP) OP(gemm(be, 1, 0, r, out, (int)n, 1.0f, t, A_, r, 0, dy, A_, out, 0, 1.0f, dP, P_, out, 0, 1));
-        OP(gemm(be, 0, 1, (int)n, r, out, 1.0f, dy, A_, out, 0, lin->D->data, P_, out, 0, 0.0f, dt, A_, r, 0, 1));
+        OP(gemm(be, 0, 1, (int)n, r, out, 1.0f, dy, A_, out, 0, PARAM(lin->D), out, 0, 0.0f, dt, A_, r, 0, 1));
     } else if (lin->A) {
         void *dA = rp_param_grad(m, lin->A, grad_flat), *dB = rp_param_grad(m, lin->B, grad_flat);
-        OP(gemm(be, 0, 0, (int)n, r, out, 1.0f, dy, A_, out, 0, lin->B->data, P_, r, 0, 0.0f, dt, A_, r, 0, 1));
+        OP(gemm(be, 0, 0, (int)n, r, out, 1.0f, dy, A_, out, 0, PARAM(lin->B), r, 0, 0.0f, dt, A_, r, 0, 1));
         if (dB) OP(gemm(be, 1, 0, out, r, (int)n, lin->scale, dy, A_, out, 0, t, A_, r, 0, 1.0f, dB, P_, r, 0, 1));
         const void *xd = x;
         if (drop && dA) {
@@ -542,17 +586,22 @@ static int linear_bwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin,
         }
         if (dA) OP(gemm(be, 1, 0, r, in, (int)n, lin->scale, dt, A_, r, 0, xd, A_, in, 0, 1.0f, dA, P_, in, 0, 1));
     }
-    /* x is not read below this line */
+    /* x is not read below this line. As in the forward, the low-rank term goes first and the
+     * base product dx (+)= dy·W̃ accumulates onto it. */
+    float base_beta = accumulate ? 1.0f : 0.0f;
+    if (lin->d_mode == RP_DMODE_BONE) {
+        OP(gemm(be, 0, 1, (int)n, in, r, 1.0f, dt, A_, r, 0, m->fold, P_, r, 0, base_beta, dx, A_, in, 0, 1));
+        base_beta = 1.0f;
+    } else if (lin->A && !drop) {
+        OP(gemm(be, 0, 0, (int)n, in, r, lin->scale, dt, A_, r, 0, PARAM(lin->A), in, 0, base_beta, dx, A_, in, 0,
+                1));
+        base_beta = 1.0f;
+    }
     const void *W = NULL;
     RP_TRY(lin_weight(m, ws, lin, &W)); /* dx = dy·W̃: dequantized again */
-    OP(gemm(be, 0, 0, (int)n, in, out, 1.0f, dy, A_, out, 0, W, A_, in, 0, accumulate ? 1.0f : 0.0f, dx, A_, in,
-            0, 1));
-    if (lin->d_mode == RP_DMODE_BONE) {
-        OP(gemm(be, 0, 1, (int)n, in, r, 1.0f, dt, A_, r, 0, m->fold, P_, r, 0, 1.0f, dx, A_, in, 0, 1));
-    } else if (lin->A && !drop) {
-        OP(gemm(be, 0, 0, (int)n, in, r, lin->scale, dt, A_, r, 0, lin->A->data, P_, in, 0, 1.0f, dx, A_, in, 0, 1));
-    } else if (lin->A) {
-        OP(gemm(be, 0, 0, (int)n, in, r, lin->scale, dt, A_, r, 0, lin->A->data, P_, in, 0, 0.0f, ws->lora_x, A_, in, 0, 1));
+    OP(gemm(be, 0, 0, (int)n, in, out, 1.0f, dy, A_, out, 0, W, A_, in, 0, base_beta, dx, A_, in, 0, 1));
+    if (lin->A && drop) {
+        OP(gemm(be, 0, 0, (int)n, in, r, lin->scale, dt, A_, r, 0, PARAM(lin->A), in, 0, 0.0f, ws->lora_x, A_, in, 0, 1));
         OP(dropout(be, ws->lora_x, ws->lora_x, n * in, lin->dropout, s));
         OP(add(be, dx, ws->lora_x, 1.0f, n * in));
     }
@@ -623,7 +672,7 @@ static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
                        const rp_layer_state *st_in, rp_layer_state *st_out) {
     rp_backend *be = m->be;
     rp_layer *ly = &m->layers[l];
-    rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
+    rp_dtype A_ = be->ops->act_dtype;
     int B = ws->B, T = ws->T, C = m->C, A = m->A, Dm = m->Dm, Dd = m->Dd;
     int64_t n = (int64_t)B * T, nC = n * C;
     size_t as = rp_dtype_size(A_);
@@ -636,10 +685,10 @@ static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
         OP(shift_mix_fwd(be, SLOT(a->xs, 1), a->ln1, att_prev, ly->mix_kvrg->data, NULL, RP_MIX_CURRENT, 4, B, T, C));
     } else {
         OP(shift_mix_fwd(be, a->z, a->ln1, att_prev, ly->maa_x->data, NULL, RP_MIX_DELTA, 1, B, T, C));
-        OP(gemm(be, 0, 0, (int)n, 5 * Dm, C, 1.0f, a->z, A_, C, 0, ly->maa_w1->data, P_, 5 * Dm, 0, 0.0f, a->h, A_, 5 * Dm,
+        OP(gemm(be, 0, 0, (int)n, 5 * Dm, C, 1.0f, a->z, A_, C, 0, PARAM(ly->maa_w1), 5 * Dm, 0, 0.0f, a->h, A_, 5 * Dm,
                 0, 1));
         OP(act_fwd(be, RP_ACT_TANH, a->h, a->h, n * 5 * Dm));
-        OP(gemm(be, 0, 0, (int)n, C, Dm, 1.0f, a->h, A_, 5 * Dm, Dm, ly->maa_w2->data, P_, C, (int64_t)Dm * C, 0.0f, a->m,
+        OP(gemm(be, 0, 0, (int)n, C, Dm, 1.0f, a->h, A_, 5 * Dm, Dm, PARAM(ly->maa_w2), C, (int64_t)Dm * C, 0.0f, a->m,
                 A_, C, nC, 5));
         OP(shift_mix_fwd(be, a->xs, a->ln1, att_prev, ly->maa_wkvrg->data, a->m, RP_MIX_DELTA, 5, B, T, C));
     }
@@ -652,11 +701,11 @@ static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     if (v5) { /* the static decay [H,N] as a per-token w (WKV6 with d = exp(−exp(time_decay))) */
         OP(broadcast_rows(be, a->w, ly->decay->data, n, A, 0));
     } else {
-        OP(gemm(be, 0, 0, (int)n, Dd, C, 1.0f, SLOT(a->xs, 0), A_, C, 0, ly->decay_w1->data, P_, Dd, 0, 0.0f, a->dh, A_, Dd,
+        OP(gemm(be, 0, 0, (int)n, Dd, C, 1.0f, SLOT(a->xs, 0), A_, C, 0, PARAM(ly->decay_w1), Dd, 0, 0.0f, a->dh, A_, Dd,
                 0, 1));
         OP(act_fwd(be, RP_ACT_TANH, a->dh, a->dh, n * Dd));
         OP(broadcast_rows(be, a->w, ly->decay->data, n, A, 0));
-        OP(gemm(be, 0, 0, (int)n, A, Dd, 1.0f, a->dh, A_, Dd, 0, ly->decay_w2->data, P_, A, 0, 1.0f, a->w, A_, A, 0, 1));
+        OP(gemm(be, 0, 0, (int)n, A, Dd, 1.0f, a->dh, A_, Dd, 0, PARAM(ly->decay_w2), A, 0, 1.0f, a->w, A_, A, 0, 1));
     }
     OP(wkv6_fwd(be, a->y, st_out ? st_out->wkv : NULL, a->r, a->k, a->v, a->w, ly->faaaa->data, wkv_s0(st_in, ly),
                 wkv_s0_shared(st_in), B, T, m->H, m->N));
@@ -756,11 +805,11 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     if (!v5) {
         void *gw2 = rp_param_grad(m, ly->decay_w2, gf), *gw1 = rp_param_grad(m, ly->decay_w1, gf);
         if (gw2) OP(gemm(be, 1, 0, Dd, A, (int)n, 1.0f, a->dh, A_, Dd, 0, dw, A_, A, 0, 1.0f, gw2, P_, A, 0, 1));
-        OP(gemm(be, 0, 1, (int)n, Dd, A, 1.0f, dw, A_, A, 0, ly->decay_w2->data, P_, A, 0, 0.0f, ws->ddh, A_, Dd, 0, 1));
+        OP(gemm(be, 0, 1, (int)n, Dd, A, 1.0f, dw, A_, A, 0, PARAM(ly->decay_w2), A, 0, 0.0f, ws->ddh, A_, Dd, 0, 1));
         OP(act_bwd(be, RP_ACT_TANH, ws->ddh, ws->ddh, NULL, a->dh, n * Dd));
         if (gw1)
             OP(gemm(be, 1, 0, C, Dd, (int)n, 1.0f, SLOT(a->xs, 0), A_, C, 0, ws->ddh, A_, Dd, 0, 1.0f, gw1, P_, Dd, 0, 1));
-        OP(gemm(be, 0, 1, (int)n, C, Dd, 1.0f, ws->ddh, A_, Dd, 0, ly->decay_w1->data, P_, Dd, 0, 0.0f, SLOT(ws->dxs, 0), A_,
+        OP(gemm(be, 0, 1, (int)n, C, Dd, 1.0f, ws->ddh, A_, Dd, 0, PARAM(ly->decay_w1), Dd, 0, 0.0f, SLOT(ws->dxs, 0), A_,
                 C, 0, 1));
     }
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_R], SLOT(ws->dxs, 3), 0, dr, SLOT(a->xs, 3), a->lora_t[RP_LIN_ATT_R], n, seed, gf));
@@ -779,7 +828,7 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
         OP(shift_mix_bwd(be, ws->dln, g_att_prev, rp_param_grad(m, ly->maa_wkvrg, gf), dm, ws->dxs, a->ln1, att_prev,
                          ly->maa_wkvrg->data, a->m, RP_MIX_DELTA, 5, B, T, C));
         /* m_j = h_j·w2[j] (h_j = columns j·Dm.. of h) */
-        OP(gemm(be, 0, 1, (int)n, Dm, C, 1.0f, dm, A_, C, nC, ly->maa_w2->data, P_, C, (int64_t)Dm * C, 0.0f, ws->dhh,
+        OP(gemm(be, 0, 1, (int)n, Dm, C, 1.0f, dm, A_, C, nC, PARAM(ly->maa_w2), C, (int64_t)Dm * C, 0.0f, ws->dhh,
                 A_, 5 * Dm, Dm, 5));
         void *gmw2 = rp_param_grad(m, ly->maa_w2, gf), *gmw1 = rp_param_grad(m, ly->maa_w1, gf);
         if (gmw2)
@@ -788,7 +837,7 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
         OP(act_bwd(be, RP_ACT_TANH, ws->dhh, ws->dhh, NULL, a->h, n * 5 * Dm));
         if (gmw1)
             OP(gemm(be, 1, 0, C, 5 * Dm, (int)n, 1.0f, a->z, A_, C, 0, ws->dhh, A_, 5 * Dm, 0, 1.0f, gmw1, P_, 5 * Dm, 0, 1));
-        OP(gemm(be, 0, 1, (int)n, C, 5 * Dm, 1.0f, ws->dhh, A_, 5 * Dm, 0, ly->maa_w1->data, P_, 5 * Dm, 0, 0.0f, ws->dz, A_,
+        OP(gemm(be, 0, 1, (int)n, C, 5 * Dm, 1.0f, ws->dhh, A_, 5 * Dm, 0, PARAM(ly->maa_w1), 5 * Dm, 0, 0.0f, ws->dz, A_,
                 C, 0, 1));
         RP_TRY(mix_ln_bwd(m, ws, ly->maa_x, RP_MIX_DELTA, 1, ws->dz, a->ln1, att_prev, g_att_prev, g_next, ly->ln1_w,
                           ly->ln1_b, a->x_in, a->mean1, a->rstd1, gf));
@@ -806,7 +855,7 @@ static int block7_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, vo
                       const rp_layer_state *st_in, rp_layer_state *st_out) {
     rp_backend *be = m->be;
     rp_layer *ly = &m->layers[l];
-    rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
+    rp_dtype A_ = be->ops->act_dtype;
     int B = ws->B, T = ws->T, C = m->C, H = m->H, N = m->N;
     int Dw = m->Dw, Da = m->Da, Dv = m->Dv, Dg = m->Dg;
     int64_t n = (int64_t)B * T, nC = n * C;
@@ -823,27 +872,27 @@ static int block7_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, vo
         OP(memcpy_d2d(be, ws->v_first, a->v, (size_t)nC * as));
     } else { /* value residual: v = v + (v_first − v)·σ(v0 + (xv·v1)·v2) */
         RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_V], a->vpre, SLOT(a->xs, 3), n, a->lora_t[RP_LIN_ATT_V], seed));
-        OP(gemm(be, 0, 0, (int)n, Dv, C, 1.0f, SLOT(a->xs, 3), A_, C, 0, ly->v1->data, P_, Dv, 0, 0.0f, a->vh, A_, Dv, 0, 1));
+        OP(gemm(be, 0, 0, (int)n, Dv, C, 1.0f, SLOT(a->xs, 3), A_, C, 0, PARAM(ly->v1), Dv, 0, 0.0f, a->vh, A_, Dv, 0, 1));
         OP(broadcast_rows(be, a->vt, ly->v0->data, n, C, 0));
-        OP(gemm(be, 0, 0, (int)n, C, Dv, 1.0f, a->vh, A_, Dv, 0, ly->v2->data, P_, C, 0, 1.0f, a->vt, A_, C, 0, 1));
+        OP(gemm(be, 0, 0, (int)n, C, Dv, 1.0f, a->vh, A_, Dv, 0, PARAM(ly->v2), C, 0, 1.0f, a->vt, A_, C, 0, 1));
         OP(act_fwd(be, RP_ACT_SIGMOID, a->vt, a->vt, nC));
         OP(lerp_fwd(be, a->v, a->vpre, ws->v_first, a->vt, nC));
     }
     /* decay w = −softplus(−(w0 + tanh(xw·w1)·w2)) − 0.5 */
-    OP(gemm(be, 0, 0, (int)n, Dw, C, 1.0f, SLOT(a->xs, 1), A_, C, 0, ly->w1->data, P_, Dw, 0, 0.0f, a->wh, A_, Dw, 0, 1));
+    OP(gemm(be, 0, 0, (int)n, Dw, C, 1.0f, SLOT(a->xs, 1), A_, C, 0, PARAM(ly->w1), Dw, 0, 0.0f, a->wh, A_, Dw, 0, 1));
     OP(act_fwd(be, RP_ACT_TANH, a->wh, a->wh, n * Dw));
     OP(broadcast_rows(be, a->wpre, ly->w0->data, n, C, 0));
-    OP(gemm(be, 0, 0, (int)n, C, Dw, 1.0f, a->wh, A_, Dw, 0, ly->w2->data, P_, C, 0, 1.0f, a->wpre, A_, C, 0, 1));
+    OP(gemm(be, 0, 0, (int)n, C, Dw, 1.0f, a->wh, A_, Dw, 0, PARAM(ly->w2), C, 0, 1.0f, a->wpre, A_, C, 0, 1));
     OP(act_fwd(be, RP_ACT_SOFTCLAMP, a->w, a->wpre, nC));
     /* in-context learning rate a = σ(a0 + (xa·a1)·a2) */
-    OP(gemm(be, 0, 0, (int)n, Da, C, 1.0f, SLOT(a->xs, 4), A_, C, 0, ly->a1->data, P_, Da, 0, 0.0f, a->ah, A_, Da, 0, 1));
+    OP(gemm(be, 0, 0, (int)n, Da, C, 1.0f, SLOT(a->xs, 4), A_, C, 0, PARAM(ly->a1), Da, 0, 0.0f, a->ah, A_, Da, 0, 1));
     OP(broadcast_rows(be, a->alr, ly->a0->data, n, C, 0));
-    OP(gemm(be, 0, 0, (int)n, C, Da, 1.0f, a->ah, A_, Da, 0, ly->a2->data, P_, C, 0, 1.0f, a->alr, A_, C, 0, 1));
+    OP(gemm(be, 0, 0, (int)n, C, Da, 1.0f, a->ah, A_, Da, 0, PARAM(ly->a2), C, 0, 1.0f, a->alr, A_, C, 0, 1));
     OP(act_fwd(be, RP_ACT_SIGMOID, a->alr, a->alr, nC));
     /* gate g = σ(xg·g1)·g2 */
-    OP(gemm(be, 0, 0, (int)n, Dg, C, 1.0f, SLOT(a->xs, 5), A_, C, 0, ly->g1->data, P_, Dg, 0, 0.0f, a->gh, A_, Dg, 0, 1));
+    OP(gemm(be, 0, 0, (int)n, Dg, C, 1.0f, SLOT(a->xs, 5), A_, C, 0, PARAM(ly->g1), Dg, 0, 0.0f, a->gh, A_, Dg, 0, 1));
     OP(act_fwd(be, RP_ACT_SIGMOID, a->gh, a->gh, n * Dg));
-    OP(gemm(be, 0, 0, (int)n, C, Dg, 1.0f, a->gh, A_, Dg, 0, ly->g2->data, P_, C, 0, 0.0f, a->g, A_, C, 0, 1));
+    OP(gemm(be, 0, 0, (int)n, C, Dg, 1.0f, a->gh, A_, Dg, 0, PARAM(ly->g2), C, 0, 0.0f, a->g, A_, C, 0, 1));
     OP(v7_kprep_fwd(be, a->kn, a->wa, a->wb, a->k, a->alr, ly->k_k->data, ly->k_a->data, n, H, N));
     OP(wkv7_fwd(be, a->y, st_out ? st_out->wkv : NULL, a->r, a->w, a->kn, a->v, a->wa, a->wb, wkv_s0(st_in, ly),
                 wkv_s0_shared(st_in), B, T, H, N));
@@ -876,10 +925,10 @@ static int lowrank_bwd(rwkvpeft_model *m, rp_workspace *ws, const rp_param *W1, 
     int64_t n = (int64_t)ws->B * ws->T;
     void *g1 = rp_param_grad(m, W1, gf), *g2 = rp_param_grad(m, W2, gf);
     if (g2) OP(gemm(be, 1, 0, D, C, (int)n, 1.0f, h, A_, D, 0, dpre, A_, C, 0, 1.0f, g2, P_, C, 0, 1));
-    OP(gemm(be, 0, 1, (int)n, D, C, 1.0f, dpre, A_, C, 0, W2->data, P_, C, 0, 0.0f, ws->ddh, A_, D, 0, 1));
+    OP(gemm(be, 0, 1, (int)n, D, C, 1.0f, dpre, A_, C, 0, PARAM(W2), C, 0, 0.0f, ws->ddh, A_, D, 0, 1));
     if (inner >= 0) OP(act_bwd(be, inner, ws->ddh, ws->ddh, NULL, h, n * D));
     if (g1) OP(gemm(be, 1, 0, C, D, (int)n, 1.0f, x, A_, C, 0, ws->ddh, A_, D, 0, 1.0f, g1, P_, D, 0, 1));
-    OP(gemm(be, 0, 1, (int)n, C, D, 1.0f, ws->ddh, A_, D, 0, W1->data, P_, D, 0, accumulate ? 1.0f : 0.0f, dx, A_, C, 0, 1));
+    OP(gemm(be, 0, 1, (int)n, C, D, 1.0f, ws->ddh, A_, D, 0, PARAM(W1), D, 0, accumulate ? 1.0f : 0.0f, dx, A_, C, 0, 1));
     return 0;
 }
 
@@ -953,12 +1002,16 @@ static int block7_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, vo
 
 static int block_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, void *x_out, uint64_t seed,
                      const rp_layer_state *st_in, rp_layer_state *st_out) {
+    RP_TRY(narrow_layer(m, ws, l)); /* every forward of a block (parameters may have changed since) */
     return m->version == 7 ? block7_fwd(m, ws, l, a, x_out, seed, st_in, st_out)
                            : block56_fwd(m, ws, l, a, x_out, seed, st_in, st_out);
 }
 
 static int block_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, void *gf, uint64_t seed,
                      const rp_layer_state *st_in, const rp_layer_state *g_out, rp_layer_state *g_in) {
+    /* the backward follows this call's forward of the block (recomputed or recorded): the
+     * parameters have not changed since, so a range still in place serves */
+    if (ws->lowp_layer != l) RP_TRY(narrow_layer(m, ws, l));
     return m->version == 7 ? block7_bwd(m, ws, l, a, gf, seed, st_in, g_out, g_in)
                            : block56_bwd(m, ws, l, a, gf, seed, st_in, g_out, g_in);
 }

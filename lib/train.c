@@ -63,14 +63,37 @@ static void group_of(const rp_param *p, const rwkvpeft_train_params *tp, float *
     if (tp->weight_decay > 0 && squeezed_ndim(p) >= 2) *wd = tp->weight_decay;
 }
 
+typedef struct flat_order {
+    int64_t off;
+    int idx;
+} flat_order;
+static int cmp_flat_order(const void *a, const void *b) {
+    int64_t x = ((const flat_order *)a)->off, y = ((const flat_order *)b)->off;
+    return x < y ? -1 : x > y;
+}
+
+/* Adam segments: runs of the flat buffer with one learning-rate scale and weight decay, in
+ * buffer order (lib/peft.c places it block by block, not in parameter order). */
 static int build_segments(rwkvpeft_trainer *t) {
     rwkvpeft_model *m = t->m;
     t->segs = (rp_adam_segment *)rp_calloc((size_t)m->n_params, sizeof(rp_adam_segment));
-    if (!t->segs) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+    flat_order *ord = (flat_order *)rp_calloc((size_t)m->n_params, sizeof(flat_order));
+    if (!t->segs || !ord) {
+        free(ord);
+        return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+    }
     uint64_t h = 1469598103934665603ull;
+    int n_ord = 0;
     for (int i = 0; i < m->n_params; i++) {
         const rp_param *p = &m->params[i];
         if (!p->trainable) continue;
+        ord[n_ord++] = (flat_order){p->flat_off, i};
+        for (const char *c = p->name; *c; c++) h = (h ^ (uint8_t)*c) * 1099511628211ull;
+        h = rp_mix64(h ^ (uint64_t)p->numel ^ ((uint64_t)p->flat_off << 20));
+    }
+    qsort(ord, (size_t)n_ord, sizeof *ord, cmp_flat_order);
+    for (int k = 0; k < n_ord; k++) {
+        const rp_param *p = &m->params[ord[k].idx];
         float lr, wd;
         group_of(p, &t->tp, &lr, &wd);
         rp_adam_segment *last = t->n_segs ? &t->segs[t->n_segs - 1] : NULL;
@@ -78,9 +101,8 @@ static int build_segments(rwkvpeft_trainer *t) {
             last->count += p->numel;
         else
             t->segs[t->n_segs++] = (rp_adam_segment){p->flat_off, p->numel, lr, wd};
-        for (const char *c = p->name; *c; c++) h = (h ^ (uint8_t)*c) * 1099511628211ull;
-        h = rp_mix64(h ^ (uint64_t)p->numel ^ ((uint64_t)p->flat_off << 20));
     }
+    free(ord);
     t->layout_hash = h;
     return 0;
 }
