@@ -411,8 +411,7 @@ int rp_trainer_load_state(rwkvpeft_trainer *t, const char *path) {
     if (!rc && (uint64_t)cnt[4] != t->layout_hash)
         rc = rp_fail(&t->err, RWKVPEFT_E_SHAPE,
                      "%s: the optimizer state belongs to a different set of trainable tensors (other adapter, rank or "
-                     "train_parts)",
-                     path);
+                     "train_parts, or a state saved by an earlier build with another buffer layout)", path);
     const rp_named_tensor *arr[4] = {tm, tv, tg, tp};
     void *dst[4] = {t->adam_m, t->adam_v, t->grads, m->flat};
     for (int i = 0; !rc && i < 4; i++) {

@@ -360,6 +360,49 @@ typedef struct merge_case {
     const char *parts;
 } merge_case;
 
+/* The trainable buffer is laid out block by block: each block's trainable tensors lie in its
+ * [flat_lo, flat_hi), the ranges follow each other without overlap after the tensors outside
+ * the blocks, they cover the whole buffer, and merging (which drops the buffer) clears them.
+ * (The GPU graph narrows one such range per block pass: lib/rwkv.c, narrow_layer.) */
+START_TEST(test_flat_layout_by_block) {
+    rwkvpeft_context *ctx = tu_context("cpu");
+    for (int ver = 5; ver <= 7; ver++) {
+        rwkvpeft_model *m = tm_tiny_model_v(ctx, ver, 1, 3);
+        attach(m, RWKVPEFT_PEFT_LORA, 4, "time,ln");
+        int64_t prev_hi = -1, covered = 0, outside_hi = 0;
+        for (int i = 0; i < m->n_params; i++) {
+            const rp_param *p = &m->params[i];
+            if (!p->trainable || rp_param_layer(p) >= 0) continue;
+            if (p->flat_off + p->numel > outside_hi) outside_hi = p->flat_off + p->numel;
+            covered += p->numel;
+        }
+        for (int l = 0; l < m->n_layer; l++) {
+            const rp_layer *ly = &m->layers[l];
+            ck_assert_int_ge(ly->flat_lo, outside_hi);
+            ck_assert_int_gt(ly->flat_hi, ly->flat_lo);
+            if (prev_hi >= 0) ck_assert_int_eq(ly->flat_lo, prev_hi);
+            prev_hi = ly->flat_hi;
+            int64_t in_block = 0;
+            for (int i = 0; i < m->n_params; i++) {
+                const rp_param *p = &m->params[i];
+                if (!p->trainable || rp_param_layer(p) != l) continue;
+                ck_assert_msg(p->flat_off >= ly->flat_lo && p->flat_off + p->numel <= ly->flat_hi,
+                              "RWKV-%d %s outside block %d's range", ver, p->name, l);
+                in_block += p->numel;
+            }
+            ck_assert_int_eq(in_block, ly->flat_hi - ly->flat_lo);
+            covered += in_block;
+        }
+        ck_assert_int_eq(covered, m->flat_numel);
+        ck_assert_int_eq(prev_hi, m->flat_numel);
+        TU_OK(rwkvpeft_model_merge(m));
+        for (int l = 0; l < m->n_layer; l++) ck_assert_int_eq(m->layers[l].flat_hi - m->layers[l].flat_lo, 0);
+        rwkvpeft_model_free(m);
+    }
+    rwkvpeft_context_free(ctx);
+}
+END_TEST
+
 /* For every method and RWKV version: logits of base + attached adapter == logits of the
  * merged model, for rwkvpeft_model_merge (in place) and rwkvpeft_merge_files (file to file),
  * in float32. */
@@ -741,6 +784,7 @@ int main(void) {
     tcase_add_test(tc, test_pissa_residual_and_init_file);
     tcase_add_test(tc, test_pissa_svd_quality);
     tcase_add_test(tc, test_merge_equivalence);
+    tcase_add_test(tc, test_flat_layout_by_block);
     tcase_add_test(tc, test_bone_key_alias);
     tcase_add_test(tc, test_state_tuning_trains);
     tcase_add_test(tc, test_reference_adapters);
