@@ -30,21 +30,10 @@
 #include <string.h>
 
 #include "backend.h"
+#include "bench_util.h"
 #include "kernel_common.h"
 
-static void die(const char *what, const rp_backend *be) {
-    fprintf(stderr, "bench_gemm: %s: %s\n", what, be ? be->err.msg : "");
-    exit(2);
-}
-#define OK(be, call)                       \
-    do {                                   \
-        if ((call) != 0) die(#call, (be)); \
-    } while (0)
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
+const char *const bench_prog = "bench_gemm";
 
 /* a device buffer of n elements of type t holding small uniform values */
 static void *dev_random(rp_backend *be, rp_dtype t, int64_t n, uint64_t seed) {
@@ -119,20 +108,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_gemm: bad --samples/--inner/--n/--r\n");
         return 2;
     }
-    rp_err err;
-    memset(&err, 0, sizeof err);
     char desc[256] = {0};
-    int count = 0;
-    const rp_backend_ops *ops = rp_backend_find(backend, NULL, &count, desc, sizeof desc, &err);
-    if (!ops || count < 1) {
-        fprintf(stderr, "bench_gemm: backend %s: %s\n", backend, err.msg[0] ? err.msg : desc);
-        return 2;
-    }
-    rp_backend *be = ops->create(0, 0, &err);
-    if (!be) {
-        fprintf(stderr, "bench_gemm: create %s: %s\n", backend, err.msg);
-        return 2;
-    }
+    rp_backend *be = bench_open_backend(backend, desc, sizeof desc);
+    const rp_backend_ops *ops = be->ops;
     const rp_dtype A = ops->act_dtype, P = ops->par_dtype;
     const double ea = (double)rp_dtype_size(A), ep = (double)rp_dtype_size(P);
     printf("bench_gemm: %s (%s), n %d, r %d, act %s, par %s\n", backend, desc, n, r, A == RP_BF16 ? "bf16" : "f32",

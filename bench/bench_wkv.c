@@ -28,21 +28,10 @@
 #include <string.h>
 
 #include "backend.h"
+#include "bench_util.h"
 #include "kernel_common.h"
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static void die(const char *what, const rp_backend *be) {
-    fprintf(stderr, "bench_wkv: %s: %s\n", what, be ? be->err.msg : "");
-    exit(2);
-}
-#define OK(be, call)                          \
-    do {                                      \
-        if ((call) != 0) die(#call, (be));    \
-    } while (0)
+const char *const bench_prog = "bench_wkv";
 
 /* ---- a tensor on one backend, from and to host float ---------------------------------- */
 
@@ -593,20 +582,11 @@ int main(int argc, char **argv) {
     }
     if (samples < 1) samples = 1;
     if (inner < 1) inner = 1;
+    char desc[256] = {0};
+    rp_backend *be = bench_open_backend(backend, desc, sizeof desc);
+    const rp_backend_ops *ops = be->ops;
     rp_err err;
     memset(&err, 0, sizeof err);
-    char desc[256] = {0};
-    int count = 0;
-    const rp_backend_ops *ops = rp_backend_find(backend, NULL, &count, desc, sizeof desc, &err);
-    if (!ops || count < 1) {
-        fprintf(stderr, "bench_wkv: backend %s: %s\n", backend, err.msg[0] ? err.msg : desc);
-        return 2;
-    }
-    rp_backend *be = ops->create(0, 0, &err);
-    if (!be) {
-        fprintf(stderr, "bench_wkv: create %s: %s\n", backend, err.msg);
-        return 2;
-    }
     const char *tiles_env = w7 ? "RWKVPEFT_WKV7_TILES" : "RWKVPEFT_WKV6_TILES";
     printf("bench_wkv: %s %s (%s); tiles %s\n", op, backend, desc, getenv(tiles_env) ? getenv(tiles_env) : "auto");
     if (w7 && (!ops->wkv7_fwd || !ops->wkv7_bwd)) {
