@@ -2,8 +2,9 @@
 # gpu_check.sh — everything that needs the GPU machine, in one device call:
 #   1. build + op harness (cpu, cuda, cuda with the tiled GEMM) + compute-sanitizer
 #      (bench/gpu_ops_check.sh),
-#   1b. the quantized-training test's GPU case (tests/test_qtrain.c "gpu": quantized ==
-#      dequantized logits and gradients on the CUDA backend, every format),
+#   1b. the quantized-training test's GPU cases (tests/test_qtrain.c "gpu": quantized ==
+#      dequantized logits and gradients on the CUDA backend, every format; "gpu_train": QLoRA
+#      trains),
 #   2. model parity with the independent PyTorch reference (tests/parity): the CPU backend
 #      against PyTorch on the GPU (float64), and the CUDA backend (bf16 activations),
 #   3. a 50-step LoRA run on CUDA against the same run on the CPU (loss curves),
@@ -37,9 +38,11 @@ say "build ok after $(( $(date +%s) - t0 )) s"
 
 # 1b. quantized training on the CUDA backend (test_qtrain's gpu case)
 if [[ $stages == *qtrain* ]]; then
-  RWKVPEFT_TEST_DATA=$root/tests/data RWKVPEFT_TEST_TMP=/tmp CK_DEFAULT_TIMEOUT=300 CK_RUN_CASE=gpu \
-      timeout 300 "$B/full/tests/test_qtrain" > "$out/qtrain_gpu.log" 2>&1
-  say "qtrain gpu: rc $? ; $(grep -E '^[0-9]+%' "$out/qtrain_gpu.log")"
+  for case_ in gpu gpu_train; do
+    RWKVPEFT_TEST_DATA=$root/tests/data RWKVPEFT_TEST_TMP=/tmp RWKVPEFT_QTEST_REQUIRE_GPU=1 CK_RUN_CASE=$case_ \
+        timeout 300 "$B/full/tests/test_qtrain" >> "$out/qtrain_gpu.log" 2>&1
+    say "qtrain $case_: rc $? ; $(grep -E '^[0-9]+%' "$out/qtrain_gpu.log" | tail -1)"
+  done
 fi
 
 # 2. parity with PyTorch: the CPU backend; the CUDA module built with float32 activations

@@ -57,6 +57,14 @@ if [ "${RWKVPEFT_TEST_QUICK:-0}" != 1 ]; then
   # threads against the CPU backend (the 16-byte vector paths included)
   RWKVPEFT_OPS_ONLY=shift_mix,norm,act,mul_add,rows,lerp,dequant backends/cuda/emu/run_emulated.sh build-emu
   RP_EMU_WARP=64 RWKVPEFT_OPS_ONLY=norm,shift_mix backends/cuda/emu/run_emulated.sh build-emu64
+
+  step "the model on the emulated CUDA module (test_qtrain's GPU case against cpu64)"
+  # the graph's CUDA path — bf16 activations, each block's trainable range narrowed to bf16,
+  # the workspace slab, quantized linears — on the emulated module against cpu64; ~3 minutes
+  # (its "gpu_train" case, 20 QLoRA steps, takes too long emulated: it runs on the GPU machine)
+  mkdir -p build-emu/tmp
+  ( RWKVPEFT_MODULE_PATH=$PWD/build-emu/mod RWKVPEFT_TEST_DATA=$PWD/tests/data RWKVPEFT_TEST_TMP=$PWD/build-emu/tmp \
+    RWKVPEFT_QTEST_REQUIRE_GPU=1 CK_RUN_CASE=gpu CK_TIMEOUT_MULTIPLIER=3 build/tests/test_qtrain )
 fi
 
 step "python tests"
