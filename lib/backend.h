@@ -26,7 +26,7 @@
 
 #include "internal.h"
 
-#define RP_BACKEND_API_VERSION 2
+#define RP_BACKEND_API_VERSION 3 /* 3: norm_gate_fwd/bwd */
 
 typedef struct rp_backend_ops rp_backend_ops;
 
@@ -130,6 +130,16 @@ struct rp_backend_ops {
     /* dx += ∂L/∂x; dw += ; db += (dw/db may be NULL when frozen). dy,x,dx A. */
     int (*norm_bwd)(rp_backend *be, void *dx, void *dw, void *db, const void *dy, const void *x,
                     const void *w, const void *mean, const void *rstd, int64_t n, int G, int S);
+    /* The normalisation gated by a second input in one pass (RWKV-5/6: GroupNorm(ln_x) ⊙
+     * SiLU(g)): out = (norm(x)·w + b) ⊙ gate, gate and out A [n,G·S]; mean, rstd as norm_fwd.
+     * The ungated y is not stored. out may not alias x or gate. */
+    int (*norm_gate_fwd)(rp_backend *be, void *out, void *mean, void *rstd, const void *x, const void *w,
+                         const void *b, const void *gate, int64_t n, int G, int S, float eps);
+    /* Its backward from dout: dgate = dout ⊙ y (y recomputed from x, mean, rstd, w, b) and
+     * dx = ∂L/∂x are written (not added); dw += , db += (NULL when frozen). */
+    int (*norm_gate_bwd)(rp_backend *be, void *dx, void *dgate, void *dw, void *db, const void *dout, const void *x,
+                         const void *w, const void *b, const void *gate, const void *mean, const void *rstd, int64_t n,
+                         int G, int S);
 
     /* ---- token shift and mixing ----------------------------------------------------------- */
     /* With δ = shift(x) − x per sequence (shift(x)_t = x_{t−1}; at t = 0 the row of x_prev

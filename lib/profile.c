@@ -72,6 +72,14 @@ PROF(P_NORM_B, norm_bwd,
      (rp_backend * be, void *dx, void *dw, void *db, const void *dy, const void *x, const void *w, const void *mu,
       const void *rs, int64_t n, int G, int S),
      (be, dx, dw, db, dy, x, w, mu, rs, n, G, S))
+PROF(P_NORM_F, norm_gate_fwd,
+     (rp_backend * be, void *o, void *mu, void *rs, const void *x, const void *w, const void *b, const void *gt,
+      int64_t n, int G, int S, float eps),
+     (be, o, mu, rs, x, w, b, gt, n, G, S, eps))
+PROF(P_NORM_B, norm_gate_bwd,
+     (rp_backend * be, void *dx, void *dgt, void *dw, void *db, const void *dy, const void *x, const void *w,
+      const void *b, const void *gt, const void *mu, const void *rs, int64_t n, int G, int S),
+     (be, dx, dgt, dw, db, dy, x, w, b, gt, mu, rs, n, G, S))
 PROF(P_MIX_F, shift_mix_fwd,
      (rp_backend * be, void *o, const void *x, const void *xp, const void *c, const void *m, int fm, int ns, int B, int T,
       int C),
@@ -156,6 +164,8 @@ const rp_backend_ops *rp_profile_wrap(const rp_backend_ops *ops) {
     wrapped.embedding_bwd = prof_embedding_bwd;
     wrapped.norm_fwd = prof_norm_fwd;
     wrapped.norm_bwd = prof_norm_bwd;
+    wrapped.norm_gate_fwd = prof_norm_gate_fwd;
+    wrapped.norm_gate_bwd = prof_norm_gate_bwd;
     wrapped.shift_mix_fwd = prof_shift_mix_fwd;
     wrapped.shift_mix_bwd = prof_shift_mix_bwd;
     wrapped.act_fwd = prof_act_fwd;

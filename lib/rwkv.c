@@ -208,7 +208,7 @@ static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_acts *a) {
     AL(y, n * A, A_);
     AL(gn_mean, n * m->H, P_);
     AL(gn_rstd, n * m->H, P_);
-    AL(o, n * A, A_);
+    if (v7) AL(o, n * A, A_); /* RWKV-5/6 gate the norm in one pass (norm_gate_fwd) */
     AL(og, n * A, A_);
     AL(x_mid, n * C, A_);
     AL(ln2, n * C, A_);
@@ -709,8 +709,9 @@ static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     }
     OP(wkv6_fwd(be, a->y, st_out ? st_out->wkv : NULL, a->r, a->k, a->v, a->w, ly->faaaa->data, wkv_s0(st_in, ly),
                 wkv_s0_shared(st_in), B, T, m->H, m->N));
-    OP(norm_fwd(be, a->o, a->gn_mean, a->gn_rstd, a->y, ly->lnx_w->data, ly->lnx_b->data, n, m->H, m->N, GN_EPS));
-    OP(mul_fwd(be, a->og, a->o, a->g, n * A));
+    /* og = GroupNorm(y) ⊙ g in one pass (the normalised y itself is not kept) */
+    OP(norm_gate_fwd(be, a->og, a->gn_mean, a->gn_rstd, a->y, ly->lnx_w->data, ly->lnx_b->data, a->g, n, m->H, m->N,
+                     GN_EPS));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_O], ws->tmp_c, a->og, n, a->lora_t[RP_LIN_ATT_O], seed));
     OP(memcpy_d2d(be, a->x_mid, a->x_in, (size_t)nC * as));
     OP(add(be, a->x_mid, ws->tmp_c, 1.0f, nC));
@@ -788,14 +789,10 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     /* ---- time mix: x_mid = x_in + W_o·(GN(wkv)·silu(g)) ---- */
     void *dog = dr; /* reuse: dr is written later by wkv6_bwd */
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_O], dog, 0, ws->dres, a->og, a->lora_t[RP_LIN_ATT_O], n, seed, gf));
-    void *d_o = dw; /* reuse until wkv6_bwd */
-    OP(memset_zero(be, d_o, (size_t)nA * as));
-    OP(memset_zero(be, dg, (size_t)nA * as));
-    OP(mul_bwd(be, d_o, dg, dog, a->o, a->g, nA));
+    /* through og = GroupNorm(y) ⊙ g: dy and dg written in one pass */
+    OP(norm_gate_bwd(be, dy, dg, rp_param_grad(m, ly->lnx_w, gf), rp_param_grad(m, ly->lnx_b, gf), dog, a->y,
+                     ly->lnx_w->data, ly->lnx_b->data, a->g, a->gn_mean, a->gn_rstd, n, H, N));
     OP(act_bwd(be, RP_ACT_SILU, dg, dg, a->gpre, NULL, nA));
-    OP(memset_zero(be, dy, (size_t)nA * as));
-    OP(norm_bwd(be, dy, rp_param_grad(m, ly->lnx_w, gf), rp_param_grad(m, ly->lnx_b, gf), d_o, a->y, ly->lnx_w->data,
-                a->gn_mean, a->gn_rstd, n, H, N));
     OP(wkv6_bwd(be, dr, dk, dv, dw, rp_param_grad(m, ly->faaaa, gf), wkv_gs0(m, st_in, g_in, ly, gf), dy,
                 g_out ? g_out->wkv : NULL, a->r, a->k, a->v, a->w, ly->faaaa->data, wkv_s0(st_in, ly),
                 wkv_s0_shared(st_in), B, T, H, N));

@@ -501,6 +501,47 @@ static void run_norm_bwd(bk *b, double *dx, double *dw, double *db, const double
     tb_done(&ddb, db);
 }
 
+static void run_norm_gate_fwd(bk *b, double *out, double *mean, double *rstd, const double *x, const double *w,
+                              const double *bias, const double *gate, int64_t n, int G, int S, double eps) {
+    int64_t C = (int64_t)G * S;
+    tb dx = tb_in(b, b->A, x, n * C), dw = tb_in(b, b->P, w, C), dbias = tb_in(b, b->P, bias, C);
+    tb dg = tb_in(b, b->A, gate, n * C);
+    tb dout = tb_out(b, b->A, out, n * C), dm = tb_out(b, b->P, mean, n * G), dr = tb_out(b, b->P, rstd, n * G);
+    CHECK_RC(b, b->ops->norm_gate_fwd(b->be, dout.d, dm.d, dr.d, dx.d, dw.d, dbias.d, dg.d, n, G, S, (float)eps));
+    tb_done(&dx, NULL);
+    tb_done(&dw, NULL);
+    tb_done(&dbias, NULL);
+    tb_done(&dg, NULL);
+    tb_done(&dout, out);
+    tb_done(&dm, mean);
+    tb_done(&dr, rstd);
+}
+
+/* dx and dgate are written (poisoned before the call), dw and db accumulate */
+static void run_norm_gate_bwd(bk *b, double *dx, double *dgate, double *dw, double *db, const double *dout,
+                              const double *x, const double *w, const double *bias, const double *gate,
+                              const double *mean, const double *rstd, int64_t n, int G, int S) {
+    int64_t C = (int64_t)G * S;
+    tb ddx = tb_out(b, b->A, dx, n * C), ddg = tb_out(b, b->A, dgate, n * C);
+    tb ddw = tb_io(b, b->P, dw, C), ddb = tb_io(b, b->P, db, C);
+    tb ddo = tb_in(b, b->A, dout, n * C), dxx = tb_in(b, b->A, x, n * C), dww = tb_in(b, b->P, w, C);
+    tb dbb = tb_in(b, b->P, bias, C), dgg = tb_in(b, b->A, gate, n * C);
+    tb dm = tb_in(b, b->P, mean, n * G), dr = tb_in(b, b->P, rstd, n * G);
+    CHECK_RC(b, b->ops->norm_gate_bwd(b->be, ddx.d, ddg.d, ddw.d, ddb.d, ddo.d, dxx.d, dww.d, dbb.d, dgg.d, dm.d, dr.d,
+                                      n, G, S));
+    tb_done(&ddo, NULL);
+    tb_done(&dxx, NULL);
+    tb_done(&dww, NULL);
+    tb_done(&dbb, NULL);
+    tb_done(&dgg, NULL);
+    tb_done(&dm, NULL);
+    tb_done(&dr, NULL);
+    tb_done(&ddx, dx);
+    tb_done(&ddg, dgate);
+    tb_done(&ddw, dw);
+    tb_done(&ddb, db);
+}
+
 static void run_shift_fwd(bk *b, double *out, const double *x, const double *xprev, const double *coef,
                           const double *m, int form, int S, int B, int T, int C) {
     int64_t slot = (int64_t)B * T * C;
@@ -1089,6 +1130,34 @@ static void norm_case(bk *X, bk *R, rng *g, int64_t n, int G, int S, int with_b,
     }
 }
 
+/* norm_gate_fwd/bwd (RWKV-5/6's ln_x ⊙ SiLU(g) in one pass) against the reference backend */
+static void norm_gate_case(bk *X, bk *R, rng *g, int64_t n, int G, int S, int with_b, int want_dwdb, double eps) {
+    int64_t C = (int64_t)G * S;
+    double *x = gen_normal(g, n * C, 3.0, 1.5, X->A), *gate = gen_normal(g, n * C, 0.2, 1, X->A);
+    double *w = gen_normal(g, C, 1.0, 0.3, X->P), *b = with_b ? gen_normal(g, C, 0, 0.5, X->P) : NULL;
+    double *ox = H(n * C), *orf = H(n * C), *mx = H(n * G), *mr = H(n * G), *rx = H(n * G), *rr = H(n * G);
+    set_case("norm_gate_fwd n%lld G%d S%d b%d", (long long)n, G, S, with_b);
+    run_norm_gate_fwd(X, ox, mx, rx, x, w, b, gate, n, G, S, eps);
+    run_norm_gate_fwd(R, orf, mr, rr, x, w, b, gate, n, G, S, eps);
+    expect_close(X, "out", ox, orf, n * C, tol_of(X->A));
+    expect_close(X, "mean", mx, mr, n * G, tol_of(X->P));
+    expect_close(X, "rstd", rx, rr, n * G, tol_of(X->P));
+    set_case("norm_gate_bwd n%lld G%d S%d b%d dwdb%d", (long long)n, G, S, with_b, want_dwdb);
+    double *dout = gen_normal(g, n * C, 0, 1, X->A);
+    double *dw0 = want_dwdb ? gen_normal(g, C, 0, 1, X->P) : NULL, *db0 = want_dwdb ? gen_normal(g, C, 0, 1, X->P) : NULL;
+    double *dxx = H(n * C), *dxr = H(n * C), *dgx = H(n * C), *dgr = H(n * C);
+    double *dwx = dw0 ? Hcopy(dw0, C) : NULL, *dwr = dw0 ? Hcopy(dw0, C) : NULL;
+    double *dbx = db0 ? Hcopy(db0, C) : NULL, *dbr = db0 ? Hcopy(db0, C) : NULL;
+    run_norm_gate_bwd(X, dxx, dgx, dwx, dbx, dout, x, w, b, gate, mx, rx, n, G, S);
+    run_norm_gate_bwd(R, dxr, dgr, dwr, dbr, dout, x, w, b, gate, mr, rr, n, G, S);
+    expect_close(X, "dx", dxx, dxr, n * C, tol_of(X->A));
+    expect_close(X, "dgate", dgx, dgr, n * C, tol_of(X->A));
+    if (dw0) {
+        expect_close(X, "dw", dwx, dwr, C, tol_of(X->P));
+        expect_close(X, "db", dbx, dbr, C, tol_of(X->P));
+    }
+}
+
 static void body_norm(bk *X, bk *R, rng *g) {
     norm_case(X, R, g, 111, 1, 131, 1, 1, 1e-5);
     norm_case(X, R, g, 37, 4, 64, 1, 1, 6.4e-4);
@@ -1100,6 +1169,14 @@ static void body_norm(bk *X, bk *R, rng *g) {
     norm_case(X, R, g, 33, 1, 256, 0, 1, 1e-5);
     norm_case(X, R, g, 67, 1, 512, 1, 1, 1e-5);
     norm_case(X, R, g, 13, 1, 2560, 1, 1, 1e-5);
+    /* gated: ln_x's shape (teams of 8), a 32-wide team, the scalar kernels (S 17, 131), a
+     * whole-block team, no bias, frozen w/b */
+    norm_gate_case(X, R, g, 37, 4, 64, 1, 1, 6.4e-4);
+    norm_gate_case(X, R, g, 45, 8, 32, 1, 1, 6.4e-4);
+    norm_gate_case(X, R, g, 9, 3, 17, 0, 1, 1e-5);
+    norm_gate_case(X, R, g, 21, 2, 131, 1, 0, 6.4e-4);
+    norm_gate_case(X, R, g, 7, 1, 512, 1, 1, 1e-5);
+    norm_gate_case(X, R, g, 19, 4, 64, 0, 0, 6.4e-4);
 }
 
 static void shift_case(bk *X, bk *R, rng *g, int form, int S, int B, int T, int C, int with_prev, int with_m,
@@ -1934,6 +2011,43 @@ static void body_fd_norm(bk *R, rng *g) {
     }
 }
 
+/* gated: L = Σ gy·(norm(x)·w + b) ⊙ gate */
+typedef struct norm_gate_ctx {
+    bk *R;
+    double *x, *w, *b, *gate, *gy, *out, *mean, *rstd;
+    int64_t n;
+    int G, S;
+} norm_gate_ctx;
+static double norm_gate_loss(void *p) {
+    norm_gate_ctx *c = (norm_gate_ctx *)p;
+    run_norm_gate_fwd(c->R, c->out, c->mean, c->rstd, c->x, c->w, c->b, c->gate, c->n, c->G, c->S, 1e-5);
+    return dot(c->gy, c->out, c->n * c->G * c->S);
+}
+
+static void body_fd_norm_gate(bk *R, rng *g) {
+    const int Gs[2] = {1, 3}, Ss[2] = {13, 8};
+    for (int q = 0; q < 2; q++) {
+        norm_gate_ctx c = {R, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 5, Gs[q], Ss[q]};
+        int64_t C = (int64_t)c.G * c.S;
+        c.x = gen_normal(g, c.n * C, 0.5, 1, RP_F64);
+        c.w = gen_normal(g, C, 1, 0.3, RP_F64);
+        c.b = gen_normal(g, C, 0, 0.3, RP_F64);
+        c.gate = gen_normal(g, c.n * C, 0.3, 1, RP_F64);
+        c.gy = gen_normal(g, c.n * C, 0, 1, RP_F64);
+        c.out = H(c.n * C);
+        c.mean = H(c.n * c.G);
+        c.rstd = H(c.n * c.G);
+        double *dx = H(c.n * C), *dgate = H(c.n * C), *dw = H(C), *db = H(C);
+        set_case("fd norm_gate G%d S%d", c.G, c.S);
+        norm_gate_loss(&c);
+        run_norm_gate_bwd(R, dx, dgate, dw, db, c.gy, c.x, c.w, c.b, c.gate, c.mean, c.rstd, c.n, c.G, c.S);
+        fd_check(R, g, "x", c.x, c.n * C, dx, norm_gate_loss, &c);
+        fd_check(R, g, "gate", c.gate, c.n * C, dgate, norm_gate_loss, &c);
+        fd_check(R, g, "w", c.w, C, dw, norm_gate_loss, &c);
+        fd_check(R, g, "b", c.b, C, db, norm_gate_loss, &c);
+    }
+}
+
 /* ---- shift_mix ---- */
 typedef struct shift_ctx {
     bk *R;
@@ -2317,6 +2431,7 @@ FD_TEST(fd_act)
 FD_TEST(fd_mul)
 FD_TEST(fd_embedding)
 FD_TEST(fd_norm)
+FD_TEST(fd_norm_gate)
 FD_TEST(fd_shift_mix)
 FD_TEST(fd_rows)
 FD_TEST(fd_wkv6)
@@ -2365,6 +2480,7 @@ int main(void) {
     tcase_add_test(fd, test_fd_mul);
     tcase_add_test(fd, test_fd_embedding);
     tcase_add_test(fd, test_fd_norm);
+    tcase_add_test(fd, test_fd_norm_gate);
     tcase_add_test(fd, test_fd_shift_mix);
     tcase_add_test(fd, test_fd_rows);
     tcase_add_test(fd, test_fd_wkv6);

@@ -222,15 +222,16 @@ static int cpu_embedding_bwd(rp_backend *be, void *dtable, const void *dout, con
 /* normalisation                                                                        */
 /* ------------------------------------------------------------------------------------ */
 
-static int cpu_norm_fwd(rp_backend *be, void *y_, void *mean_, void *rstd_, const void *x_, const void *w_,
-                        const void *b_, int64_t n, int G, int S, float eps) {
+/* y = (x − mean)·rstd·w + b per (row, group), times gate when gate is non-NULL. */
+static int norm_fwd_any(rp_backend *be, void *y_, void *mean_, void *rstd_, const void *x_, const void *w_,
+                        const void *b_, const void *gate_, int64_t n, int G, int S, float eps) {
     real *y = (real *)y_, *mean = (real *)mean_, *rstd = (real *)rstd_;
-    const real *x = (const real *)x_, *w = (const real *)w_, *b = (const real *)b_;
+    const real *x = (const real *)x_, *w = (const real *)w_, *b = (const real *)b_, *gate = (const real *)gate_;
     int64_t rows = n * G;
 #pragma omp parallel for num_threads(nthreads(be, rows * S))
     for (int64_t rg = 0; rg < rows; rg++) {
         int g = (int)(rg % G);
-        const real *xr = x + rg * S;
+        const real *xr = x + rg * S, *gr = gate ? gate + rg * S : NULL;
         real *yr = y + rg * S;
         double s = 0;
         for (int c = 0; c < S; c++) s += xr[c];
@@ -243,16 +244,33 @@ static int cpu_norm_fwd(rp_backend *be, void *y_, void *mean_, void *rstd_, cons
         mean[rg] = (real)mu;
         rstd[rg] = (real)rs;
         const real *wg = w + (int64_t)g * S, *bg = b ? b + (int64_t)g * S : NULL;
-        for (int c = 0; c < S; c++) yr[c] = (real)((xr[c] - mu) * rs * wg[c] + (bg ? bg[c] : 0));
+        for (int c = 0; c < S; c++) {
+            double o = (xr[c] - mu) * rs * wg[c] + (bg ? bg[c] : 0);
+            yr[c] = (real)(gr ? o * gr[c] : o);
+        }
     }
     return 0;
 }
 
-static int cpu_norm_bwd(rp_backend *be, void *dx_, void *dw_, void *db_, const void *dy_, const void *x_,
-                        const void *w_, const void *mean_, const void *rstd_, int64_t n, int G, int S) {
-    real *dx = (real *)dx_, *dw = (real *)dw_, *db = (real *)db_;
-    const real *dy = (const real *)dy_, *x = (const real *)x_, *w = (const real *)w_;
-    const real *mean = (const real *)mean_, *rstd = (const real *)rstd_;
+static int cpu_norm_fwd(rp_backend *be, void *y, void *mean, void *rstd, const void *x, const void *w, const void *b,
+                        int64_t n, int G, int S, float eps) {
+    return norm_fwd_any(be, y, mean, rstd, x, w, b, NULL, n, G, S, eps);
+}
+
+static int cpu_norm_gate_fwd(rp_backend *be, void *out, void *mean, void *rstd, const void *x, const void *w,
+                             const void *b, const void *gate, int64_t n, int G, int S, float eps) {
+    return norm_fwd_any(be, out, mean, rstd, x, w, b, gate, n, G, S, eps);
+}
+
+/* The backward of norm_fwd_any. Ungated: dx += ∂L/∂x from dy. Gated (gate non-NULL, dy is
+ * ∂L/∂out): the norm's own upstream gradient is dy ⊙ gate, dgate = dy ⊙ y (y recomputed), and
+ * dx is written. dw, db += in both. */
+static int norm_bwd_any(rp_backend *be, void *dx_, void *dgate_, void *dw_, void *db_, const void *dy_, const void *x_,
+                        const void *w_, const void *b_, const void *gate_, const void *mean_, const void *rstd_,
+                        int64_t n, int G, int S) {
+    real *dx = (real *)dx_, *dgate = (real *)dgate_, *dw = (real *)dw_, *db = (real *)db_;
+    const real *dy = (const real *)dy_, *x = (const real *)x_, *w = (const real *)w_, *b = (const real *)b_;
+    const real *gate = (const real *)gate_, *mean = (const real *)mean_, *rstd = (const real *)rstd_;
     int64_t rows = n * G, C = (int64_t)G * S;
     int nt = nthreads(be, rows * S);
     double *part = NULL;
@@ -269,23 +287,26 @@ static int cpu_norm_bwd(rp_backend *be, void *dx_, void *dw_, void *db_, const v
         for (int64_t rg = 0; rg < rows; rg++) {
             int g = (int)(rg % G);
             const real *xr = x + rg * S, *dyr = dy + rg * S, *wg = w + (int64_t)g * S;
+            const real *gr = gate ? gate + rg * S : NULL, *bg = b ? b + (int64_t)g * S : NULL;
             real *dxr = dx + rg * S;
             double mu = mean[rg], rs = rstd[rg];
             double s1 = 0, s2 = 0; /* Σ dxhat, Σ dxhat·xhat */
             for (int c = 0; c < S; c++) {
-                double xh = (xr[c] - mu) * rs, dxh = (double)dyr[c] * wg[c];
+                double xh = (xr[c] - mu) * rs, d = gr ? (double)dyr[c] * gr[c] : (double)dyr[c], dxh = d * wg[c];
+                if (gr) dgate[rg * S + c] = (real)((double)dyr[c] * (xh * wg[c] + (bg ? bg[c] : 0)));
                 s1 += dxh;
                 s2 += dxh * xh;
                 if (pw) {
-                    pw[(int64_t)g * S + c] += (double)dyr[c] * xh;
-                    pb[(int64_t)g * S + c] += dyr[c];
+                    pw[(int64_t)g * S + c] += d * xh;
+                    pb[(int64_t)g * S + c] += d;
                 }
             }
             s1 /= S;
             s2 /= S;
             for (int c = 0; c < S; c++) {
-                double xh = (xr[c] - mu) * rs, dxh = (double)dyr[c] * wg[c];
-                dxr[c] += (real)(rs * (dxh - s1 - xh * s2));
+                double xh = (xr[c] - mu) * rs, d = gr ? (double)dyr[c] * gr[c] : (double)dyr[c], dxh = d * wg[c];
+                double v = rs * (dxh - s1 - xh * s2);
+                dxr[c] = (real)(gr ? v : dxr[c] + v);
             }
         }
     }
@@ -296,6 +317,17 @@ static int cpu_norm_bwd(rp_backend *be, void *dx_, void *dw_, void *db_, const v
                 if (db) db[c] += (real)part[2 * C * t + C + c];
             }
     return 0;
+}
+
+static int cpu_norm_bwd(rp_backend *be, void *dx, void *dw, void *db, const void *dy, const void *x, const void *w,
+                        const void *mean, const void *rstd, int64_t n, int G, int S) {
+    return norm_bwd_any(be, dx, NULL, dw, db, dy, x, w, NULL, NULL, mean, rstd, n, G, S);
+}
+
+static int cpu_norm_gate_bwd(rp_backend *be, void *dx, void *dgate, void *dw, void *db, const void *dout, const void *x,
+                             const void *w, const void *b, const void *gate, const void *mean, const void *rstd,
+                             int64_t n, int G, int S) {
+    return norm_bwd_any(be, dx, dgate, dw, db, dout, x, w, b, gate, mean, rstd, n, G, S);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -1203,6 +1235,8 @@ const rp_backend_ops THIS_OPS = {
     .embedding_bwd = cpu_embedding_bwd,
     .norm_fwd = cpu_norm_fwd,
     .norm_bwd = cpu_norm_bwd,
+    .norm_gate_fwd = cpu_norm_gate_fwd,
+    .norm_gate_bwd = cpu_norm_gate_bwd,
     .shift_mix_fwd = cpu_shift_mix_fwd,
     .shift_mix_bwd = cpu_shift_mix_bwd,
     .act_fwd = cpu_act_fwd,

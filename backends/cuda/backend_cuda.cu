@@ -612,6 +612,8 @@ static rp_backend_ops make_table(void) {
     t.embedding_bwd = cu_embedding_bwd;
     t.norm_fwd = cu_norm_fwd;
     t.norm_bwd = cu_norm_bwd;
+    t.norm_gate_fwd = cu_norm_gate_fwd;
+    t.norm_gate_bwd = cu_norm_gate_bwd;
     t.shift_mix_fwd = cu_shift_mix_fwd;
     t.shift_mix_bwd = cu_shift_mix_bwd;
     t.act_fwd = cu_act_fwd;

@@ -281,6 +281,11 @@ int cu_norm_fwd(rp_backend *be, void *y, void *mean, void *rstd, const void *x, 
                 int64_t n, int G, int S, float eps);
 int cu_norm_bwd(rp_backend *be, void *dx, void *dw, void *db, const void *dy, const void *x, const void *w,
                 const void *mean, const void *rstd, int64_t n, int G, int S);
+int cu_norm_gate_fwd(rp_backend *be, void *out, void *mean, void *rstd, const void *x, const void *w, const void *b,
+                     const void *gate, int64_t n, int G, int S, float eps);
+int cu_norm_gate_bwd(rp_backend *be, void *dx, void *dgate, void *dw, void *db, const void *dout, const void *x,
+                     const void *w, const void *b, const void *gate, const void *mean, const void *rstd, int64_t n,
+                     int G, int S);
 
 /* ops_shift_mix.cu */
 int cu_shift_mix_fwd(rp_backend *be, void *out, const void *x, const void *x_prev, const void *coef,

@@ -8,7 +8,12 @@
  * threads owns a (row, group) — several teams per warp for RWKV's ln_x (S = head size 64:
  * 8 threads), one block for a LayerNorm row (S = C). The scalar kernels (one block per
  * (row, group), strided loops) cover every other shape. The profile had the scalar kernels
- * at ~5× their memory time, mostly ln_x's 64-thread blocks. */
+ * at ~5× their memory time, mostly ln_x's 64-thread blocks.
+ *
+ * Gated form (norm_gate_fwd/bwd, the kernels' GATE = true): out = y ⊙ gate with y the
+ * normalised row, in the same pass; the backward takes dout, recomputes y from the statistics,
+ * writes dgate = dout ⊙ y and uses dout ⊙ gate as the norm's upstream gradient. It replaces a
+ * norm, a product, three zero fills and the product's backward (RWKV-5/6's ln_x ⊙ SiLU(g)). */
 #include "common.cuh"
 
 #define NORM_TEAM_BLOCK 256
@@ -26,18 +31,20 @@ RP_DEV float team_sum(float v, int team) {
 }
 
 /* The register variant's launch shape, or 0 when it does not apply. */
-static int norm_team(int S, const void *a, const void *b, const void *c) {
-    if (!act_vec_ok(S, a, b, c)) return 0;
+static int norm_team(int S, const void *a, const void *b, const void *c, const void *d = NULL,
+                     const void *e = NULL) {
+    if (!act_vec_ok(S, a, b, c, d, e)) return 0;
     const int team = S / ACT_VEC;
     if (team <= NORM_SHFL_TEAM_MAX && (team & (team - 1)) == 0) return team;
     if (team % 64 == 0 && team <= 1024) return team; /* one team per block: whole warps of either size */
     return 0;
 }
 
+template <bool GATE>
 __global__ void norm_forward_team_kernel(act_t *__restrict__ y, par_t *__restrict__ mean, par_t *__restrict__ rstd,
                                          const act_t *__restrict__ x, const par_t *__restrict__ w,
-                                         const par_t *__restrict__ b, int64_t rows, int G, int S, int team,
-                                         float eps) {
+                                         const par_t *__restrict__ b, const act_t *__restrict__ gate, int64_t rows,
+                                         int G, int S, int team, float eps) {
     const int per_block = blockDim.x / team;
     const int64_t rg = (int64_t)blockIdx.x * per_block + threadIdx.x / team;
     const int c0 = (int)(threadIdx.x % team) * ACT_VEC;
@@ -65,13 +72,22 @@ __global__ void norm_forward_team_kernel(act_t *__restrict__ y, par_t *__restric
     const int64_t off = (int64_t)(rg % G) * S + c0;
 #pragma unroll
     for (int i = 0; i < ACT_VEC; i++) v[i] = (v[i] - mu) * rs * w[off + i] + (b ? b[off + i] : 0.0f);
+    if (GATE) {
+        float gv[ACT_VEC];
+        act_load_vec(gv, gate + rg * S + c0);
+#pragma unroll
+        for (int i = 0; i < ACT_VEC; i++) v[i] *= gv[i];
+    }
     act_store_vec(y + rg * S + c0, v);
 }
 
-__global__ void norm_backward_dx_team_kernel(act_t *__restrict__ dx, const act_t *__restrict__ dy,
-                                             const act_t *__restrict__ x, const par_t *__restrict__ w,
-                                             const par_t *__restrict__ mean, const par_t *__restrict__ rstd,
-                                             int64_t rows, int G, int S, int team) {
+/* GATE: dy is ∂L/∂out; dgate = dy ⊙ y is written and dx is written, not added. */
+template <bool GATE>
+__global__ void norm_backward_dx_team_kernel(act_t *__restrict__ dx, act_t *__restrict__ dgate,
+                                             const act_t *__restrict__ dy, const act_t *__restrict__ x,
+                                             const par_t *__restrict__ w, const par_t *__restrict__ b,
+                                             const act_t *__restrict__ gate, const par_t *__restrict__ mean,
+                                             const par_t *__restrict__ rstd, int64_t rows, int G, int S, int team) {
     const int per_block = blockDim.x / team;
     const int64_t rg = (int64_t)blockIdx.x * per_block + threadIdx.x / team;
     const int c0 = (int)(threadIdx.x % team) * ACT_VEC;
@@ -84,6 +100,17 @@ __global__ void norm_backward_dx_team_kernel(act_t *__restrict__ dx, const act_t
         act_load_vec(xh, x + rg * S + c0);
         act_load_vec(dxh, dy + rg * S + c0);
         const int64_t off = (int64_t)(rg % G) * S + c0;
+        if (GATE) {
+            float gv[ACT_VEC], dg[ACT_VEC];
+            act_load_vec(gv, gate + rg * S + c0);
+#pragma unroll
+            for (int i = 0; i < ACT_VEC; i++) {
+                const float yv = (xh[i] - mu) * rs * w[off + i] + (b ? b[off + i] : 0.0f);
+                dg[i] = dxh[i] * yv;
+                dxh[i] *= gv[i];
+            }
+            act_store_vec(dgate + rg * S + c0, dg);
+        }
 #pragma unroll
         for (int i = 0; i < ACT_VEC; i++) {
             xh[i] = (xh[i] - mu) * rs;
@@ -96,7 +123,12 @@ __global__ void norm_backward_dx_team_kernel(act_t *__restrict__ dx, const act_t
     s2 = team_sum(s2, team) / (float)S;
     if (!live) return;
     float o[ACT_VEC];
-    act_load_vec(o, dx + rg * S + c0);
+    if (GATE) {
+#pragma unroll
+        for (int i = 0; i < ACT_VEC; i++) o[i] = 0.0f;
+    } else {
+        act_load_vec(o, dx + rg * S + c0);
+    }
 #pragma unroll
     for (int i = 0; i < ACT_VEC; i++) o[i] += rs * (dxh[i] - s1 - xh[i] * s2);
     act_store_vec(dx + rg * S + c0, o);
@@ -104,9 +136,11 @@ __global__ void norm_backward_dx_team_kernel(act_t *__restrict__ dx, const act_t
 
 static int norm_threads(int S) { return S <= 64 ? 64 : S <= 128 ? 128 : 256; }
 
+template <bool GATE>
 __global__ void norm_forward_kernel(act_t *__restrict__ y, par_t *__restrict__ mean, par_t *__restrict__ rstd,
                                     const act_t *__restrict__ x, const par_t *__restrict__ w,
-                                    const par_t *__restrict__ b, int G, int S, float eps) {
+                                    const par_t *__restrict__ b, const act_t *__restrict__ gate, int G, int S,
+                                    float eps) {
     const int64_t rg = blockIdx.x;
     const int g = (int)(rg % G);
     const act_t *xr = x + rg * S;
@@ -126,37 +160,52 @@ __global__ void norm_forward_kernel(act_t *__restrict__ y, par_t *__restrict__ m
         rstd[rg] = rs;
     }
     const par_t *wg = w + (int64_t)g * S, *bg = b ? b + (int64_t)g * S : NULL;
-    for (int c = threadIdx.x; c < S; c += blockDim.x)
-        yr[c] = fromf<act_t>((tof(xr[c]) - mu) * rs * wg[c] + (bg ? bg[c] : 0.0f));
+    for (int c = threadIdx.x; c < S; c += blockDim.x) {
+        const float o = (tof(xr[c]) - mu) * rs * wg[c] + (bg ? bg[c] : 0.0f);
+        yr[c] = fromf<act_t>(GATE ? o * tof(gate[rg * S + c]) : o);
+    }
 }
 
-/* dx += rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat)), dxhat = dy·w */
-__global__ void norm_backward_dx_kernel(act_t *__restrict__ dx, const act_t *__restrict__ dy,
+/* dx += rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat)), dxhat = dy·w; GATE as the team
+ * kernel (dxhat = dy·gate·w, dgate = dy·y written, dx written). */
+template <bool GATE>
+__global__ void norm_backward_dx_kernel(act_t *__restrict__ dx, act_t *__restrict__ dgate, const act_t *__restrict__ dy,
                                         const act_t *__restrict__ x, const par_t *__restrict__ w,
+                                        const par_t *__restrict__ b, const act_t *__restrict__ gate,
                                         const par_t *__restrict__ mean, const par_t *__restrict__ rstd, int G, int S) {
     const int64_t rg = blockIdx.x;
     const int g = (int)(rg % G);
     const act_t *xr = x + rg * S, *dyr = dy + rg * S;
     act_t *dxr = dx + rg * S;
-    const par_t *wg = w + (int64_t)g * S;
+    const par_t *wg = w + (int64_t)g * S, *bg = b ? b + (int64_t)g * S : NULL;
     const float mu = mean[rg], rs = rstd[rg];
     float s1 = 0.0f, s2 = 0.0f;
     for (int c = threadIdx.x; c < S; c += blockDim.x) {
-        float xh = (tof(xr[c]) - mu) * rs, dxh = tof(dyr[c]) * wg[c];
+        const float xh = (tof(xr[c]) - mu) * rs;
+        float d = tof(dyr[c]);
+        if (GATE) {
+            dgate[rg * S + c] = fromf<act_t>(d * (xh * wg[c] + (bg ? bg[c] : 0.0f)));
+            d *= tof(gate[rg * S + c]);
+        }
+        const float dxh = d * wg[c];
         s1 += dxh;
         s2 += dxh * xh;
     }
     s1 = block_sum(s1) / (float)S;
     s2 = block_sum(s2) / (float)S;
     for (int c = threadIdx.x; c < S; c += blockDim.x) {
-        float xh = (tof(xr[c]) - mu) * rs, dxh = tof(dyr[c]) * wg[c];
-        dxr[c] = fromf<act_t>(tof(dxr[c]) + rs * (dxh - s1 - xh * s2));
+        const float xh = (tof(xr[c]) - mu) * rs;
+        const float dxh = tof(dyr[c]) * (GATE ? tof(gate[rg * S + c]) : 1.0f) * wg[c];
+        const float v = rs * (dxh - s1 - xh * s2);
+        dxr[c] = fromf<act_t>(GATE ? v : tof(dxr[c]) + v);
     }
 }
 
-/* partial dw/db over a chunk of rows: column c of [n, G·S] */
+/* partial dw/db over a chunk of rows: column c of [n, G·S] (the norm's upstream gradient is
+ * dy, or dy ⊙ gate in the gated form) */
 __global__ void norm_backward_dwdb_partial_kernel(float *__restrict__ pw, float *__restrict__ pb,
-                                                  const act_t *__restrict__ dy, const act_t *__restrict__ x,
+                                                  const act_t *__restrict__ dy, const act_t *__restrict__ gate,
+                                                  const act_t *__restrict__ x,
                                                   const par_t *__restrict__ mean, const par_t *__restrict__ rstd,
                                                   int64_t n, int G, int S, int64_t rows_per_chunk) {
     const int64_t C = (int64_t)G * S;
@@ -167,7 +216,7 @@ __global__ void norm_backward_dwdb_partial_kernel(float *__restrict__ pw, float 
     const int64_t r1 = r0 + rows_per_chunk < n ? r0 + rows_per_chunk : n;
     float sw = 0.0f, sb = 0.0f;
     for (int64_t r = r0; r < r1; r++) {
-        float d = tof(dy[r * C + c]);
+        float d = tof(dy[r * C + c]) * (gate ? tof(gate[r * C + c]) : 1.0f);
         float xh = (tof(x[r * C + c]) - mean[r * G + g]) * rstd[r * G + g];
         sw += d * xh;
         sb += d;
@@ -178,40 +227,60 @@ __global__ void norm_backward_dwdb_partial_kernel(float *__restrict__ pw, float 
 
 /* ---- launchers ---- */
 
-int cu_norm_fwd(rp_backend *be, void *y, void *mean, void *rstd, const void *x, const void *w, const void *b,
-                int64_t n, int G, int S, float eps) {
+static int norm_fwd_impl(rp_backend *be, void *y, void *mean, void *rstd, const void *x, const void *w, const void *b,
+                         const void *gate, int64_t n, int G, int S, float eps, const char *op) {
     if (n <= 0 || G <= 0 || S <= 0) return 0;
-    if (n * G > 0x7fffffffLL) return CU_FAIL(be, RWKVPEFT_E_UNSUPPORTED, "norm_fwd: too many rows");
+    if (n * G > 0x7fffffffLL) return CU_FAIL(be, RWKVPEFT_E_UNSUPPORTED, "%s: too many rows", op);
     CU_ENTER(be);
-    if (int team = norm_team(S, y, x, NULL)) {
+    cudaStream_t s = cu_stream(be);
+    const act_t *gt = (const act_t *)gate;
+    if (int team = norm_team(S, y, x, gate)) {
         const int threads = team > NORM_SHFL_TEAM_MAX ? team : NORM_TEAM_BLOCK, per_block = threads / team;
-        norm_forward_team_kernel<<<(unsigned)((n * G + per_block - 1) / per_block), threads, 0, cu_stream(be)>>>(
-            (act_t *)y, (par_t *)mean, (par_t *)rstd, (const act_t *)x, (const par_t *)w, (const par_t *)b, n * G, G,
-            S, team, eps);
-        CU_LAUNCHED(be);
-        return 0;
+        const unsigned blocks = (unsigned)((n * G + per_block - 1) / per_block);
+        if (gate)
+            norm_forward_team_kernel<true><<<blocks, threads, 0, s>>>((act_t *)y, (par_t *)mean, (par_t *)rstd, (const act_t *)x, (const par_t *)w, (const par_t *)b, gt, n * G, G, S, team, eps);
+        else
+            norm_forward_team_kernel<false><<<blocks, threads, 0, s>>>((act_t *)y, (par_t *)mean, (par_t *)rstd, (const act_t *)x, (const par_t *)w, (const par_t *)b, gt, n * G, G, S, team, eps);
+    } else if (gate) {
+        norm_forward_kernel<true><<<(unsigned)(n * G), norm_threads(S), 0, s>>>((act_t *)y, (par_t *)mean, (par_t *)rstd, (const act_t *)x, (const par_t *)w, (const par_t *)b, gt, G, S, eps);
+    } else {
+        norm_forward_kernel<false><<<(unsigned)(n * G), norm_threads(S), 0, s>>>((act_t *)y, (par_t *)mean, (par_t *)rstd, (const act_t *)x, (const par_t *)w, (const par_t *)b, gt, G, S, eps);
     }
-    norm_forward_kernel<<<(unsigned)(n * G), norm_threads(S), 0, cu_stream(be)>>>(
-        (act_t *)y, (par_t *)mean, (par_t *)rstd, (const act_t *)x, (const par_t *)w, (const par_t *)b, G, S, eps);
     CU_LAUNCHED(be);
     return 0;
 }
 
-int cu_norm_bwd(rp_backend *be, void *dx, void *dw, void *db, const void *dy, const void *x, const void *w,
-                const void *mean, const void *rstd, int64_t n, int G, int S) {
+int cu_norm_fwd(rp_backend *be, void *y, void *mean, void *rstd, const void *x, const void *w, const void *b,
+                int64_t n, int G, int S, float eps) {
+    return norm_fwd_impl(be, y, mean, rstd, x, w, b, NULL, n, G, S, eps, "norm_fwd");
+}
+
+int cu_norm_gate_fwd(rp_backend *be, void *out, void *mean, void *rstd, const void *x, const void *w, const void *b,
+                     const void *gate, int64_t n, int G, int S, float eps) {
+    if (!gate) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "norm_gate_fwd: no gate");
+    return norm_fwd_impl(be, out, mean, rstd, x, w, b, gate, n, G, S, eps, "norm_gate_fwd");
+}
+
+static int norm_bwd_impl(rp_backend *be, void *dx, void *dgate, void *dw, void *db, const void *dy, const void *x,
+                         const void *w, const void *b, const void *gate, const void *mean, const void *rstd, int64_t n,
+                         int G, int S, const char *op) {
     if (n <= 0 || G <= 0 || S <= 0) return 0;
-    if (n * G > 0x7fffffffLL) return CU_FAIL(be, RWKVPEFT_E_UNSUPPORTED, "norm_bwd: too many rows");
+    if (n * G > 0x7fffffffLL) return CU_FAIL(be, RWKVPEFT_E_UNSUPPORTED, "%s: too many rows", op);
     CU_ENTER(be);
     cudaStream_t s = cu_stream(be);
-    if (int team = norm_team(S, dx, dy, x)) {
+    const act_t *gt = (const act_t *)gate;
+    const par_t *bp = (const par_t *)b, *mp = (const par_t *)mean, *rp = (const par_t *)rstd;
+    if (int team = norm_team(S, dx, dy, x, gate, dgate)) {
         const int threads = team > NORM_SHFL_TEAM_MAX ? team : NORM_TEAM_BLOCK, per_block = threads / team;
-        norm_backward_dx_team_kernel<<<(unsigned)((n * G + per_block - 1) / per_block), threads, 0, s>>>(
-            (act_t *)dx, (const act_t *)dy, (const act_t *)x, (const par_t *)w, (const par_t *)mean,
-            (const par_t *)rstd, n * G, G, S, team);
+        const unsigned blocks = (unsigned)((n * G + per_block - 1) / per_block);
+        if (gate)
+            norm_backward_dx_team_kernel<true><<<blocks, threads, 0, s>>>((act_t *)dx, (act_t *)dgate, (const act_t *)dy, (const act_t *)x, (const par_t *)w, bp, gt, mp, rp, n * G, G, S, team);
+        else
+            norm_backward_dx_team_kernel<false><<<blocks, threads, 0, s>>>((act_t *)dx, (act_t *)dgate, (const act_t *)dy, (const act_t *)x, (const par_t *)w, bp, gt, mp, rp, n * G, G, S, team);
+    } else if (gate) {
+        norm_backward_dx_kernel<true><<<(unsigned)(n * G), norm_threads(S), 0, s>>>((act_t *)dx, (act_t *)dgate, (const act_t *)dy, (const act_t *)x, (const par_t *)w, bp, gt, mp, rp, G, S);
     } else {
-        norm_backward_dx_kernel<<<(unsigned)(n * G), norm_threads(S), 0, s>>>(
-            (act_t *)dx, (const act_t *)dy, (const act_t *)x, (const par_t *)w, (const par_t *)mean,
-            (const par_t *)rstd, G, S);
+        norm_backward_dx_kernel<false><<<(unsigned)(n * G), norm_threads(S), 0, s>>>((act_t *)dx, (act_t *)dgate, (const act_t *)dy, (const act_t *)x, (const par_t *)w, bp, gt, mp, rp, G, S);
     }
     CU_LAUNCHED(be);
     if (!dw && !db) return 0;
@@ -225,10 +294,21 @@ int cu_norm_bwd(rp_backend *be, void *dx, void *dw, void *db, const void *dy, co
     float *pw = dw ? (float *)cu_carve(&cur, part) : NULL;
     float *pb = db ? (float *)cu_carve(&cur, part) : NULL;
     dim3 grid((unsigned)((C + 255) / 256), (unsigned)chunks);
-    norm_backward_dwdb_partial_kernel<<<grid, 256, 0, s>>>(pw, pb, (const act_t *)dy, (const act_t *)x,
-                                                          (const par_t *)mean, (const par_t *)rstd, n, G, S, rpc);
+    norm_backward_dwdb_partial_kernel<<<grid, 256, 0, s>>>(pw, pb, (const act_t *)dy, gt, (const act_t *)x, mp, rp, n, G, S, rpc);
     CU_LAUNCHED(be);
     if (dw) RP_TRY(cu_colsum_finish(be, (float *)dw, pw, chunks, C));
     if (db) RP_TRY(cu_colsum_finish(be, (float *)db, pb, chunks, C));
     return 0;
+}
+
+int cu_norm_bwd(rp_backend *be, void *dx, void *dw, void *db, const void *dy, const void *x, const void *w,
+                const void *mean, const void *rstd, int64_t n, int G, int S) {
+    return norm_bwd_impl(be, dx, NULL, dw, db, dy, x, w, NULL, NULL, mean, rstd, n, G, S, "norm_bwd");
+}
+
+int cu_norm_gate_bwd(rp_backend *be, void *dx, void *dgate, void *dw, void *db, const void *dout, const void *x,
+                     const void *w, const void *b, const void *gate, const void *mean, const void *rstd, int64_t n,
+                     int G, int S) {
+    if (!gate || !dgate) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "norm_gate_bwd: no gate or dgate");
+    return norm_bwd_impl(be, dx, dgate, dw, db, dout, x, w, b, gate, mean, rstd, n, G, S, "norm_gate_bwd");
 }
