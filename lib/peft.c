@@ -40,13 +40,6 @@ static int matches_any(const char *name, char parts[][TRAIN_PART_LEN], int np) {
     return 0;
 }
 
-static void m_layer_flat_begin(rwkvpeft_model *m, int l, int64_t off) {
-    if (l >= 0) m->layers[l].flat_lo = off;
-}
-static void m_layer_flat_end(rwkvpeft_model *m, int l, int64_t off) {
-    if (l >= 0) m->layers[l].flat_hi = off;
-}
-
 /* Places a parameter inside the flat buffer at element offset `off`, moving its data. */
 static int move_into_flat(rwkvpeft_model *m, rp_param *p, int64_t off) {
     rp_backend *be = m->be;
@@ -413,14 +406,14 @@ int rp_adapter_attach(rwkvpeft_model *m, const rwkvpeft_adapter_params *ap) {
      * once per block pass (lib/rwkv.c, narrow_layer) instead of once per product */
     int64_t off = 0;
     for (int l = -1; l < m->n_layer; l++) {
-        m_layer_flat_begin(m, l, off);
+        if (l >= 0) m->layers[l].flat_lo = off;
         for (int i = 0; i < m->n_params; i++) {
             rp_param *p = &m->params[i];
             if (!p->trainable || rp_param_layer(p) != l) continue;
             RP_TRY(move_into_flat(m, p, off));
             off += p->numel;
         }
-        m_layer_flat_end(m, l, off);
+        if (l >= 0) m->layers[l].flat_hi = off;
     }
 
     /* 4. init. LoRA: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform a=sqrt(5)), B = 0;

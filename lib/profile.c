@@ -211,5 +211,4 @@ void rp_profile_report(const rwkvpeft_context *ctx) {
         rp_log(ctx, RWKVPEFT_LOG_WARN, "  %-16s %9.1f ms %5.1f%% %8ld calls%s", prof_names[i], prof_ms[i],
                total > 0 ? 100 * prof_ms[i] / total : 0, prof_calls[i], rate);
     }
-
 }

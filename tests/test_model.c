@@ -458,11 +458,7 @@ START_TEST(test_embedding_on_host) {
     rwkvpeft_model_free(b);
     /* only 0 and 1 */
     rwkvpeft_model_config c;
-    rwkvpeft_model_config_init(&c);
-    c.n_layer = 1;
-    c.n_embd = 64;
-    c.head_size = 32;
-    c.vocab_size = TM_VOCAB;
+    tm_tiny_config(&c, 6);
     rwkvpeft_model_params mp;
     rwkvpeft_model_params_init(&mp);
     mp.embedding_on_host = 2;

@@ -152,10 +152,7 @@ START_TEST(test_v5_state_refused_and_bad_config) { /* and over-long train_parts 
     ck_assert_int_eq(tm_attach(m, RWKVPEFT_PEFT_LORA, many, 0, 0), RWKVPEFT_E_INVALID_ARGUMENT);
     rwkvpeft_model_free(m);
     rwkvpeft_model_config c;
-    rwkvpeft_model_config_init(&c);
-    c.version = 7;
-    c.n_embd = 64;
-    c.head_size = 32;
+    tm_tiny_config(&c, 7);
     c.dim_ffn = 96; /* v7's channel mix is 4C */
     rwkvpeft_model *bad = NULL;
     ck_assert_int_eq(rwkvpeft_model_init(ctx, &c, NULL, 1, &bad), RWKVPEFT_E_INVALID_ARGUMENT);

@@ -12,16 +12,21 @@ enum { TM_VOCAB = 50 }; /* vocabulary of the tiny models */
 
 /* A freshly initialised tiny model of RWKV version `version` (5, 6, 7): 2 layers, C 64,
  * head size 32, vocabulary TM_VOCAB; grad_cp turns gradient checkpointing on. */
+/* The tiny model's architecture (tests that want a variant, or a refused one, start here). */
+static inline void tm_tiny_config(rwkvpeft_model_config *c, int version) {
+    rwkvpeft_model_config_init(c);
+    c->version = version;
+    c->n_layer = 2;
+    c->n_embd = 64;
+    c->head_size = 32;
+    c->vocab_size = TM_VOCAB;
+}
+
 /* The tiny model of a version with model params (grad_cp, embedding_on_host). */
 static inline rwkvpeft_model *tm_tiny_model_p(rwkvpeft_context *ctx, int version, int grad_cp, uint64_t seed,
                                               int emb_on_host) {
     rwkvpeft_model_config c;
-    rwkvpeft_model_config_init(&c);
-    c.version = version;
-    c.n_layer = 2;
-    c.n_embd = 64;
-    c.head_size = 32;
-    c.vocab_size = TM_VOCAB;
+    tm_tiny_config(&c, version);
     rwkvpeft_model_params mp;
     rwkvpeft_model_params_init(&mp);
     mp.grad_cp = grad_cp;
