@@ -36,8 +36,9 @@ int rp_is_target_linear_weight(const char *name) {
 
 /* ---- quantization slabs ------------------------------------------------------------
  * Each quantized tensor needs two device blocks (codes, scales). Allocated one by one, the
- * device allocator rounds each up to its granularity (2 MiB pages on CUDA) — the likely source
- * of the 0.1 / 0.5 / 0.3 GiB that belonged to no tensor in the H200 nf4 runs at 1.6B / 3B / 7B.
+ * device allocator rounds each up to its granularity (2 MiB pages on CUDA): most of the 0.1 /
+ * 0.5 / 0.3 GiB that belonged to no tensor in the H200 nf4 runs at 1.6B / 3B / 7B (0.53 →
+ * 0.07 GiB at 3B with the slabs; the workspace's own rounding was the rest, lib/rwkv.c).
  * They are carved instead, 256-byte aligned, from slabs of at most QSLAB_BYTES, each sized by
  * what the model's quantization still has to place (a small model gets one small slab, the
  * last slab of a large one is not mostly empty; a larger tensor gets a slab of its own size).
