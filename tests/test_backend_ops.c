@@ -1508,6 +1508,7 @@ static void body_v7_kprep(bk *X, bk *R, rng *g) {
     kprep_case(X, R, g, 37, 3, 64, -1, 1);
     kprep_case(X, R, g, 37, 3, 64, 1, 1);
     kprep_case(X, R, g, 11, 2, 24, 0, 0);
+    kprep_case(X, R, g, 19, 5, 16, 2, 1); /* the CUDA team kernels with a team of 2 (bf16) or 4 */
     kprep_case(X, R, g, 301, 4, 5, -1, 1);
 }
 
@@ -1541,6 +1542,7 @@ static void body_v7_bonus(bk *X, bk *R, rng *g) {
     }
     bonus_case(X, R, g, 37, 3, 64, 1);
     bonus_case(X, R, g, 11, 2, 24, 0);
+    bonus_case(X, R, g, 19, 5, 16, 1);
     bonus_case(X, R, g, 301, 4, 5, 1);
 }
 

@@ -234,6 +234,10 @@ template <typename T> RP_DEV T warp_sum(T v) {
     return v;
 }
 
+/* Teams up to this size reduce by shuffles inside a warp: a power of two no larger than any
+ * warp/wavefront (32 or 64), so the host can choose the launch without knowing which. */
+#define TEAM_SHFL_MAX 32
+
 /* Sum over the block (blockDim.x a multiple of the warp size); every thread gets the
  * result. The order is fixed for a given launch shape, so results are deterministic. */
 template <typename T> RP_DEV T block_sum(T v) {
@@ -247,6 +251,15 @@ template <typename T> RP_DEV T block_sum(T v) {
     T r = 0;
     for (int w = 0; w < nw; w++) r += sh[w];
     return r;
+}
+
+/* Sum over a team of `team` consecutive threads: a power of two ≤ TEAM_SHFL_MAX (several
+ * teams per block), or else the whole block (team == blockDim.x). Every thread of the block
+ * must call it (shuffles and barriers). */
+RP_DEV float team_sum(float v, int team) {
+    if (team > TEAM_SHFL_MAX) return block_sum(v);
+    for (int off = team / 2; off > 0; off >>= 1) v += rp_shfl_xor(v, off);
+    return v;
 }
 
 /* ------------------------------------------------------------------------------------ */

@@ -17,25 +17,13 @@
 #include "common.cuh"
 
 #define NORM_TEAM_BLOCK 256
-/* Teams up to this size reduce by shuffles inside a warp: a power of two no larger than any
- * warp/wavefront (32 or 64), so the host can choose the launch without knowing which. */
-#define NORM_SHFL_TEAM_MAX 32
-
-/* Sum over a team of `team` consecutive threads: a power of two ≤ NORM_SHFL_TEAM_MAX (several
- * teams per block), or else the whole block (team == blockDim.x). Every thread of the block
- * must call it (shuffles and barriers). */
-RP_DEV float team_sum(float v, int team) {
-    if (team > NORM_SHFL_TEAM_MAX) return block_sum(v);
-    for (int off = team / 2; off > 0; off >>= 1) v += rp_shfl_xor(v, off);
-    return v;
-}
 
 /* The register variant's launch shape, or 0 when it does not apply. */
 static int norm_team(int S, const void *a, const void *b, const void *c, const void *d = NULL,
                      const void *e = NULL) {
     if (!act_vec_ok(S, a, b, c, d, e)) return 0;
     const int team = S / ACT_VEC;
-    if (team <= NORM_SHFL_TEAM_MAX && (team & (team - 1)) == 0) return team;
+    if (team <= TEAM_SHFL_MAX && (team & (team - 1)) == 0) return team;
     if (team % 64 == 0 && team <= 1024) return team; /* one team per block: whole warps of either size */
     return 0;
 }
@@ -235,7 +223,7 @@ static int norm_fwd_impl(rp_backend *be, void *y, void *mean, void *rstd, const 
     cudaStream_t s = cu_stream(be);
     const act_t *gt = (const act_t *)gate;
     if (int team = norm_team(S, y, x, gate)) {
-        const int threads = team > NORM_SHFL_TEAM_MAX ? team : NORM_TEAM_BLOCK, per_block = threads / team;
+        const int threads = team > TEAM_SHFL_MAX ? team : NORM_TEAM_BLOCK, per_block = threads / team;
         const unsigned blocks = (unsigned)((n * G + per_block - 1) / per_block);
         if (gate)
             norm_forward_team_kernel<true><<<blocks, threads, 0, s>>>((act_t *)y, (par_t *)mean, (par_t *)rstd, (const act_t *)x, (const par_t *)w, (const par_t *)b, gt, n * G, G, S, team, eps);
@@ -271,7 +259,7 @@ static int norm_bwd_impl(rp_backend *be, void *dx, void *dgate, void *dw, void *
     const act_t *gt = (const act_t *)gate;
     const par_t *bp = (const par_t *)b, *mp = (const par_t *)mean, *rp = (const par_t *)rstd;
     if (int team = norm_team(S, dx, dy, x, gate, dgate)) {
-        const int threads = team > NORM_SHFL_TEAM_MAX ? team : NORM_TEAM_BLOCK, per_block = threads / team;
+        const int threads = team > TEAM_SHFL_MAX ? team : NORM_TEAM_BLOCK, per_block = threads / team;
         const unsigned blocks = (unsigned)((n * G + per_block - 1) / per_block);
         if (gate)
             norm_backward_dx_team_kernel<true><<<blocks, threads, 0, s>>>((act_t *)dx, (act_t *)dgate, (const act_t *)dy, (const act_t *)x, (const par_t *)w, bp, gt, mp, rp, n * G, G, S, team);
