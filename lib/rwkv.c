@@ -61,7 +61,7 @@ struct rp_workspace {
     void *x_final, *lnout, *mean_o, *rstd_o;
     void *logits;
     int64_t logit_rows;
-    void *tmp_c;    /* [n,C] */
+    void *tmp_c;    /* [n,C] (RWKV-5/6) */
     void *rows_tmp; /* [B,C]: one row per sequence (carried-state gradients) */
     void *x_spare;  /* [n,C] output sink for recomputed blocks */
     void *v_first;  /* RWKV-7 [n,C]: layer 0's v, read by every later layer */
@@ -217,7 +217,7 @@ static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_acts *a) {
     AL(xkr, (v7 ? 1 : 2) * n * C, A_);
     AL(kpre, n * F, A_);
     AL(kk, n * F, A_);
-    AL(kv, n * C, A_);
+    if (!v7) AL(kv, n * C, A_); /* RWKV-7 adds kv onto the residual directly */
     if (!v7) AL(rs, n * C, A_);
     int r = max_lora_r(m);
     for (int i = 0; i < RP_LIN_COUNT; i++) AL(lora_t[i], n * r, A_);
@@ -244,7 +244,7 @@ static int ws_layout(rwkvpeft_model *m, rp_workspace *ws) {
     AL(lnout, n * C, A_);
     AL(mean_o, n, P_);
     AL(rstd_o, n, P_);
-    AL(tmp_c, n * C, A_);
+    if (m->version != 7) AL(tmp_c, n * C, A_); /* RWKV-5/6: σ(r)⊙kv before the residual add */
     AL(rows_tmp, (int64_t)B * C, A_);
     AL(x_spare, n * C, A_);
     if (m->version == 7) AL(v_first, n * C, A_);
@@ -481,8 +481,12 @@ static int bat_blocks(rwkvpeft_model *m, const rp_linear *lin, void *u, const vo
  *   Bat         = x̃·Wᵀ + fold(u)·Fᵀ, u = (x_b·D_bᵀ)_b, x̃ = x + u
  * where F [rows,r] is the model's 0/1 fold matrix (F[i][c] = i mod r == c). Bat equals
  * y = x·W'ᵀ with W'_ab = W_ab + W_ab·D_b + D_b (spec §3.4) without forming W'. */
-static int linear_fwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin, void *y, const void *x, int64_t n,
-                      void *t_save, uint64_t seed) {
+static int linear_fwd_acc(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin, void *y, int accumulate,
+                          const void *x, int64_t n, void *t_save, uint64_t seed) {
+    /* accumulate: y += (the whole output), the base product reading y in its epilogue —
+     * nearly free in a compute-bound GEMM, where a separate add reads both operands again
+     * (the residual adds of every block) */
+    const float base_beta = accumulate ? 1.0f : 0.0f;
     rp_backend *be = m->be;
     rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
     int in = lin->in, out = lin->out, r = lin->r;
@@ -495,7 +499,7 @@ static int linear_fwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin,
         RP_TRY(bat_blocks(m, lin, xt, x, n));
         OP(gemm(be, 0, 0, (int)n, r, in, 1.0f, xt, A_, in, 0, m->fold, P_, r, 0, 0.0f, t_save, A_, r, 0, 1));
         OP(add(be, xt, x, 1.0f, n * in));
-        OP(gemm(be, 0, 1, (int)n, out, in, 1.0f, xt, A_, in, 0, W, A_, in, 0, 0.0f, y, A_, out, 0, 1));
+        OP(gemm(be, 0, 1, (int)n, out, in, 1.0f, xt, A_, in, 0, W, A_, in, 0, base_beta, y, A_, out, 0, 1));
         OP(gemm(be, 0, 1, (int)n, out, r, 1.0f, t_save, A_, r, 0, m->fold, P_, r, 0, 1.0f, y, A_, out, 0, 1));
         return 0;
     }
@@ -504,7 +508,7 @@ static int linear_fwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin,
      * read of y: 61 → 33 µs at 8192×4096 on the H200 — was tried and lost precision on the
      * GPU: test_qtrain's quantized LoRA case against float64 went from 0.6% to 1.1% in the
      * logits and from 3% to 15% in the gradients. The backward keeps that order for dx.) */
-    OP(gemm(be, 0, 1, (int)n, out, in, 1.0f, x, A_, in, 0, W, A_, in, 0, 0.0f, y, A_, out, 0, 1));
+    OP(gemm(be, 0, 1, (int)n, out, in, 1.0f, x, A_, in, 0, W, A_, in, 0, base_beta, y, A_, out, 0, 1));
     if (lin->d_mode == RP_DMODE_BONE) {
         OP(gemm(be, 0, 0, (int)n, r, in, 1.0f, x, A_, in, 0, m->fold, P_, r, 0, 0.0f, t_save, A_, r, 0, 1));
         OP(gemm(be, 0, 0, (int)n, out, r, 1.0f, t_save, A_, r, 0, PARAM(lin->D), out, 0, 1.0f, y, A_, out, 0, 1));
@@ -519,6 +523,11 @@ static int linear_fwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin,
         OP(gemm(be, 0, 1, (int)n, out, r, lin->scale, t_save, A_, r, 0, PARAM(lin->B), r, 0, 1.0f, y, A_, out, 0, 1));
     }
     return 0;
+}
+
+static int linear_fwd(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *lin, void *y, const void *x, int64_t n,
+                      void *t_save, uint64_t seed) {
+    return linear_fwd_acc(m, ws, lin, y, 0, x, n, t_save, seed);
 }
 
 /* Bat backward (see linear_fwd): with dx̃ = dy·W and du = dx̃ + (dy·F)·Fᵀ,
@@ -643,14 +652,17 @@ static void *wkv_gs0(const rwkvpeft_model *m, const rp_layer_state *st_in, rp_la
 }
 
 /* RWKV-5 and RWKV-6 blocks (RWKV-5: plain lerp mixes of the current token, static decay). */
-/* The channel mix's key/value path, the same in every version: kv = relu(xk·W_kᵀ)²·W_vᵀ,
- * keeping the key pre-activation kpre and kk = relu(kpre)² for the backward. */
-static int ffn_kv_fwd(rwkvpeft_model *m, rp_workspace *ws, rp_layer *ly, rp_acts *a, const void *xk, uint64_t seed) {
+/* The channel mix's key/value path, the same in every version: kv = relu(xk·W_kᵀ)²·W_vᵀ
+ * written to kv (accumulate 0: RWKV-5/6 keep it for the receptance gate's backward) or added
+ * to it (RWKV-7: straight onto the residual), keeping the key pre-activation kpre and
+ * kk = relu(kpre)² for the backward. */
+static int ffn_kv_fwd(rwkvpeft_model *m, rp_workspace *ws, rp_layer *ly, rp_acts *a, const void *xk, void *kv,
+                      int accumulate, uint64_t seed) {
     rp_backend *be = m->be;
     int64_t n = (int64_t)ws->B * ws->T;
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_K], a->kpre, xk, n, a->lora_t[RP_LIN_FFN_K], seed));
     OP(act_fwd(be, RP_ACT_RELU_SQ, a->kk, a->kpre, n * m->F));
-    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_V], a->kv, a->kk, n, a->lora_t[RP_LIN_FFN_V], seed));
+    RP_TRY(linear_fwd_acc(m, ws, &ly->lin[RP_LIN_FFN_V], kv, accumulate, a->kk, n, a->lora_t[RP_LIN_FFN_V], seed));
     return 0;
 }
 
@@ -712,16 +724,20 @@ static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     /* og = GroupNorm(y) ⊙ g in one pass (the normalised y itself is not kept) */
     OP(norm_gate_fwd(be, a->og, a->gn_mean, a->gn_rstd, a->y, ly->lnx_w->data, ly->lnx_b->data, a->g, n, m->H, m->N,
                      GN_EPS));
-    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_O], ws->tmp_c, a->og, n, a->lora_t[RP_LIN_ATT_O], seed));
+    /* x_mid = x_in + output(og): the output linear accumulates onto the copied residual */
     OP(memcpy_d2d(be, a->x_mid, a->x_in, (size_t)nC * as));
-    OP(add(be, a->x_mid, ws->tmp_c, 1.0f, nC));
+    RP_TRY(linear_fwd_acc(m, ws, &ly->lin[RP_LIN_ATT_O], a->x_mid, 1, a->og, n, a->lora_t[RP_LIN_ATT_O], seed));
     /* channel mix */
     OP(norm_fwd(be, a->ln2, a->mean2, a->rstd2, a->x_mid, ly->ln2_w->data, ly->ln2_b->data, n, 1, C, LN_EPS));
     OP(shift_mix_fwd(be, a->xkr, a->ln2, ffn_prev, ly->ffn_mix->data, NULL, form, 2, B, T, C));
     if (st_out && st_out->ffn_prev) RP_TRY(keep_last_rows(m, st_out->ffn_prev, a->ln2, B, T));
-    RP_TRY(ffn_kv_fwd(m, ws, ly, a, SLOT(a->xkr, 0), seed));
+    RP_TRY(ffn_kv_fwd(m, ws, ly, a, SLOT(a->xkr, 0), a->kv, 0, seed));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_R], a->rs, SLOT(a->xkr, 1), n, a->lora_t[RP_LIN_FFN_R], seed));
     OP(act_fwd(be, RP_ACT_SIGMOID, a->rs, a->rs, nC));
+    /* x_out = x_mid + σ(r)⊙kv. (Adding the product in place through mul_bwd's "da += dy ⊙ b"
+     * saves a pass and a rounding, but moved test_qtrain's nf4 LoRA GPU gradients against
+     * float64 from 2.4% to 9.3% on the emulated module — that random model's gradients swing
+     * with the bf16 rounding pattern — so it waits for a less fragile comparison.) */
     OP(mul_fwd(be, ws->tmp_c, a->rs, a->kv, nC));
     OP(memcpy_d2d(be, x_out, a->x_mid, (size_t)nC * as));
     OP(add(be, x_out, ws->tmp_c, 1.0f, nC));
@@ -896,16 +912,14 @@ static int block7_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, vo
     OP(norm_fwd(be, a->o, a->gn_mean, a->gn_rstd, a->y, ly->lnx_w->data, ly->lnx_b->data, n, H, N, GN_EPS));
     OP(v7_bonus_fwd(be, a->o, a->r, a->kn, a->v, ly->r_k->data, n, H, N));
     OP(mul_fwd(be, a->og, a->o, a->g, nC));
-    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_O], ws->tmp_c, a->og, n, a->lora_t[RP_LIN_ATT_O], seed));
-    OP(memcpy_d2d(be, a->x_mid, a->x_in, (size_t)nC * as));
-    OP(add(be, a->x_mid, ws->tmp_c, 1.0f, nC));
+    OP(memcpy_d2d(be, a->x_mid, a->x_in, (size_t)nC * as)); /* x_mid = x_in + output(og), as in block56_fwd */
+    RP_TRY(linear_fwd_acc(m, ws, &ly->lin[RP_LIN_ATT_O], a->x_mid, 1, a->og, n, a->lora_t[RP_LIN_ATT_O], seed));
     /* channel mix: relu(xk·Wkᵀ)²·Wvᵀ */
     OP(norm_fwd(be, a->ln2, a->mean2, a->rstd2, a->x_mid, ly->ln2_w->data, ly->ln2_b->data, n, 1, C, LN_EPS));
     OP(shift_mix_fwd(be, a->xkr, a->ln2, ffn_prev, ly->ffn_mix->data, NULL, RP_MIX_DELTA, 1, B, T, C));
     if (st_out && st_out->ffn_prev) RP_TRY(keep_last_rows(m, st_out->ffn_prev, a->ln2, B, T));
-    RP_TRY(ffn_kv_fwd(m, ws, ly, a, a->xkr, seed));
-    OP(memcpy_d2d(be, x_out, a->x_mid, (size_t)nC * as));
-    OP(add(be, x_out, a->kv, 1.0f, nC));
+    OP(memcpy_d2d(be, x_out, a->x_mid, (size_t)nC * as)); /* x_out = x_mid + kv */
+    RP_TRY(ffn_kv_fwd(m, ws, ly, a, a->xkr, x_out, 1, seed));
     return 0;
 }
 
