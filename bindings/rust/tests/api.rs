@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use rwkvpeft::{
     sys, AdapterParams, Batch, Context, ContextOptions, DType, DatasetWriter, FileFormat, GenerateParams, LogLevel,
-    ModelConfig, ModelParams, PeftMethod, Quant, Sampler, SamplerParams, Status, Tokenizer, TrainParams,
+    ModelConfig, ModelParams, Optimizer, PeftMethod, Quant, Sampler, SamplerParams, Status, Tokenizer, TrainParams,
 };
 
 fn tiny() -> ModelConfig {
@@ -84,6 +84,7 @@ fn defaults_land_in_the_right_fields() {
     assert_eq!((t.lr_init, t.lr_final, t.warmup_steps, t.total_steps), (6e-4, 1e-5, -1, 0));
     assert_eq!((t.beta1, t.beta2, t.adam_eps, t.grad_clip), (0.9, 0.99, 1e-8, 1.0));
     assert_eq!((t.accumulate_grad_batches, t.layerwise_lr, t.weight_decay), (1, true, 0.0));
+    assert_eq!((t.chunk_ctx, t.infctx_full, t.optimizer), (0, true, Optimizer::AdamW));
     let a = AdapterParams::default();
     assert_eq!(a.method, PeftMethod::Lora);
     assert_eq!((a.r, a.alpha, a.dropout, a.seed), (8, 32.0, 0.01, 42));
