@@ -147,6 +147,20 @@ fn training_lowers_the_loss() {
 }
 
 #[test]
+fn training_with_8bit_adamw() {
+    let c = ctx();
+    let mut m = c.new_model(&tiny(), &ModelParams::default(), 1234).unwrap();
+    m.attach(&lora()).unwrap();
+    let (inp, tgt) = toy();
+    let b = Batch::new(&inp, &tgt, 2, 16).unwrap();
+    let p = TrainParams { optimizer: Optimizer::AdamW8bit, ..TrainParams::constant_lr(1e-2) };
+    let mut t = m.trainer(&p).unwrap();
+    let losses: Vec<f64> = (0..12).map(|_| t.step(&b).unwrap().loss).collect();
+    assert!(losses.iter().all(|l| l.is_finite()));
+    assert!(losses[11] < 0.5 * losses[0], "{losses:?}");
+}
+
+#[test]
 fn loss_mask_and_accumulation() {
     let c = ctx();
     let mut m = c.new_model(&tiny(), &ModelParams::default(), 1).unwrap();
