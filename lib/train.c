@@ -273,9 +273,7 @@ int rp_trainer_create(rwkvpeft_model *m, const rwkvpeft_train_params *tp, rwkvpe
 
 void rp_trainer_destroy(rwkvpeft_trainer *t) {
     if (!t) return;
-    rp_backend *be = t->m->be;
     rp_workspace_free(t->m, t->ws);
-    (void)be;
     free_optimizer_state(t);
     free(t->segs);
     t->m->n_trainers--;
