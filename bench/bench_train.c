@@ -2,14 +2,16 @@
  *
  *   bench_train --backend cuda --layers 24 --embd 2048 [--ffn 0] [--vocab 65536] [--ctx 1024]
  *               [--bsz 8] [--method lora|state] [--r 64] [--alpha 128] [--grad_cp 1]
- *               [--quant none|nf4|fp4|4bit|int8|fp8] [--emb_host 0|1] [--warmup 3] [--steps 10] [--json out.jsonl]
+ *               [--quant none|nf4|fp4|4bit|int8|fp8] [--emb_host 0|1] [--optim none|adamw8bit] [--warmup 3] [--steps 10]
+ *               [--json out.jsonl]
  *
  * --version 5|6|7 (default 6) picks the architecture. Builds a model of the given shape with random weights (the reference's init costs a QR
  * per matrix; timing does not depend on the values, so a cheap scaled uniform fill is used),
  * attaches LoRA on the 8 block linears + train_parts time,ln (the reference's default) or,
  * for --method state, state tuning (only att.time_state trains), and times full steps
  * (forward, loss, backward, clip, Adam) on random tokens. --quant quantizes the 8 block
- * linears at the attach (QLoRA / quantized state tuning, docs/quantization.md). Prints median
+ * linears at the attach (QLoRA / quantized state tuning, docs/quantization.md); --optim adamw8bit
+ * keeps the Adam moments in 8 bits (rwkvpeft_train_params.optimizer). Prints median
  * step time, tokens/s, the device memory used above the empty context (peak over the run),
  * the parameters' device bytes before and after the attach, and dense-matmul TFLOP/s counted
  * as shared/notes/reference-h200.md counts them.
@@ -36,7 +38,7 @@ static uint64_t used_bytes(rwkvpeft_context *ctx) {
 }
 
 int main(int argc, char **argv) {
-    const char *backend = "cuda", *method = "lora", *json = NULL, *quant = "none";
+    const char *backend = "cuda", *method = "lora", *json = NULL, *quant = "none", *optim = "none";
     int L = 24, C = 2048, F = 0, V = 65536, T = 1024, B = 8, r = 64, grad_cp = 1, warm = 3, steps = 10;
     int chunk = 0, infctx_full = 1, version = 6, emb_host = 0; /* --chunk N: long-context training in chunks of N (--ctx is the whole length) */
     double alpha = 128;
@@ -59,6 +61,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--steps")) steps = atoi(v);
         else if (!strcmp(a, "--json")) json = v;
         else if (!strcmp(a, "--quant")) quant = v;
+        else if (!strcmp(a, "--optim")) optim = v;
         else if (!strcmp(a, "--version")) version = atoi(v);
         else if (!strcmp(a, "--emb_host")) emb_host = atoi(v) != 0; /* rwkvpeft_model_params.embedding_on_host */
         else {
@@ -74,6 +77,11 @@ int main(int argc, char **argv) {
     int qfmt = rp_quant_parse(quant);
     if (qfmt < 0) {
         fprintf(stderr, "bench_train: --quant must be none, nf4, fp4, 4bit, int8 or fp8\n");
+        return 2;
+    }
+    int optimizer = !strcmp(optim, "none") ? RWKVPEFT_OPTIM_ADAMW : !strcmp(optim, "adamw8bit") ? RWKVPEFT_OPTIM_ADAMW_8BIT : -1;
+    if (optimizer < 0) {
+        fprintf(stderr, "bench_train: --optim must be none (fp32 AdamW) or adamw8bit\n");
         return 2;
     }
     int N = 64;
@@ -163,6 +171,7 @@ int main(int argc, char **argv) {
     tp.lr_init = tp.lr_final = 1e-5f;
     tp.chunk_ctx = chunk;
     tp.infctx_full = infctx_full;
+    tp.optimizer = optimizer;
     rwkvpeft_trainer *tr;
     if (rwkvpeft_trainer_create(m, &tp, &tr)) {
         fprintf(stderr, "bench_train: %s\n", rwkvpeft_last_error());
@@ -220,23 +229,24 @@ int main(int argc, char **argv) {
 #define STAGE(a, b) (((double)(a) - (double)(b)) / G) /* signed: the attach frees dense weights under quantization */
     double mem_weights = STAGE(used_weights, base_used), mem_adapter = STAGE(used_attached, used_weights),
            mem_optim = STAGE(used_trainer, used_attached), mem_step = STAGE(used_first, used_trainer),
-           mem_ws = (double)rp_trainer_workspace_bytes(tr) / G;
+           mem_ws = (double)rp_trainer_workspace_bytes(tr) / G, mem_moments = (double)rp_trainer_optimizer_bytes(tr) / G;
 #undef STAGE
-    printf("bench_train: memory GiB: weights %.3f, attach %+.3f, optimizer %+.3f, first step %+.3f (workspace %.3f)\n",
-           mem_weights, mem_adapter, mem_optim, mem_step, mem_ws);
+    printf("bench_train: memory GiB: weights %.3f, attach %+.3f, optimizer %+.3f (%s moments %.3f of it; %lld trainable), "
+           "first step %+.3f (workspace %.3f)\n",
+           mem_weights, mem_adapter, mem_optim, optim, mem_moments, (long long)m->flat_numel, mem_step, mem_ws);
     if (json) {
         FILE *f = fopen(json, "a");
         if (f) {
             fprintf(f,
                     "{\"backend\":\"%s\",\"version\":%d,\"layers\":%d,\"embd\":%d,\"ffn\":%d,\"vocab\":%d,\"method\":\"%s\",\"r\":%d,"
-                    "\"quant\":\"%s\",\"emb_host\":%d,\"bsz\":%d,\"ctx\":%d,\"chunk\":%d,\"infctx_full\":%d,\"grad_cp\":%d,"
+                    "\"quant\":\"%s\",\"optim\":\"%s\",\"emb_host\":%d,\"bsz\":%d,\"ctx\":%d,\"chunk\":%d,\"infctx_full\":%d,\"grad_cp\":%d,"
                     "\"median_ms\":%.3f,\"min_ms\":%.3f,"
                     "\"max_ms\":%.3f,\"tokens_per_s\":%.1f,\"peak_gib\":%.3f,\"param_gib\":%.3f,\"dense_tflops\":%.2f,"
                     "\"mem_weights_gib\":%.3f,\"mem_attach_gib\":%.3f,\"mem_optimizer_gib\":%.3f,\"mem_first_step_gib\":%.3f,"
-                    "\"workspace_gib\":%.3f,\"loss\":%.9g}\n",
-                    backend, version, L, C, F, V, method, r, rp_quant_name(qfmt), emb_host, B, T, chunk, infctx_full, grad_cp, med, ms[0],
+                    "\"workspace_gib\":%.3f,\"moments_gib\":%.3f,\"trainable\":%lld,\"loss\":%.9g}\n",
+                    backend, version, L, C, F, V, method, r, rp_quant_name(qfmt), optim, emb_host, B, T, chunk, infctx_full, grad_cp, med, ms[0],
                     ms[steps - 1], tok_s, gib, bytes_attached / 1073741824.0, flops / (med / 1e3) / 1e12, mem_weights,
-                    mem_adapter, mem_optim, mem_step, mem_ws, loss);
+                    mem_adapter, mem_optim, mem_step, mem_ws, mem_moments, (long long)m->flat_numel, loss);
             fclose(f);
         }
     }

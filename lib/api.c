@@ -453,6 +453,7 @@ void rwkvpeft_train_params_init(rwkvpeft_train_params *p) {
     p->layerwise_lr = 1;
     p->chunk_ctx = 0;
     p->infctx_full = 1;
+    p->optimizer = RWKVPEFT_OPTIM_ADAMW;
 }
 
 rwkvpeft_status rwkvpeft_trainer_create(rwkvpeft_model *m, const rwkvpeft_train_params *params, rwkvpeft_trainer **out) {

@@ -26,7 +26,10 @@
 
 #include "internal.h"
 
-#define RP_BACKEND_API_VERSION 3 /* 3: norm_gate_fwd/bwd */
+#define RP_BACKEND_API_VERSION 4 /* 3: norm_gate_fwd/bwd; 4: adam8_update */
+
+/* Elements per scale (absmax) of the 8-bit optimizer state (adam8_update). */
+#define RP_ADAM8_BLOCK 256
 
 typedef struct rp_backend_ops rp_backend_ops;
 
@@ -270,6 +273,26 @@ struct rp_backend_ops {
     int (*v7_bonus_bwd)(rp_backend *be, void *dr, void *dk, void *dv, void *dr_k, const void *dy,
                         const void *r, const void *k, const void *v, const void *r_k, int64_t n, int H,
                         int N);
+
+    /* ---- 8-bit AdamW (API 4; NULL: the backend has none) ------------------------------ */
+    /* adam_update with the moments stored blockwise in 8 bits (lib/optim8.h). The flat
+     * buffer [0, numel) is cut into blocks of RP_ADAM8_BLOCK elements (the last one short);
+     * block b holds float32 scales m_absmax[b], v_absmax[b] and each element one code index
+     * m_q[i], v_q[i] (uint8 [numel]) into code_m / code_v (f32 [256] device, ascending).
+     * Per element inside a segment (segments: host array, disjoint, any order):
+     *   m = code_m[m_q]·m_absmax[b];  v = code_v[v_q]·v_absmax[b];
+     *   then clipping, the m/v update and the parameter update exactly as adam_update (the
+     *   parameter uses the new m and v before they are re-quantized).
+     * Then per block: absmax = max|m| (max v) over the block as float32, and each element's
+     * code = the entry nearest m/absmax (v/absmax; ties to the lower index; absmax 0: the
+     * index of 0.0). Elements outside every segment keep their parameter, and their
+     * dequantized m, v enter the block's re-quantization unchanged; a block without any
+     * segment element is not written at all. A non-finite norm_sq changes nothing. params,
+     * grads P [numel]. A fresh state is every code the index of 0.0 with absmax 0. */
+    int (*adam8_update)(rp_backend *be, void *params, const void *grads, uint8_t *m_q, uint8_t *v_q,
+                        float *m_absmax, float *v_absmax, const float *code_m, const float *code_v,
+                        int64_t numel, const rp_adam_segment *segs, int n_segs, const void *norm_sq,
+                        float max_norm, float lr, float beta1, float beta2, float eps, int64_t step);
 };
 
 /* ---- backend registry (lib/backend.c) -------------------------------------------------- */

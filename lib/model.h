@@ -272,6 +272,8 @@ int rp_workspace_fits(const rp_workspace *ws, int B, int T);
 int64_t rp_workspace_bytes(const rp_workspace *ws);
 /* Device bytes of the trainer's workspace (0 before its first step). */
 int64_t rp_trainer_workspace_bytes(const rwkvpeft_trainer *t);
+/* Device bytes of the optimizer moments (fp32 m and v, or the 8-bit codes, scales and tables). */
+int64_t rp_trainer_optimizer_bytes(const rwkvpeft_trainer *t);
 
 /* Uploads ids/targets/weights (host) into the workspace. weights: per-position loss
  * weights already normalised by the caller (sum = 1 over the batch for a mean). */

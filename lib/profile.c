@@ -15,13 +15,13 @@
 
 enum {
     P_GEMM, P_GEMM_LR, P_GEMM_BIG, P_EMB_F, P_EMB_B, P_NORM_F, P_NORM_B, P_MIX_F, P_MIX_B, P_ACT_F, P_ACT_B, P_MUL_F, P_MUL_B, P_ADD, P_BCAST,
-    P_SUMROWS, P_DROP, P_WKV_F, P_WKV_B, P_LERP_F, P_LERP_B, P_WKV7_F, P_WKV7_B, P_V7_F, P_V7_B, P_CE, P_SUMSQ, P_ADAM, P_DEQ, P_COPY, P_COUNT
+    P_SUMROWS, P_DROP, P_WKV_F, P_WKV_B, P_LERP_F, P_LERP_B, P_WKV7_F, P_WKV7_B, P_V7_F, P_V7_B, P_CE, P_SUMSQ, P_ADAM, P_ADAM8, P_DEQ, P_COPY, P_COUNT
 };
 static const char *const prof_names[P_COUNT] = {
     "gemm dense", "gemm low-rank", "gemm vocab", "embedding_fwd", "embedding_bwd", "norm_fwd", "norm_bwd", "shift_mix_fwd", "shift_mix_bwd", "act_fwd",
     "act_bwd", "mul_fwd", "mul_bwd", "add", "broadcast_rows", "sum_rows", "dropout", "wkv6_fwd", "wkv6_bwd",
     "lerp_fwd", "lerp_bwd", "wkv7_fwd", "wkv7_bwd", "v7_kprep/bonus_fwd", "v7_kprep/bonus_bwd",
-    "cross_entropy", "sumsq", "adam_update", "dequant", "memcpy/convert"};
+    "cross_entropy", "sumsq", "adam_update", "adam8_update", "dequant", "memcpy/convert"};
 
 static const rp_backend_ops *real_ops;
 static rp_backend_ops wrapped;
@@ -145,6 +145,11 @@ PROF(P_ADAM, adam_update,
      (rp_backend * be, void *p, const void *g, void *m, void *v, const rp_adam_segment *s, int ns, const void *nsq,
       float mx, float lr, float b1, float b2, float eps, int64_t step),
      (be, p, g, m, v, s, ns, nsq, mx, lr, b1, b2, eps, step))
+PROF(P_ADAM8, adam8_update,
+     (rp_backend * be, void *p, const void *g, uint8_t *mq, uint8_t *vq, float *ma, float *va, const float *cm,
+      const float *cv, int64_t n, const rp_adam_segment *s, int ns, const void *nsq, float mx, float lr, float b1,
+      float b2, float eps, int64_t step),
+     (be, p, g, mq, vq, ma, va, cm, cv, n, s, ns, nsq, mx, lr, b1, b2, eps, step))
 PROF(P_DEQ, dequant,
      (rp_backend * be, void *o, const void *q, const void *am, const void *code, int fmt, int64_t n, int bs),
      (be, o, q, am, code, fmt, n, bs))
@@ -188,6 +193,7 @@ const rp_backend_ops *rp_profile_wrap(const rp_backend_ops *ops) {
     WRAP_OPT(v7_kprep_bwd);
     WRAP_OPT(v7_bonus_fwd);
     WRAP_OPT(v7_bonus_bwd);
+    WRAP_OPT(adam8_update);
 #undef WRAP_OPT
     wrapped.cross_entropy = prof_cross_entropy;
     wrapped.sumsq = prof_sumsq;

@@ -7,13 +7,19 @@
 
 #include "kernel_common.h"
 #include "model.h"
+#include "optim8.h"
 #include "tensorfile.h"
 
 struct rwkvpeft_trainer {
     rwkvpeft_model *m;
     rp_err err;
     rwkvpeft_train_params tp;
-    void *grads, *adam_m, *adam_v, *norm_sq; /* par dtype */
+    void *grads, *adam_m, *adam_v, *norm_sq; /* par dtype; adam_m/v NULL with the 8-bit optimizer */
+    /* RWKVPEFT_OPTIM_ADAMW_8BIT: the moments as uint8 codes [flat_numel] with one float32
+     * scale per RP_ADAM8_BLOCK elements, and the two code tables (code_m then code_v) */
+    uint8_t *m_q, *v_q;
+    float *m_absmax, *v_absmax, *codes;
+    int64_t n_qblocks;
     rp_adam_segment *segs;
     int n_segs;
     rp_workspace *ws;
@@ -25,6 +31,74 @@ struct rwkvpeft_trainer {
 };
 
 int64_t rp_trainer_workspace_bytes(const rwkvpeft_trainer *t) { return t ? rp_workspace_bytes(t->ws) : 0; }
+
+int64_t rp_trainer_optimizer_bytes(const rwkvpeft_trainer *t) {
+    if (!t) return 0;
+    if (t->tp.optimizer == RWKVPEFT_OPTIM_ADAMW_8BIT)
+        return 2 * t->m->flat_numel + 2 * 4 * t->n_qblocks + 2 * RP_ADAM8_CODES * 4;
+    return 2 * t->m->flat_numel * (int64_t)rp_dtype_size(t->m->be->ops->par_dtype);
+}
+
+static const char *optimizer_name(int32_t o) {
+    return o == RWKVPEFT_OPTIM_ADAMW_8BIT ? "8-bit AdamW (RWKVPEFT_OPTIM_ADAMW_8BIT)" : "AdamW with float32 moments (RWKVPEFT_OPTIM_ADAMW)";
+}
+
+static void free_optimizer_state(rwkvpeft_trainer *t) {
+    rp_backend *be = t->m->be;
+    be->ops->free(be, t->grads);
+    be->ops->free(be, t->adam_m);
+    be->ops->free(be, t->adam_v);
+    be->ops->free(be, t->norm_sq);
+    be->ops->free(be, t->m_q);
+    be->ops->free(be, t->v_q);
+    be->ops->free(be, t->m_absmax);
+    be->ops->free(be, t->v_absmax);
+    be->ops->free(be, t->codes);
+}
+
+/* Fills n bytes of device memory with `value` (the index of 0.0 in the m table), through a
+ * bounded host buffer. */
+static int fill_bytes(rp_backend *be, uint8_t *dst, int64_t n, uint8_t value) {
+    enum { CHUNK = 1 << 20 };
+    uint8_t *tmp = (uint8_t *)rp_malloc(CHUNK);
+    if (!tmp) return RWKVPEFT_E_OUT_OF_MEMORY;
+    memset(tmp, value, CHUNK);
+    int rc = 0;
+    for (int64_t off = 0; !rc && off < n; off += CHUNK)
+        rc = be->ops->memcpy_h2d(be, dst + off, tmp, (size_t)(n - off < CHUNK ? n - off : CHUNK));
+    if (!rc) rc = be->ops->synchronize(be); /* the host buffer is freed next */
+    free(tmp);
+    return rc;
+}
+
+/* The 8-bit optimizer's state: codes of 0.0, absmax 0, tables uploaded. */
+static int alloc_adam8(rwkvpeft_trainer *t) {
+    rwkvpeft_model *m = t->m;
+    rp_backend *be = m->be;
+    if (!be->ops->adam8_update)
+        return rp_fail(&m->err, RWKVPEFT_E_UNSUPPORTED, "the %s backend has no 8-bit AdamW (adam8_update)", be->ops->name);
+    int64_t n = m->flat_numel;
+    t->n_qblocks = (n + RP_ADAM8_BLOCK - 1) / RP_ADAM8_BLOCK;
+    size_t qbytes = (size_t)n, abytes = sizeof(float) * (size_t)t->n_qblocks;
+    void *mq = NULL, *vq = NULL, *ma = NULL, *va = NULL, *cd = NULL;
+    int rc = be->ops->alloc(be, &mq, qbytes) || be->ops->alloc(be, &vq, qbytes) || be->ops->alloc(be, &ma, abytes) ||
+             be->ops->alloc(be, &va, abytes) || be->ops->alloc(be, &cd, sizeof(float) * 2 * RP_ADAM8_CODES);
+    t->m_q = (uint8_t *)mq;
+    t->v_q = (uint8_t *)vq;
+    t->m_absmax = (float *)ma;
+    t->v_absmax = (float *)va;
+    t->codes = (float *)cd;
+    if (rc)
+        return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "cannot allocate the 8-bit optimizer state (2 x %zu bytes): %s", qbytes,
+                       be->err.msg);
+    float codes[2 * RP_ADAM8_CODES];
+    rp_adam8_codes(codes, codes + RP_ADAM8_CODES);
+    if (be->ops->memcpy_h2d(be, t->codes, codes, sizeof codes) || fill_bytes(be, t->m_q, n, RP_ADAM8_ZERO_M) ||
+        be->ops->memset_zero(be, t->v_q, qbytes) || be->ops->memset_zero(be, t->m_absmax, abytes) ||
+        be->ops->memset_zero(be, t->v_absmax, abytes))
+        return rp_be_fail(be, RWKVPEFT_E_BACKEND, &m->err);
+    return 0;
+}
 
 /* Copies the model's last error (set by graph/workspace code) into the trainer's. */
 static int tfail(rwkvpeft_trainer *t, int code) {
@@ -162,6 +236,9 @@ int rp_trainer_create(rwkvpeft_model *m, const rwkvpeft_train_params *tp, rwkvpe
         return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "unknown lr_schedule %d", tp->lr_schedule);
     if (tp->total_steps < 0) return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "total_steps must be >= 0");
     if (tp->chunk_ctx < 0) return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT, "chunk_ctx must be >= 0 (0 = off)");
+    if (tp->optimizer != RWKVPEFT_OPTIM_ADAMW && tp->optimizer != RWKVPEFT_OPTIM_ADAMW_8BIT)
+        return rp_fail(&m->err, RWKVPEFT_E_INVALID_ARGUMENT,
+                       "unknown optimizer %d (RWKVPEFT_OPTIM_ADAMW = 0, RWKVPEFT_OPTIM_ADAMW_8BIT = 1)", (int)tp->optimizer);
     rwkvpeft_trainer *t = (rwkvpeft_trainer *)rp_calloc(1, sizeof *t);
     if (!t) return rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
     t->m = m;
@@ -169,18 +246,22 @@ int rp_trainer_create(rwkvpeft_model *m, const rwkvpeft_train_params *tp, rwkvpe
     rp_backend *be = m->be;
     size_t bytes = (size_t)m->flat_numel * rp_dtype_size(be->ops->par_dtype);
     int rc = build_segments(t);
-    if (!rc && (be->ops->alloc(be, &t->grads, bytes) || be->ops->alloc(be, &t->adam_m, bytes) ||
-                be->ops->alloc(be, &t->adam_v, bytes) || be->ops->alloc(be, &t->norm_sq, 16)))
-        rc = rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "cannot allocate optimizer state (%zu bytes each): %s", bytes,
-                     be->err.msg);
-    if (!rc && (be->ops->memset_zero(be, t->adam_m, bytes) || be->ops->memset_zero(be, t->adam_v, bytes) ||
-                be->ops->memset_zero(be, t->grads, bytes)))
-        rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &m->err);
+    if (tp->optimizer == RWKVPEFT_OPTIM_ADAMW_8BIT) {
+        if (!rc && (be->ops->alloc(be, &t->grads, bytes) || be->ops->alloc(be, &t->norm_sq, 16)))
+            rc = rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "cannot allocate the gradients (%zu bytes): %s", bytes, be->err.msg);
+        if (!rc) rc = alloc_adam8(t);
+        if (!rc && be->ops->memset_zero(be, t->grads, bytes)) rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &m->err);
+    } else {
+        if (!rc && (be->ops->alloc(be, &t->grads, bytes) || be->ops->alloc(be, &t->adam_m, bytes) ||
+                    be->ops->alloc(be, &t->adam_v, bytes) || be->ops->alloc(be, &t->norm_sq, 16)))
+            rc = rp_fail(&m->err, RWKVPEFT_E_OUT_OF_MEMORY, "cannot allocate optimizer state (%zu bytes each): %s", bytes,
+                         be->err.msg);
+        if (!rc && (be->ops->memset_zero(be, t->adam_m, bytes) || be->ops->memset_zero(be, t->adam_v, bytes) ||
+                    be->ops->memset_zero(be, t->grads, bytes)))
+            rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &m->err);
+    }
     if (rc) {
-        be->ops->free(be, t->grads);
-        be->ops->free(be, t->adam_m);
-        be->ops->free(be, t->adam_v);
-        be->ops->free(be, t->norm_sq);
+        free_optimizer_state(t);
         free(t->segs);
         free(t);
         return rc;
@@ -192,12 +273,8 @@ int rp_trainer_create(rwkvpeft_model *m, const rwkvpeft_train_params *tp, rwkvpe
 
 void rp_trainer_destroy(rwkvpeft_trainer *t) {
     if (!t) return;
-    rp_backend *be = t->m->be;
     rp_workspace_free(t->m, t->ws);
-    be->ops->free(be, t->grads);
-    be->ops->free(be, t->adam_m);
-    be->ops->free(be, t->adam_v);
-    be->ops->free(be, t->norm_sq);
+    free_optimizer_state(t);
     free(t->segs);
     t->m->n_trainers--;
     free(t);
@@ -321,8 +398,14 @@ int rp_trainer_step(rwkvpeft_trainer *t, const rwkvpeft_batch *b, rwkvpeft_step_
     if (t->micro >= accum) {
         if ((rc = be->ops->memset_zero(be, t->norm_sq, ps)) ||
             (rc = be->ops->sumsq(be, t->norm_sq, t->grads, t->segs, t->n_segs)) ||
-            (rc = be->ops->adam_update(be, m->flat, t->grads, t->adam_m, t->adam_v, t->segs, t->n_segs, t->norm_sq,
-                                       t->tp.grad_clip, (float)lr, t->tp.beta1, t->tp.beta2, t->tp.adam_eps, t->step + 1)))
+            (rc = t->tp.optimizer == RWKVPEFT_OPTIM_ADAMW_8BIT
+                      ? be->ops->adam8_update(be, m->flat, t->grads, t->m_q, t->v_q, t->m_absmax, t->v_absmax, t->codes,
+                                              t->codes + RP_ADAM8_CODES, m->flat_numel, t->segs, t->n_segs, t->norm_sq,
+                                              t->tp.grad_clip, (float)lr, t->tp.beta1, t->tp.beta2, t->tp.adam_eps,
+                                              t->step + 1)
+                      : be->ops->adam_update(be, m->flat, t->grads, t->adam_m, t->adam_v, t->segs, t->n_segs,
+                                             t->norm_sq, t->tp.grad_clip, (float)lr, t->tp.beta1, t->tp.beta2,
+                                             t->tp.adam_eps, t->step + 1)))
             return rp_be_fail(be, rc, &t->err);
         /* refresh working copies of trainable matrices whose storage type differs */
         for (int i = 0; i < m->n_params; i++) {
@@ -362,20 +445,34 @@ int rp_trainer_step(rwkvpeft_trainer *t, const rwkvpeft_batch *b, rwkvpeft_step_
 
 /* ---- optimizer state files ------------------------------------------------------------ */
 
+/* fp32 AdamW: adam.m, adam.v (P). 8-bit AdamW: adam8.m, adam8.v (u8 codes), adam8.m_absmax,
+ * adam8.v_absmax (f32 per block) and trainer.optimizer (i32 [1] = 1); an fp32 file has no
+ * trainer.optimizer (the files written before the 8-bit optimizer existed). Both carry
+ * grad.accumulated, params and trainer.counters. */
 int rp_trainer_save_state(rwkvpeft_trainer *t, const char *path) {
     rwkvpeft_model *m = t->m;
     rp_backend *be = m->be;
     rp_dtype P_ = be->ops->par_dtype;
     size_t ps = rp_dtype_size(P_), bytes = (size_t)m->flat_numel * ps;
+    const int q8 = t->tp.optimizer == RWKVPEFT_OPTIM_ADAMW_8BIT;
+    /* moments: fp32 m, v of `bytes` each, or codes of flat_numel bytes each + the scales */
+    size_t mom_bytes = q8 ? (size_t)m->flat_numel : bytes, abytes = sizeof(float) * (size_t)t->n_qblocks;
     /* the trainable weights themselves are saved too (in full precision), so a resume is
      * exact even when the adapter file was written in bf16 */
-    void *mh = rp_malloc(bytes), *vh = rp_malloc(bytes), *gh = rp_malloc(bytes), *ph = rp_malloc(bytes);
+    void *mh = rp_malloc(mom_bytes), *vh = rp_malloc(mom_bytes), *gh = rp_malloc(bytes), *ph = rp_malloc(bytes);
+    float *mah = q8 ? (float *)rp_malloc(abytes) : NULL, *vah = q8 ? (float *)rp_malloc(abytes) : NULL;
     int rc = 0;
-    if (!mh || !vh || !gh || !ph) rc = rp_fail(&t->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
-    if (!rc && (be->ops->memcpy_d2h(be, mh, t->adam_m, bytes) || be->ops->memcpy_d2h(be, vh, t->adam_v, bytes) ||
-                be->ops->memcpy_d2h(be, gh, t->grads, bytes) || be->ops->memcpy_d2h(be, ph, m->flat, bytes)))
+    if (!mh || !vh || !gh || !ph || (q8 && (!mah || !vah))) rc = rp_fail(&t->err, RWKVPEFT_E_OUT_OF_MEMORY, "out of memory");
+    if (!rc && !q8 &&
+        (be->ops->memcpy_d2h(be, mh, t->adam_m, bytes) || be->ops->memcpy_d2h(be, vh, t->adam_v, bytes)))
         rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &t->err);
-    if (!rc) {
+    if (!rc && q8 &&
+        (be->ops->memcpy_d2h(be, mh, t->m_q, mom_bytes) || be->ops->memcpy_d2h(be, vh, t->v_q, mom_bytes) ||
+         be->ops->memcpy_d2h(be, mah, t->m_absmax, abytes) || be->ops->memcpy_d2h(be, vah, t->v_absmax, abytes)))
+        rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &t->err);
+    if (!rc && (be->ops->memcpy_d2h(be, gh, t->grads, bytes) || be->ops->memcpy_d2h(be, ph, m->flat, bytes)))
+        rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &t->err);
+    if (!rc && !q8) {
         int64_t counters[5] = {t->step, t->micro, t->micro_total, t->tokens, (int64_t)t->layout_hash};
         rp_named_tensor ts[5] = {
             {"adam.m", P_, 1, {m->flat_numel}, mh, bytes},
@@ -385,12 +482,36 @@ int rp_trainer_save_state(rwkvpeft_trainer *t, const char *path) {
             {"trainer.counters", RP_I64, 1, {5}, counters, sizeof counters},
         };
         rc = rp_tensorfile_write(path, RP_FILE_SAFETENSORS, ts, 5, &t->err);
+    } else if (!rc) {
+        int64_t counters[5] = {t->step, t->micro, t->micro_total, t->tokens, (int64_t)t->layout_hash};
+        int32_t optimizer = t->tp.optimizer;
+        rp_named_tensor ts[8] = {
+            {"adam8.m", RP_U8, 1, {m->flat_numel}, mh, mom_bytes},
+            {"adam8.v", RP_U8, 1, {m->flat_numel}, vh, mom_bytes},
+            {"adam8.m_absmax", RP_F32, 1, {t->n_qblocks}, mah, abytes},
+            {"adam8.v_absmax", RP_F32, 1, {t->n_qblocks}, vah, abytes},
+            {"grad.accumulated", P_, 1, {m->flat_numel}, gh, bytes},
+            {"params", P_, 1, {m->flat_numel}, ph, bytes},
+            {"trainer.counters", RP_I64, 1, {5}, counters, sizeof counters},
+            {"trainer.optimizer", RP_I32, 1, {1}, &optimizer, sizeof optimizer},
+        };
+        rc = rp_tensorfile_write(path, RP_FILE_SAFETENSORS, ts, 8, &t->err);
     }
     free(mh);
     free(vh);
     free(gh);
     free(ph);
+    free(mah);
+    free(vah);
     return rc;
+}
+
+/* Checks that tensor `x` (present) has `nbytes` bytes of `dt`. */
+static int expect_tensor(rwkvpeft_trainer *t, const char *path, const rp_named_tensor *x, rp_dtype dt, size_t nbytes) {
+    if (x->dtype != dt || x->nbytes != nbytes)
+        return rp_fail(&t->err, RWKVPEFT_E_SHAPE, "%s: %s has %zu bytes of %s, expected %zu bytes of %s", path, x->name, x->nbytes,
+                       rp_dtype_name(x->dtype), nbytes, rp_dtype_name(dt));
+    return 0;
 }
 
 int rp_trainer_load_state(rwkvpeft_trainer *t, const char *path) {
@@ -401,26 +522,42 @@ int rp_trainer_load_state(rwkvpeft_trainer *t, const char *path) {
     rp_tensorfile *f = NULL;
     RP_TRY(rp_tensorfile_open(path, &f, &t->err));
     int rc = 0;
-    const rp_named_tensor *tm = rp_tensorfile_find(f, "adam.m"), *tv = rp_tensorfile_find(f, "adam.v"),
-                          *tg = rp_tensorfile_find(f, "grad.accumulated"), *tc = rp_tensorfile_find(f, "trainer.counters"),
-                          *tp = rp_tensorfile_find(f, "params");
+    const rp_named_tensor *tg = rp_tensorfile_find(f, "grad.accumulated"), *tc = rp_tensorfile_find(f, "trainer.counters"),
+                          *tp = rp_tensorfile_find(f, "params"), *to = rp_tensorfile_find(f, "trainer.optimizer");
+    const int q8 = t->tp.optimizer == RWKVPEFT_OPTIM_ADAMW_8BIT;
+    /* the file's optimizer: trainer.optimizer when present, else fp32 AdamW */
+    int32_t file_opt = RWKVPEFT_OPTIM_ADAMW;
+    if (to && (to->dtype != RP_I32 || to->nbytes != sizeof(int32_t)))
+        rc = rp_fail(&t->err, RWKVPEFT_E_FORMAT, "%s: trainer.optimizer is not one int32", path);
+    if (!rc && to) memcpy(&file_opt, to->data, sizeof file_opt);
+    const char *mn = file_opt == RWKVPEFT_OPTIM_ADAMW_8BIT ? "adam8.m" : "adam.m",
+               *vn = file_opt == RWKVPEFT_OPTIM_ADAMW_8BIT ? "adam8.v" : "adam.v";
+    const rp_named_tensor *tm = rp_tensorfile_find(f, mn), *tv = rp_tensorfile_find(f, vn);
+    const rp_named_tensor *tma = rp_tensorfile_find(f, "adam8.m_absmax"), *tva = rp_tensorfile_find(f, "adam8.v_absmax");
     int64_t cnt[5];
-    if (!tm || !tv || !tg || !tp || !tc || tc->dtype != RP_I64 || tc->nbytes != sizeof cnt)
+    if (!rc && (file_opt != RWKVPEFT_OPTIM_ADAMW && file_opt != RWKVPEFT_OPTIM_ADAMW_8BIT))
+        rc = rp_fail(&t->err, RWKVPEFT_E_FORMAT, "%s: unknown optimizer %d in trainer.optimizer", path, (int)file_opt);
+    if (!rc && (!tm || !tv || !tg || !tp || !tc || tc->dtype != RP_I64 || tc->nbytes != sizeof cnt ||
+                (file_opt == RWKVPEFT_OPTIM_ADAMW_8BIT && (!tma || !tva))))
         rc = rp_fail(&t->err, RWKVPEFT_E_FORMAT, "%s: not a librwkvpeft optimizer state file", path);
+    if (!rc && file_opt != t->tp.optimizer)
+        rc = rp_fail(&t->err, RWKVPEFT_E_INVALID_ARGUMENT,
+                     "%s: the optimizer state was saved by %s, but this trainer uses %s; resume with the optimizer it was "
+                     "saved with (rwkvpeft-train --optim)", path, optimizer_name(file_opt), optimizer_name(t->tp.optimizer));
     if (!rc) memcpy(cnt, tc->data, sizeof cnt);
     if (!rc && (uint64_t)cnt[4] != t->layout_hash)
         rc = rp_fail(&t->err, RWKVPEFT_E_SHAPE,
                      "%s: the optimizer state belongs to a different set of trainable tensors (other adapter, rank or "
                      "train_parts, or a state saved by an earlier build with another buffer layout)", path);
-    const rp_named_tensor *arr[4] = {tm, tv, tg, tp};
-    void *dst[4] = {t->adam_m, t->adam_v, t->grads, m->flat};
-    for (int i = 0; !rc && i < 4; i++) {
-        if (arr[i]->dtype != P_ || arr[i]->nbytes != bytes) {
-            rc = rp_fail(&t->err, RWKVPEFT_E_SHAPE, "%s: %s has %zu bytes of %s, expected %zu bytes of %s", path, arr[i]->name,
-                         arr[i]->nbytes, rp_dtype_name(arr[i]->dtype), bytes, rp_dtype_name(P_));
-            break;
-        }
-        if (be->ops->memcpy_h2d(be, dst[i], arr[i]->data, bytes)) rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &t->err);
+    size_t abytes = sizeof(float) * (size_t)t->n_qblocks;
+    const rp_named_tensor *arr[6] = {tm, tv, tg, tp, tma, tva};
+    void *dst[6] = {q8 ? (void *)t->m_q : t->adam_m, q8 ? (void *)t->v_q : t->adam_v, t->grads, m->flat, t->m_absmax,
+                    t->v_absmax};
+    rp_dtype want[6] = {q8 ? RP_U8 : P_, q8 ? RP_U8 : P_, P_, P_, RP_F32, RP_F32};
+    size_t nb[6] = {q8 ? (size_t)m->flat_numel : bytes, q8 ? (size_t)m->flat_numel : bytes, bytes, bytes, abytes, abytes};
+    for (int i = 0; !rc && i < (q8 ? 6 : 4); i++) {
+        if ((rc = expect_tensor(t, path, arr[i], want[i], nb[i]))) break;
+        if (be->ops->memcpy_h2d(be, dst[i], arr[i]->data, nb[i])) rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &t->err);
     }
     for (int i = 0; !rc && i < m->n_params; i++) { /* working copies of trainable matrices */
         rp_param *p = &m->params[i];

@@ -55,8 +55,8 @@ if [ "${RWKVPEFT_TEST_QUICK:-0}" != 1 ]; then
   step "CUDA kernels on the CPU emulator (op harness: the memory-bound kernels, warp 32 and 64)"
   # the GPU modules only compile here; backends/cuda/emu runs their kernels' logic on CPU
   # threads against the CPU backend (the 16-byte vector paths included)
-  RWKVPEFT_OPS_ONLY=shift_mix,norm,act,mul_add,rows,lerp,dequant backends/cuda/emu/run_emulated.sh build-emu
-  RP_EMU_WARP=64 RWKVPEFT_OPS_ONLY=norm,shift_mix backends/cuda/emu/run_emulated.sh build-emu64
+  RWKVPEFT_OPS_ONLY=shift_mix,norm,act,mul_add,rows,lerp,dequant,adam8 backends/cuda/emu/run_emulated.sh build-emu
+  RP_EMU_WARP=64 RWKVPEFT_OPS_ONLY=norm,shift_mix,adam8 backends/cuda/emu/run_emulated.sh build-emu64
 
   step "the model on the emulated CUDA module (test_qtrain's GPU case against cpu64)"
   # the graph's CUDA path — bf16 activations, each block's trainable range narrowed to bf16,

@@ -35,6 +35,7 @@
 
 #include "backend.h"
 #include "kernel_common.h"
+#include "optim8.h"
 
 /* ------------------------------------------------------------------------------------ */
 /* seed, random numbers, host arena                                                     */
@@ -1776,6 +1777,236 @@ static void body_adam(bk *X, bk *R, rng *g) {
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* 8-bit AdamW                                                                          */
+/* ------------------------------------------------------------------------------------ */
+
+/* One 8-bit optimizer state on the host: params (rounded to the backend's P type), codes and
+ * per-block scales. */
+typedef struct adam8_state {
+    int64_t n, nb;
+    double *p;
+    uint8_t *mq, *vq;
+    float *ma, *va;
+} adam8_state;
+
+static adam8_state a8_alloc(int64_t n) {
+    adam8_state s = {n, (n + RP_ADAM8_BLOCK - 1) / RP_ADAM8_BLOCK, H(n), NULL, NULL, NULL, NULL};
+    s.mq = (uint8_t *)hmem((size_t)n);
+    s.vq = (uint8_t *)hmem((size_t)n);
+    s.ma = (float *)hmem(sizeof(float) * (size_t)s.nb);
+    s.va = (float *)hmem(sizeof(float) * (size_t)s.nb);
+    return s;
+}
+static adam8_state a8_copy(const adam8_state *a) {
+    adam8_state s = a8_alloc(a->n);
+    memcpy(s.p, a->p, sizeof(double) * (size_t)a->n);
+    memcpy(s.mq, a->mq, (size_t)a->n);
+    memcpy(s.vq, a->vq, (size_t)a->n);
+    memcpy(s.ma, a->ma, sizeof(float) * (size_t)a->nb);
+    memcpy(s.va, a->va, sizeof(float) * (size_t)a->nb);
+    return s;
+}
+
+/* downloads a raw buffer (guard checked) into host and frees it */
+static void tb_done_raw(tb *x, void *host) {
+    if (!x->d) return;
+    tb_check_get(x, NULL);
+    CHECK_RC(x->b, x->b->ops->memcpy_d2h(x->b->be, host, x->d, tb_bytes(x)));
+    tb_done(x, NULL);
+}
+
+static void run_adam8(bk *b, adam8_state *st, const double *g, const float *codes, const rp_adam_segment *segs, int ns,
+                      adam_cfg c) {
+    tb dp = tb_io(b, b->P, st->p, st->n), dg = tb_in(b, b->P, g, st->n), dn = tb_in(b, b->P, c.norm_sq, 1);
+    tb dmq = tb_writable(tb_raw(b, st->mq, (size_t)st->n)), dvq = tb_writable(tb_raw(b, st->vq, (size_t)st->n));
+    tb dma = tb_writable(tb_raw(b, st->ma, sizeof(float) * (size_t)st->nb));
+    tb dva = tb_writable(tb_raw(b, st->va, sizeof(float) * (size_t)st->nb));
+    tb dc = tb_raw(b, codes, sizeof(float) * 2 * RP_ADAM8_CODES);
+    CHECK_RC(b, b->ops->adam8_update(b->be, dp.d, dg.d, (uint8_t *)dmq.d, (uint8_t *)dvq.d, (float *)dma.d, (float *)dva.d,
+                                     (const float *)dc.d, (const float *)dc.d + RP_ADAM8_CODES, st->n, segs, ns, dn.d,
+                                     (float)c.max_norm, (float)c.lr, (float)c.b1, (float)c.b2, (float)c.eps, c.step));
+    tb_done(&dg, NULL);
+    tb_done(&dn, NULL);
+    tb_done(&dc, NULL);
+    tb_done(&dp, st->p);
+    tb_done_raw(&dmq, st->mq);
+    tb_done_raw(&dvq, st->vq);
+    tb_done_raw(&dma, st->ma);
+    tb_done_raw(&dva, st->va);
+}
+
+/* The op's definition (lib/backend.h) written out in double with the host quantizer. */
+static void adam8_direct(adam8_state *st, const double *gr, const float *codes, const rp_adam_segment *segs, int ns,
+                         adam_cfg c) {
+    const float *cm = codes, *cv = codes + RP_ADAM8_CODES;
+    double clip = 1.0;
+    if (c.norm_sq) {
+        if (!isfinite(*c.norm_sq)) return;
+        if (c.max_norm > 0) {
+            double q = (double)(float)c.max_norm / (sqrt(*c.norm_sq) + 1e-6);
+            if (q < 1) clip = q;
+        }
+    }
+    double b1 = (float)c.b1, b2 = (float)c.b2, eps = (float)c.eps, lr = (float)c.lr;
+    double bc1 = 1 - pow(b1, (double)c.step), bc2 = 1 - pow(b2, (double)c.step);
+    for (int64_t b = 0; b < st->nb; b++) {
+        int64_t b0 = b * RP_ADAM8_BLOCK, len = st->n - b0 < RP_ADAM8_BLOCK ? st->n - b0 : RP_ADAM8_BLOCK;
+        double mv[RP_ADAM8_BLOCK], vv[RP_ADAM8_BLOCK];
+        int any = 0;
+        for (int64_t k = 0; k < len; k++) {
+            int64_t i = b0 + k;
+            mv[k] = (double)cm[st->mq[i]] * st->ma[b];
+            vv[k] = (double)cv[st->vq[i]] * st->va[b];
+            int q;
+            if (!in_segment(i, segs, ns, &q) || segs[q].count <= 0) continue;
+            any = 1;
+            double gi = gr[i] * clip;
+            mv[k] = b1 * mv[k] + (1 - b1) * gi;
+            vv[k] = b2 * vv[k] + (1 - b2) * gi * gi;
+            st->p[i] -= lr * segs[q].lr_scale * ((mv[k] / bc1) / (sqrt(vv[k] / bc2) + eps) + segs[q].weight_decay * st->p[i]);
+        }
+        if (!any) continue;
+        rp_adam8_quantize_block(cm, rp_adam8_nearest(cm, 0.0), mv, (int)len, st->mq + b0, &st->ma[b]);
+        rp_adam8_quantize_block(cv, rp_adam8_nearest(cv, 0.0), vv, (int)len, st->vq + b0, &st->va[b]);
+    }
+}
+
+/* Codes of got vs ref: at most one index apart, and apart at all on at most 1% of the
+ * elements (a normalised moment within float rounding of a midpoint between two entries may
+ * round either way on a float32 backend; the CPU backends agree exactly). */
+static void expect_codes(const bk *X, const char *what, const uint8_t *got, const uint8_t *ref, int64_t n, int exact) {
+    int64_t differ = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int d = abs((int)got[i] - (int)ref[i]);
+        ck_assert_msg(d <= (exact ? 0 : 1), "[%s] %s: %s[%lld] = %d, expected %d (seed %llu)", X->label, g_case, what,
+                      (long long)i, got[i], ref[i], g_seed);
+        differ += d != 0;
+    }
+    if (g_verbose) printf("  %-12s %-40.40s %-10s %lld of %lld codes differ by one\n", X->label, g_case, what, (long long)differ, (long long)n);
+    ck_assert_msg(differ <= n / 100, "[%s] %s: %s: %lld of %lld codes differ (limit 1%%) (seed %llu)", X->label, g_case, what,
+                  (long long)differ, (long long)n, g_seed);
+}
+
+static void expect_absmax(const bk *X, const char *what, const float *got, const float *ref, int64_t nb, double tol) {
+    double *a = H(nb), *r = H(nb);
+    for (int64_t b = 0; b < nb; b++) {
+        a[b] = got[b];
+        r[b] = ref[b];
+    }
+    expect_close(X, what, a, r, nb, tol);
+}
+
+/* `steps` consecutive steps from a fresh or a random state; each step starts X, the oracle
+ * and the direct formula from the oracle's previous result (so they never drift apart). */
+static void adam8_case(bk *X, bk *R, rng *g, const char *label, int64_t n, const rp_adam_segment *segs, int ns,
+                       int fresh, adam_cfg c, int steps) {
+    float codes[2 * RP_ADAM8_CODES];
+    rp_adam8_codes(codes, codes + RP_ADAM8_CODES);
+    const int zm = rp_adam8_nearest(codes, 0.0), zv = rp_adam8_nearest(codes + RP_ADAM8_CODES, 0.0);
+    ck_assert_int_eq(zm, RP_ADAM8_ZERO_M);
+    ck_assert_int_eq(zv, RP_ADAM8_ZERO_V);
+    adam8_state st = a8_alloc(n);
+    double *p0 = gen_normal(g, n, 0, 0.1, X->P);
+    memcpy(st.p, p0, sizeof(double) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) {
+        st.mq[i] = (uint8_t)(fresh ? zm : rng_int(g, 256));
+        st.vq[i] = (uint8_t)(fresh ? zv : rng_int(g, 256));
+    }
+    for (int64_t b = 0; b < st.nb; b++) {
+        st.ma[b] = fresh ? 0.0f : (float)rng_range(g, 0.01, 0.2);
+        st.va[b] = fresh ? 0.0f : (float)rng_range(g, 1e-4, 1e-2);
+    }
+    if (!fresh && st.nb > 1) st.ma[1] = st.va[1] = 0.0f; /* a block whose moments are all 0 */
+    const int skipped = c.norm_sq && !isfinite(*c.norm_sq);
+    const int64_t step0 = c.step;
+    for (int k = 0; k < steps; k++) {
+        c.step = step0 + k;
+        double *gr = gen_normal(g, n, 0, 1, X->P);
+        if (k == 0 && fresh)
+            for (int64_t i = 0; i < n && i < RP_ADAM8_BLOCK; i++) gr[i] = 0; /* block 0: m = v = 0 -> absmax 0 */
+        adam8_state sx = a8_copy(&st), sr = a8_copy(&st), sd = a8_copy(&st);
+        set_case("adam8_update %s n%lld step %lld", label, (long long)n, (long long)c.step);
+        run_adam8(X, &sx, gr, codes, segs, ns, c);
+        run_adam8(R, &sr, gr, codes, segs, ns, c);
+        adam8_direct(&sd, gr, codes, segs, ns, c);
+        /* the oracle is the definition, exactly (same double arithmetic, same quantizer) */
+        expect_codes(R, "m codes (oracle vs direct)", sr.mq, sd.mq, n, 1);
+        expect_codes(R, "v codes (oracle vs direct)", sr.vq, sd.vq, n, 1);
+        for (int64_t b = 0; b < st.nb; b++)
+            ck_assert_msg(sr.ma[b] == sd.ma[b] && sr.va[b] == sd.va[b], "[cpu64] %s: absmax of block %lld differs from the direct formula",
+                          g_case, (long long)b);
+        expect_close(R, "p (oracle vs direct)", sr.p, sd.p, n, 1e-12);
+        /* nothing may change on a skipped step, outside the segments (parameters) and in a
+         * block without a segment element (state) */
+        for (int64_t b = 0; b < st.nb; b++) {
+            int64_t b0 = b * RP_ADAM8_BLOCK, b1 = b0 + RP_ADAM8_BLOCK < n ? b0 + RP_ADAM8_BLOCK : n;
+            int any = 0;
+            for (int64_t i = b0; i < b1; i++) {
+                int q;
+                int in = in_segment(i, segs, ns, &q) && segs[q].count > 0;
+                any |= in;
+                if (skipped || !in)
+                    ck_assert_msg(sx.p[i] == st.p[i], "[%s] %s: parameter %lld changed although it %s (seed %llu)", X->label,
+                                  g_case, (long long)i, skipped ? "belongs to a skipped step" : "lies outside every segment", g_seed);
+            }
+            if (skipped || !any) {
+                ck_assert_msg(sx.ma[b] == st.ma[b] && sx.va[b] == st.va[b] && !memcmp(sx.mq + b0, st.mq + b0, (size_t)(b1 - b0)) &&
+                                  !memcmp(sx.vq + b0, st.vq + b0, (size_t)(b1 - b0)),
+                              "[%s] %s: the state of block %lld changed although %s (seed %llu)", X->label, g_case, (long long)b,
+                              skipped ? "the step was skipped" : "it holds no segment element", g_seed);
+                ck_assert(sr.ma[b] == st.ma[b] && !memcmp(sr.mq + b0, st.mq + b0, (size_t)(b1 - b0)));
+            }
+        }
+        if (skipped) return;
+        const int cpu = !X->gpu;
+        expect_codes(X, "m codes", sx.mq, sr.mq, n, 0);
+        expect_codes(X, "v codes", sx.vq, sr.vq, n, 0);
+        expect_absmax(X, "m absmax", sx.ma, sr.ma, st.nb, cpu ? 0 : 1e-5);
+        expect_absmax(X, "v absmax", sx.va, sr.va, st.nb, cpu ? 0 : 1e-5);
+        double *dpx = H(n), *dpr = H(n);
+        for (int64_t i = 0; i < n; i++) {
+            dpx[i] = sx.p[i] - st.p[i];
+            dpr[i] = sr.p[i] - st.p[i];
+        }
+        expect_close(X, "p", sx.p, sr.p, n, tol_of(X->P));
+        expect_close(X, "delta p", dpx, dpr, n, 10 * tol_of(X->P));
+        /* the step did something: parameters moved and some block scale is non-zero */
+        double moved = 0, amax = 0;
+        for (int64_t i = 0; i < n; i++) moved = fmax(moved, fabs(dpr[i]));
+        for (int64_t b = 0; b < st.nb; b++) amax = fmax(amax, sr.ma[b]);
+        ck_assert_msg(moved > 0 && amax > 0, "%s: the step changed nothing", g_case);
+        if (fresh && k == 0) /* the all-zero-gradient block: absmax 0, every code the one of 0.0 */
+            for (int64_t i = 0; i < RP_ADAM8_BLOCK && i < n; i++)
+                ck_assert_msg(sx.ma[0] == 0 && sx.mq[i] == zm && sx.vq[i] == zv, "[%s] %s: zero block: element %lld has codes %d/%d",
+                              X->label, g_case, (long long)i, sx.mq[i], sx.vq[i]);
+        /* next step from the oracle's result (parameters rounded to X's P type) */
+        for (int64_t i = 0; i < n; i++) sr.p[i] = round_to(X->P, sr.p[i]);
+        st = sr;
+    }
+}
+
+static void body_adam8(bk *X, bk *R, rng *g) {
+    if (!X->ops->adam8_update) {
+        printf("SKIP adam8 on %s: no adam8_update\n", X->label);
+        return;
+    }
+    ck_assert_msg(R->ops->adam8_update != NULL, "cpu64 must implement adam8_update");
+    static const double ns_big = 100.0, ns_small = 0.01, ns_nan = NAN, ns_inf = INFINITY;
+    /* one segment over an awkward length (3 full blocks + 77) */
+    static const rp_adam_segment whole[] = {{0, 256 * 3 + 77, 1.0f, 0.0f}};
+    /* several groups, given out of order, with gaps: block 3 [768, 1024) holds no segment
+     * element; blocks 4 and 5 are partly covered; an empty segment */
+    static const rp_adam_segment parts[] = {{1300, 256 * 11 + 77 - 1300, 1.0f, 0.02f}, {0, 300, 1.0f, 0.0f},
+                                            {1101, 0, 1.0f, 0.0f}, {300, 400, 0.5f, 0.01f}, {1100, 1, 2.0f, 0.1f}};
+    adam8_case(X, R, g, "fresh clipped", 256 * 3 + 77, whole, 1, 1, (adam_cfg){1.0, 1e-2, 0.9, 0.999, 1e-8, 1, &ns_big}, 4);
+    adam8_case(X, R, g, "groups clipped", 256 * 11 + 77, parts, 5, 0, (adam_cfg){1.0, 1e-2, 0.9, 0.99, 1e-8, 5, &ns_big}, 4);
+    adam8_case(X, R, g, "groups under max_norm", 256 * 11 + 77, parts, 5, 0, (adam_cfg){1.0, 3e-3, 0.9, 0.999, 1e-6, 2, &ns_small}, 2);
+    adam8_case(X, R, g, "no norm", 256 * 11 + 77, parts, 5, 1, (adam_cfg){0.0, 1e-3, 0.8, 0.999, 1e-8, 1, NULL}, 3);
+    adam8_case(X, R, g, "NaN norm", 256 * 11 + 77, parts, 5, 0, (adam_cfg){1.0, 1e-2, 0.9, 0.999, 1e-8, 4, &ns_nan}, 1);
+    adam8_case(X, R, g, "Inf norm", 256 * 3 + 77, whole, 1, 0, (adam_cfg){1.0, 1e-2, 0.9, 0.999, 1e-8, 4, &ns_inf}, 1);
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* dequant                                                                              */
 /* ------------------------------------------------------------------------------------ */
 
@@ -2411,6 +2642,7 @@ OP_TEST(wkv7)
 OP_TEST(cross_entropy)
 OP_TEST(sumsq)
 OP_TEST(adam)
+OP_TEST(adam8)
 OP_TEST(dequant)
 OP_TEST(errors)
 
@@ -2472,6 +2704,7 @@ int main(void) {
     tcase_add_test(ops, test_cross_entropy);
     tcase_add_test(ops, test_sumsq);
     tcase_add_test(ops, test_adam);
+    tcase_add_test(ops, test_adam8);
     tcase_add_test(ops, test_dequant);
     tcase_add_test(ops, test_errors);
     suite_add_tcase(su, ops);

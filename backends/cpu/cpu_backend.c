@@ -15,6 +15,7 @@
 
 #include "backend.h"
 #include "kernel_common.h"
+#include "optim8.h"
 
 #ifndef RP_CPU_REAL
 #define RP_CPU_REAL float
@@ -1162,6 +1163,92 @@ static int cpu_adam_update(rp_backend *be, void *params_, const void *grads_, vo
     return 0;
 }
 
+static int cmp_segment_offset(const void *a, const void *b) {
+    int64_t x = ((const rp_adam_segment *)a)->offset, y = ((const rp_adam_segment *)b)->offset;
+    return x < y ? -1 : x > y;
+}
+
+/* 8-bit AdamW: one quantization block per iteration (blocks are independent, so the result
+ * does not depend on the thread count). The arithmetic is adam_update's, in double; m and v
+ * are held in double between the update and the re-quantization. */
+static int cpu_adam8_update(rp_backend *be, void *params_, const void *grads_, uint8_t *m_q, uint8_t *v_q,
+                            float *m_absmax, float *v_absmax, const float *code_m, const float *code_v, int64_t numel,
+                            const rp_adam_segment *segs_in, int n_segs, const void *norm_sq_, float max_norm, float lr,
+                            float beta1, float beta2, float eps, int64_t step) {
+    real *p = (real *)params_;
+    const real *g = (const real *)grads_, *nsq = (const real *)norm_sq_;
+    if (step < 1) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "adam8_update: step must be >= 1");
+    if (numel < 0 || n_segs < 0) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "adam8_update: negative size");
+    double clip = 1.0;
+    if (nsq) {
+        double ns = nsq[0];
+        if (!isfinite(ns)) return 0; /* skipped: the core reports the non-finite norm */
+        if (max_norm > 0) {
+            double c = (double)max_norm / (sqrt(ns) + 1e-6);
+            if (c < 1) clip = c;
+        }
+    }
+    /* non-empty segments sorted by offset (host copy), clamped to [0, numel) */
+    rp_adam_segment *segs = (rp_adam_segment *)cpu_scratch(be, sizeof(rp_adam_segment) * (size_t)(n_segs > 0 ? n_segs : 1));
+    if (!segs) return cpu_fail(be, RWKVPEFT_E_OUT_OF_MEMORY, "adam8_update: scratch");
+    int ns = 0;
+    for (int s = 0; s < n_segs; s++) {
+        rp_adam_segment sg = segs_in[s];
+        if (sg.offset < 0 || sg.count <= 0 || sg.offset >= numel) continue;
+        if (sg.count > numel - sg.offset) sg.count = numel - sg.offset;
+        segs[ns++] = sg;
+    }
+    qsort(segs, (size_t)ns, sizeof *segs, cmp_segment_offset);
+    double bc1 = 1.0 - pow((double)beta1, (double)step), bc2 = 1.0 - pow((double)beta2, (double)step);
+    const int zero_m = rp_adam8_nearest(code_m, 0.0), zero_v = rp_adam8_nearest(code_v, 0.0);
+    int64_t n_blocks = (numel + RP_ADAM8_BLOCK - 1) / RP_ADAM8_BLOCK;
+#pragma omp parallel for schedule(static) num_threads(nthreads(be, numel))
+    for (int64_t b = 0; b < n_blocks; b++) {
+        int64_t b0 = b * RP_ADAM8_BLOCK, b1 = b0 + RP_ADAM8_BLOCK < numel ? b0 + RP_ADAM8_BLOCK : numel;
+        /* first segment that ends after the block's start */
+        int lo = 0, hi = ns;
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if (segs[mid].offset + segs[mid].count <= b0) lo = mid + 1;
+            else hi = mid;
+        }
+        if (lo >= ns || segs[lo].offset >= b1) continue; /* no trainable element: untouched */
+        double mv[RP_ADAM8_BLOCK], vv[RP_ADAM8_BLOCK];
+        const double am = m_absmax[b], av = v_absmax[b];
+        for (int64_t i = b0; i < b1; i++) {
+            mv[i - b0] = (double)code_m[m_q[i]] * am;
+            vv[i - b0] = (double)code_v[v_q[i]] * av;
+        }
+        for (int s = lo; s < ns && segs[s].offset < b1; s++) {
+            int64_t e0 = segs[s].offset > b0 ? segs[s].offset : b0;
+            int64_t e1 = segs[s].offset + segs[s].count < b1 ? segs[s].offset + segs[s].count : b1;
+            double lr_s = (double)lr * segs[s].lr_scale, wd = segs[s].weight_decay;
+            for (int64_t i = e0; i < e1; i++) {
+                double gi = (double)g[i] * clip;
+                double mi = beta1 * mv[i - b0] + (1.0 - beta1) * gi;
+                double vi = beta2 * vv[i - b0] + (1.0 - beta2) * gi * gi;
+                mv[i - b0] = mi;
+                vv[i - b0] = vi;
+                double upd = (mi / bc1) / (sqrt(vi / bc2) + eps) + wd * (double)p[i];
+                p[i] = (real)((double)p[i] - lr_s * upd);
+            }
+        }
+        double mmax = 0, vmax = 0;
+        for (int64_t k = 0; k < b1 - b0; k++) {
+            if (fabs(mv[k]) > mmax) mmax = fabs(mv[k]);
+            if (vv[k] > vmax) vmax = vv[k];
+        }
+        const float mA = (float)mmax, vA = (float)vmax;
+        m_absmax[b] = mA;
+        v_absmax[b] = vA;
+        for (int64_t i = b0; i < b1; i++) {
+            m_q[i] = (uint8_t)(mA > 0 ? rp_adam8_nearest(code_m, mv[i - b0] / (double)mA) : zero_m);
+            v_q[i] = (uint8_t)(vA > 0 ? rp_adam8_nearest(code_v, vv[i - b0] / (double)vA) : zero_v);
+        }
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* quantized weights                                                                    */
 /* ------------------------------------------------------------------------------------ */
@@ -1261,6 +1348,7 @@ const rp_backend_ops THIS_OPS = {
     .v7_kprep_bwd = cpu_v7_kprep_bwd,
     .v7_bonus_fwd = cpu_v7_bonus_fwd,
     .v7_bonus_bwd = cpu_v7_bonus_bwd,
+    .adam8_update = cpu_adam8_update,
 };
 
 static rp_backend *cpu_create(int device, int n_threads, rp_err *err) {

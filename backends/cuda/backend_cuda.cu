@@ -631,6 +631,7 @@ static rp_backend_ops make_table(void) {
     t.cross_entropy = cu_cross_entropy;
     t.sumsq = cu_sumsq;
     t.adam_update = cu_adam_update;
+    t.adam8_update = cu_adam8_update;
     t.dequant = cu_dequant;
     t.wkv7_fwd = cu_wkv7_fwd;
     t.wkv7_bwd = cu_wkv7_bwd;

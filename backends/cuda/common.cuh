@@ -262,6 +262,29 @@ RP_DEV float team_sum(float v, int team) {
     return v;
 }
 
+template <typename T> RP_DEV T warp_max(T v) {
+#pragma unroll
+    for (int off = RP_WARP_SIZE / 2; off > 0; off >>= 1) {
+        const T o = rp_shfl_xor(v, off);
+        v = o > v ? o : v;
+    }
+    return v;
+}
+
+/* Maximum over the block (same shape rules as block_sum); every thread gets the result. */
+template <typename T> RP_DEV T block_max(T v) {
+    __shared__ T sh[RP_MAX_WARPS];
+    const int lane = threadIdx.x % RP_WARP_SIZE, wid = threadIdx.x / RP_WARP_SIZE;
+    const int nw = blockDim.x / RP_WARP_SIZE;
+    v = warp_max(v);
+    __syncthreads(); /* sh may still be read by a previous call */
+    if (lane == 0) sh[wid] = v;
+    __syncthreads();
+    T r = sh[0];
+    for (int w = 1; w < nw; w++) r = sh[w] > r ? sh[w] : r;
+    return r;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* launchers (one file per op)                                                          */
 /* ------------------------------------------------------------------------------------ */
@@ -358,6 +381,10 @@ int cu_sumsq(rp_backend *be, void *acc, const void *x, const rp_adam_segment *se
 int cu_adam_update(rp_backend *be, void *params, const void *grads, void *m, void *v,
                    const rp_adam_segment *segs, int n_segs, const void *norm_sq, float max_norm, float lr,
                    float beta1, float beta2, float eps, int64_t step);
+int cu_adam8_update(rp_backend *be, void *params, const void *grads, uint8_t *m_q, uint8_t *v_q, float *m_absmax,
+                    float *v_absmax, const float *code_m, const float *code_v, int64_t numel,
+                    const rp_adam_segment *segs, int n_segs, const void *norm_sq, float max_norm, float lr,
+                    float beta1, float beta2, float eps, int64_t step);
 
 /* ops_quant.cu */
 int cu_dequant(rp_backend *be, void *out, const void *q, const void *absmax, const void *code, int format,

@@ -4,7 +4,13 @@
  * in the concatenated index space, lr_scale, weight_decay}) into a device buffer owned by the
  * backend and launches ONE kernel over the concatenated index space; a thread finds its
  * segment by binary search in that table. norm_sq is read on the device (no host round
- * trip): a non-finite value makes every thread return before writing. */
+ * trip): a non-finite value makes every thread return before writing.
+ *
+ * adam8_update (8-bit AdamW, lib/optim8.h) runs one thread block per quantization block of
+ * RP_ADAM8_BLOCK elements, one element per thread: the two 256-entry code tables sit in
+ * shared memory, the block's new absmax is a block_max, and each element's code is an
+ * eight-step binary search of its normalised moment. Its segment table is sorted by flat
+ * offset and searched by offset (a thread knows its flat index, not a concatenated one). */
 #include <math.h>
 #include <stdlib.h>
 
@@ -81,6 +87,81 @@ __global__ void adam_kernel(par_t *__restrict__ p, const par_t *__restrict__ g, 
     }
 }
 
+/* Segment (sorted by offset) holding flat index i, or -1. */
+RP_DEV int find_segment_by_offset(const seg_dev *segs, int n_segs, int64_t i) {
+    if (n_segs <= 0 || segs[0].offset > i) return -1;
+    int lo = 0, hi = n_segs - 1;
+    while (lo < hi) { /* last segment with offset <= i */
+        int mid = (lo + hi + 1) >> 1;
+        if (segs[mid].offset <= i) lo = mid;
+        else hi = mid - 1;
+    }
+    return i < segs[lo].offset + segs[lo].count ? lo : -1;
+}
+
+/* lib/optim8.h's rp_adam8_nearest in float: the last entry <= x in eight halving steps, then
+ * the upper neighbour only when strictly closer (ties to the lower index). */
+RP_DEV int adam8_nearest(const float *code, float x) {
+    int lo = 0;
+#pragma unroll
+    for (int step = 128; step > 0; step >>= 1)
+        if (code[lo + step] <= x) lo += step;
+    if (lo < 255 && code[lo + 1] - x < x - code[lo]) lo++;
+    return lo;
+}
+
+static_assert(RP_ADAM8_BLOCK == 256, "adam8_kernel loads one code entry per thread");
+
+/* blockDim.x == RP_ADAM8_BLOCK; block b covers flat elements [b·256, b·256 + 256) ∩ [0, numel). */
+__global__ void adam8_kernel(par_t *__restrict__ p, const par_t *__restrict__ g, uint8_t *__restrict__ m_q,
+                             uint8_t *__restrict__ v_q, float *__restrict__ m_absmax, float *__restrict__ v_absmax,
+                             const float *__restrict__ code_m, const float *__restrict__ code_v, int64_t numel,
+                             const seg_dev *__restrict__ segs, int n_segs, const par_t *__restrict__ norm_sq,
+                             float max_norm, float lr, float b1, float b2, float eps, float bc1, float bc2) {
+    __shared__ float cm[RP_ADAM8_BLOCK], cv[RP_ADAM8_BLOCK];
+    float clip = 1.0f;
+    if (norm_sq) {
+        const float ns = norm_sq[0];
+        if (!isfinite(ns)) return; /* skipped step: nothing changes (uniform over the grid) */
+        if (max_norm > 0.0f) {
+            const float c = max_norm / (sqrtf(ns) + 1e-6f);
+            if (c < 1.0f) clip = c;
+        }
+    }
+    const int t = threadIdx.x;
+    cm[t] = code_m[t];
+    cv[t] = code_v[t];
+    __syncthreads();
+    const int64_t b = blockIdx.x, i = b * RP_ADAM8_BLOCK + t;
+    const bool inside = i < numel;
+    float mi = 0.0f, vi = 0.0f;
+    const float am = m_absmax[b], av = v_absmax[b];
+    if (inside) {
+        mi = cm[m_q[i]] * am;
+        vi = cv[v_q[i]] * av;
+    }
+    const int s = inside ? find_segment_by_offset(segs, n_segs, i) : -1;
+    if (s >= 0) {
+        const float gv = g[i] * clip;
+        mi = b1 * mi + (1.0f - b1) * gv;
+        vi = b2 * vi + (1.0f - b2) * gv * gv;
+        const float upd = (mi / bc1) / (sqrtf(vi / bc2) + eps) + segs[s].weight_decay * p[i];
+        p[i] = p[i] - lr * segs[s].lr_scale * upd;
+    }
+    /* every thread reaches the reductions; the early exit below is uniform over the block */
+    const float any = block_max(s >= 0 ? 1.0f : 0.0f);
+    if (any == 0.0f) return; /* no trainable element: the block is not written */
+    const float mA = block_max(fabsf(mi)), vA = block_max(vi);
+    if (t == 0) {
+        m_absmax[b] = mA;
+        v_absmax[b] = vA;
+    }
+    if (inside) {
+        m_q[i] = (uint8_t)adam8_nearest(cm, mA > 0.0f ? mi / mA : 0.0f);
+        v_q[i] = (uint8_t)adam8_nearest(cv, vA > 0.0f ? vi / vA : 0.0f);
+    }
+}
+
 /* ---- launchers ---- */
 
 /* Uploads the table (segments with count <= 0 dropped); *total = Σ count. */
@@ -144,6 +225,48 @@ int cu_adam_update(rp_backend *be, void *params, const void *grads, void *m, voi
     adam_kernel<<<cu_blocks(total, OPT_THREADS), OPT_THREADS, 0, cu_stream(be)>>>(
         (par_t *)params, (const par_t *)grads, (par_t *)m, (par_t *)v, dsegs, nd, total, (const par_t *)norm_sq,
         max_norm, lr, beta1, beta2, eps, bc1, bc2);
+    CU_LAUNCHED(be);
+    return 0;
+}
+
+static int cmp_seg_offset(const void *a, const void *b) {
+    const int64_t x = ((const rp_adam_segment *)a)->offset, y = ((const rp_adam_segment *)b)->offset;
+    return x < y ? -1 : x > y;
+}
+
+int cu_adam8_update(rp_backend *be, void *params, const void *grads, uint8_t *m_q, uint8_t *v_q, float *m_absmax,
+                    float *v_absmax, const float *code_m, const float *code_v, int64_t numel,
+                    const rp_adam_segment *segs, int n_segs, const void *norm_sq, float max_norm, float lr,
+                    float beta1, float beta2, float eps, int64_t step) {
+    if (step < 1) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "adam8_update: step must be >= 1");
+    if (numel < 0 || n_segs < 0) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "adam8_update: negative size");
+    CU_ENTER(be);
+    if (numel == 0) return 0;
+    /* the kernel searches by flat offset: a host copy sorted by offset, clamped to [0, numel) */
+    rp_adam_segment *sorted = (rp_adam_segment *)malloc(sizeof(rp_adam_segment) * (size_t)(n_segs > 0 ? n_segs : 1));
+    if (!sorted) return CU_FAIL(be, RWKVPEFT_E_OUT_OF_MEMORY, "adam8_update: host memory");
+    int k = 0;
+    for (int q = 0; q < n_segs; q++) {
+        rp_adam_segment sg = segs[q];
+        if (sg.offset < 0 || sg.count <= 0 || sg.offset >= numel) continue;
+        if (sg.count > numel - sg.offset) sg.count = numel - sg.offset;
+        sorted[k++] = sg;
+    }
+    qsort(sorted, (size_t)k, sizeof *sorted, cmp_seg_offset);
+    const seg_dev *dsegs = NULL;
+    int nd = 0;
+    int64_t total = 0;
+    const int rc = upload_segments(be, sorted, k, &dsegs, &nd, &total);
+    free(sorted);
+    RP_TRY(rc);
+    if (total == 0) return 0;
+    const float bc1 = (float)(1.0 - pow((double)beta1, (double)step));
+    const float bc2 = (float)(1.0 - pow((double)beta2, (double)step));
+    const int64_t blocks = (numel + RP_ADAM8_BLOCK - 1) / RP_ADAM8_BLOCK;
+    if (blocks > 0x7fffffff) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "adam8_update: buffer too large");
+    adam8_kernel<<<(unsigned)blocks, RP_ADAM8_BLOCK, 0, cu_stream(be)>>>(
+        (par_t *)params, (const par_t *)grads, m_q, v_q, m_absmax, v_absmax, code_m, code_v, numel, dsegs, nd,
+        (const par_t *)norm_sq, max_norm, lr, beta1, beta2, eps, bc1, bc2);
     CU_LAUNCHED(be);
     return 0;
 }

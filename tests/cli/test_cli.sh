@@ -47,6 +47,17 @@ train "$tmp/b" --resume "$tmp/a/rwkv-0.pth" > "$tmp/b.out" 2>&1 || { cat "$tmp/b
 cmp <(losses "$tmp/a/train_log.jsonl" | tail -n 4) <(losses "$tmp/b/train_log.jsonl") \
   || { losses "$tmp/a/train_log.jsonl"; losses "$tmp/b/train_log.jsonl"; fail "resume is not exact"; }
 
+# 8-bit AdamW (--optim adamw8bit): trains, resumes exactly, refuses the fp32 run's state
+train "$tmp/q8" --optim adamw8bit > "$tmp/q8.out" 2>&1 || { cat "$tmp/q8.out"; fail "--optim adamw8bit run"; }
+[ "$(losses "$tmp/q8/train_log.jsonl" | wc -l)" -eq 6 ] || fail "--optim adamw8bit: expected 6 optimizer steps"
+train "$tmp/q8r" --optim adamw8bit --resume "$tmp/q8/rwkv-0.pth" > "$tmp/q8r.out" 2>&1 || { cat "$tmp/q8r.out"; fail "--optim adamw8bit resume"; }
+cmp <(losses "$tmp/q8/train_log.jsonl" | tail -n 4) <(losses "$tmp/q8r/train_log.jsonl") \
+  || { losses "$tmp/q8/train_log.jsonl"; losses "$tmp/q8r/train_log.jsonl"; fail "8-bit resume is not exact"; }
+if train "$tmp/q8x" --optim adamw8bit --resume "$tmp/a/rwkv-0.pth" > "$tmp/q8x.out" 2>&1; then
+  fail "an fp32 AdamW state was resumed with --optim adamw8bit"
+fi
+grep -q "RWKVPEFT_OPTIM_ADAMW_8BIT" "$tmp/q8x.out" || { cat "$tmp/q8x.out"; fail "no clear message for the optimizer mismatch"; }
+
 # long-context (infctx): ctx_len 16 in chunks of 6 (not a divisor); full mode tracks the
 # un-chunked run (same math, other rounding order; without dropout, whose masks are drawn
 # per chunk), truncated mode differs but trains
@@ -74,7 +85,7 @@ grep -q "perplexity" "$tmp/eval.out" || fail "no perplexity line"
 grep -q "^Keeper's note" "$tmp/eval.out" || fail "no generated text"
 
 # 4. flags that are not implemented or unknown are rejected, not ignored
-for bad in "--quant int4" "--train_type state" "--peft dora" "--devices 2" "--no_such_flag 1" "--wandb proj"; do
+for bad in "--quant int4" "--train_type state" "--peft dora" "--devices 2" "--no_such_flag 1" "--wandb proj" "--optim adam_mini"; do
   # shellcheck disable=SC2086
   if train "$tmp/x" $bad > "$tmp/x.out" 2>&1; then fail "accepted: $bad"; fi
   grep -qE "not implemented|unknown flag|only" "$tmp/x.out" || { cat "$tmp/x.out"; fail "no clear message for $bad"; }

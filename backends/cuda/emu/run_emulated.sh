@@ -29,7 +29,7 @@ g++ -shared -pthread -o "$out/mod/librwkvpeft_cuda.so" "${objs[@]}" "$out/src/cu
 cf=(-std=c11 -D_GNU_SOURCE -O1 -g -fopenmp -I"$root/include" -I"$root/lib")
 gcc "${cf[@]}" -DRP_CPU_REAL=float -DRP_CPU_IS_DOUBLE=0 -c "$root/backends/cpu/cpu_backend.c" -o "$out/c32.o"
 gcc "${cf[@]}" -DRP_CPU_REAL=double -DRP_CPU_IS_DOUBLE=1 -c "$root/backends/cpu/cpu_backend.c" -o "$out/c64.o"
-gcc "${cf[@]}" "$root/lib/common.c" "$root/lib/backend.c" "$out/c32.o" "$out/c64.o" \
+gcc "${cf[@]}" "$root/lib/common.c" "$root/lib/backend.c" "$root/lib/optim8.c" "$out/c32.o" "$out/c64.o" \
     "$root/tests/test_backend_ops.c" -o "$out/test_backend_ops" \
     $(pkg-config --cflags --libs check openblas) -fopenmp -ldl -lm
 RWKVPEFT_MODULE_PATH="$out/mod" RWKVPEFT_OPS_BACKENDS=cuda CK_DEFAULT_TIMEOUT=600 "$out/test_backend_ops"

@@ -78,6 +78,9 @@ RWKVPEFT_LR_COS = 0
 RWKVPEFT_LR_EXP = 1
 RWKVPEFT_LR_WSD = 2
 
+RWKVPEFT_OPTIM_ADAMW = 0
+RWKVPEFT_OPTIM_ADAMW_8BIT = 1
+
 # C enums are int-sized on every ABI this library supports
 rwkvpeft_status = c_int32
 rwkvpeft_file_format = c_int32
@@ -286,6 +289,7 @@ class rwkvpeft_train_params(_Sized):
         ("layerwise_lr", c_int32),
         ("chunk_ctx", c_int32),
         ("infctx_full", c_int32),
+        ("optimizer", c_int32),
     ]
 
 

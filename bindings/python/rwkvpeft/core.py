@@ -156,6 +156,7 @@ _QUANTS = {"none": _ffi.RWKVPEFT_QUANT_NONE, "nf4": _ffi.RWKVPEFT_QUANT_NF4,
            "int8": _ffi.RWKVPEFT_QUANT_INT8, "fp8": _ffi.RWKVPEFT_QUANT_FP8}
 _SCHEDULES = {"cos": _ffi.RWKVPEFT_LR_COS, "exp": _ffi.RWKVPEFT_LR_EXP,
               "wsd": _ffi.RWKVPEFT_LR_WSD}
+_OPTIMIZERS = {"adamw": _ffi.RWKVPEFT_OPTIM_ADAMW, "adamw8bit": _ffi.RWKVPEFT_OPTIM_ADAMW_8BIT}
 _LOG_LEVELS = {"none": -1, "error": 0, "warn": 1, "warning": 1, "info": 2, "debug": 3}
 
 
@@ -681,7 +682,8 @@ class Trainer(_Handle):
     (rwkvpeft_train_params): lr_init, lr_final, lr_schedule ("cos"/"exp"/"wsd"),
     total_steps, warmup_steps, beta1, beta2, adam_eps, weight_decay, grad_clip,
     accumulate_grad_batches, layerwise_lr, chunk_ctx (long-context training: chunk length,
-    0 = off), infctx_full (1: gradients through the carried states; 0: truncated)."""
+    0 = off), infctx_full (1: gradients through the carried states; 0: truncated),
+    optimizer ("adamw": fp32 moments, default; "adamw8bit": blockwise 8-bit moments)."""
     _free_name = "rwkvpeft_trainer_free"
     _err_name = "rwkvpeft_trainer_last_error"
 
@@ -689,7 +691,8 @@ class Trainer(_Handle):
         self._lock = model._lock
         self._model = model
         p = _fill(_ffi.rwkvpeft_train_params, "rwkvpeft_train_params_init", params,
-                  {"lr_schedule": _enum(_SCHEDULES, "lr_schedule"), "layerwise_lr": int})
+                  {"lr_schedule": _enum(_SCHEDULES, "lr_schedule"), "layerwise_lr": int,
+                   "optimizer": _enum(_OPTIMIZERS, "optimizer")})
         out = ctypes.POINTER(_ffi.rwkvpeft_trainer)()
         with self._lock:
             _check(_lib().rwkvpeft_trainer_create(model._p(), ctypes.byref(p),

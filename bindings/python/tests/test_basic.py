@@ -71,6 +71,7 @@ def test_defaults_land_in_the_right_fields():
     assert math.isclose(t.beta1, 0.9, rel_tol=1e-6) and math.isclose(t.beta2, 0.99, rel_tol=1e-6)
     assert math.isclose(t.adam_eps, 1e-8, rel_tol=1e-6) and t.weight_decay == 0
     assert t.grad_clip == 1.0 and t.accumulate_grad_batches == 1 and t.layerwise_lr == 1
+    assert (t.chunk_ctx, t.infctx_full, t.optimizer) == (0, 1, _ffi.RWKVPEFT_OPTIM_ADAMW)
     a = _ffi.rwkvpeft_adapter_params()
     lib.rwkvpeft_adapter_params_init(ctypes.byref(a))
     assert (a.method, a.r, a.alpha, a.full_finetune, a.train_emb_head, a.seed) == (1, 8, 32.0, 0, -1, 42)

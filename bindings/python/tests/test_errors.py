@@ -135,6 +135,8 @@ def test_unknown_or_ill_typed_options(ctx, model):
         model.attach(r="4")
     with pytest.raises(ValueError, match="lr_schedule"):
         model.attach(r=4) or model.trainer(lr_schedule="linear")
+    with pytest.raises(ValueError, match="optimizer"):
+        model.trainer(optimizer="adam_mini")
     with pytest.raises(ValueError):
         model.save("x.pth", dtype="f64")
 

@@ -31,6 +31,15 @@ def test_train_loss_falls(lora_model):
     assert r.grad_norm > 0 and r.lr == pytest.approx(1e-2)
 
 
+def test_train_8bit_adamw(lora_model):
+    """optimizer="adamw8bit" (8-bit moments) trains too."""
+    inp, tgt = toy_batch()
+    with lora_model.trainer(lr_init=1e-2, lr_final=1e-2, optimizer="adamw8bit") as t:
+        losses = [t.step(inp, tgt).loss for _ in range(12)]
+    assert all(np.isfinite(losses))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
 def test_loss_mask_and_accumulation(lora_model):
     inp, tgt = toy_batch()
     mask = np.ones(inp.shape, dtype=np.float64)

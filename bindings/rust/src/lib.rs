@@ -360,6 +360,30 @@ impl LrSchedule {
     }
 }
 
+/// How the Adam moments are stored (`rwkvpeft_optimizer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Optimizer {
+    /// AdamW with float32 moments (the reference's; default).
+    AdamW,
+    /// AdamW with blockwise 8-bit moments (~6 bytes less per trainable value; extension).
+    AdamW8bit,
+}
+
+impl Optimizer {
+    fn raw(self) -> i32 {
+        match self {
+            Optimizer::AdamW => sys::RWKVPEFT_OPTIM_ADAMW,
+            Optimizer::AdamW8bit => sys::RWKVPEFT_OPTIM_ADAMW_8BIT,
+        }
+    }
+    fn from_raw(v: i32) -> Optimizer {
+        match v {
+            sys::RWKVPEFT_OPTIM_ADAMW_8BIT => Optimizer::AdamW8bit,
+            _ => Optimizer::AdamW,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Backends
 // ---------------------------------------------------------------------------------------
@@ -1158,6 +1182,8 @@ pub struct TrainParams {
     /// With chunk_ctx: gradients flow through the carried states (true, default) or the
     /// states are detached between chunks (false, the reference's truncated mode).
     pub infctx_full: bool,
+    /// fp32 AdamW (default) or 8-bit AdamW.
+    pub optimizer: Optimizer,
 }
 
 impl Default for TrainParams {
@@ -1180,6 +1206,7 @@ impl Default for TrainParams {
             layerwise_lr: p.layerwise_lr != 0,
             chunk_ctx: p.chunk_ctx,
             infctx_full: p.infctx_full != 0,
+            optimizer: Optimizer::from_raw(p.optimizer),
         }
     }
 }
@@ -1208,6 +1235,7 @@ impl TrainParams {
         p.layerwise_lr = self.layerwise_lr as i32;
         p.chunk_ctx = self.chunk_ctx;
         p.infctx_full = self.infctx_full as i32;
+        p.optimizer = self.optimizer.raw();
         p
     }
 }

@@ -63,6 +63,10 @@ pub const RWKVPEFT_LR_COS: rwkvpeft_lr_schedule = 0;
 pub const RWKVPEFT_LR_EXP: rwkvpeft_lr_schedule = 1;
 pub const RWKVPEFT_LR_WSD: rwkvpeft_lr_schedule = 2;
 
+pub type rwkvpeft_optimizer = i32;
+pub const RWKVPEFT_OPTIM_ADAMW: rwkvpeft_optimizer = 0;
+pub const RWKVPEFT_OPTIM_ADAMW_8BIT: rwkvpeft_optimizer = 1;
+
 pub const RWKVPEFT_IGNORE_INDEX: i32 = -100;
 
 /// Log sink: `message` has no trailing newline and is valid only during the call.
@@ -241,6 +245,7 @@ pub struct rwkvpeft_train_params {
     pub layerwise_lr: i32,
     pub chunk_ctx: i32,
     pub infctx_full: i32,
+    pub optimizer: i32,
 }
 
 #[repr(C)]

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use rwkvpeft::{
     sys, AdapterParams, Batch, Context, ContextOptions, DType, DatasetWriter, FileFormat, GenerateParams, LogLevel,
-    ModelConfig, ModelParams, PeftMethod, Quant, Sampler, SamplerParams, Status, Tokenizer, TrainParams,
+    ModelConfig, ModelParams, Optimizer, PeftMethod, Quant, Sampler, SamplerParams, Status, Tokenizer, TrainParams,
 };
 
 fn tiny() -> ModelConfig {
@@ -84,6 +84,7 @@ fn defaults_land_in_the_right_fields() {
     assert_eq!((t.lr_init, t.lr_final, t.warmup_steps, t.total_steps), (6e-4, 1e-5, -1, 0));
     assert_eq!((t.beta1, t.beta2, t.adam_eps, t.grad_clip), (0.9, 0.99, 1e-8, 1.0));
     assert_eq!((t.accumulate_grad_batches, t.layerwise_lr, t.weight_decay), (1, true, 0.0));
+    assert_eq!((t.chunk_ctx, t.infctx_full, t.optimizer), (0, true, Optimizer::AdamW));
     let a = AdapterParams::default();
     assert_eq!(a.method, PeftMethod::Lora);
     assert_eq!((a.r, a.alpha, a.dropout, a.seed), (8, 32.0, 0.01, 42));
@@ -143,6 +144,20 @@ fn training_lowers_the_loss() {
     // evaluation through the model while the trainer borrows it
     let ev = m.evaluate(&b).unwrap();
     assert!(ev.loss < losses[0] && ev.n_tokens == 32.0);
+}
+
+#[test]
+fn training_with_8bit_adamw() {
+    let c = ctx();
+    let mut m = c.new_model(&tiny(), &ModelParams::default(), 1234).unwrap();
+    m.attach(&lora()).unwrap();
+    let (inp, tgt) = toy();
+    let b = Batch::new(&inp, &tgt, 2, 16).unwrap();
+    let p = TrainParams { optimizer: Optimizer::AdamW8bit, ..TrainParams::constant_lr(1e-2) };
+    let mut t = m.trainer(&p).unwrap();
+    let losses: Vec<f64> = (0..12).map(|_| t.step(&b).unwrap().loss).collect();
+    assert!(losses.iter().all(|l| l.is_finite()));
+    assert!(losses[11] < 0.5 * losses[0], "{losses:?}");
 }
 
 #[test]
