@@ -724,9 +724,14 @@ static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     /* og = GroupNorm(y) ⊙ g in one pass (the normalised y itself is not kept) */
     OP(norm_gate_fwd(be, a->og, a->gn_mean, a->gn_rstd, a->y, ly->lnx_w->data, ly->lnx_b->data, a->g, n, m->H, m->N,
                      GN_EPS));
-    /* x_mid = x_in + output(og): the output linear accumulates onto the copied residual */
+    /* x_mid = x_in + output(og). (Accumulating the output linear onto the copied residual, as
+     * block7_fwd does, showed no speed difference at 7B B8 within the run-to-run spread and moved
+     * test_qtrain's nf4 LoRA GPU gradients against float64 from 4.8% to 9.6% on the H200 — that
+     * random model's gradient error swings with the bf16 rounding pattern (2.4% emulated) — so
+     * RWKV-5/6 keep the separate add.) */
+    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_O], ws->tmp_c, a->og, n, a->lora_t[RP_LIN_ATT_O], seed));
     OP(memcpy_d2d(be, a->x_mid, a->x_in, (size_t)nC * as));
-    RP_TRY(linear_fwd_acc(m, ws, &ly->lin[RP_LIN_ATT_O], a->x_mid, 1, a->og, n, a->lora_t[RP_LIN_ATT_O], seed));
+    OP(add(be, a->x_mid, ws->tmp_c, 1.0f, nC));
     /* channel mix */
     OP(norm_fwd(be, a->ln2, a->mean2, a->rstd2, a->x_mid, ly->ln2_w->data, ly->ln2_b->data, n, 1, C, LN_EPS));
     OP(shift_mix_fwd(be, a->xkr, a->ln2, ffn_prev, ly->ffn_mix->data, NULL, form, 2, B, T, C));
@@ -735,9 +740,8 @@ static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_R], a->rs, SLOT(a->xkr, 1), n, a->lora_t[RP_LIN_FFN_R], seed));
     OP(act_fwd(be, RP_ACT_SIGMOID, a->rs, a->rs, nC));
     /* x_out = x_mid + σ(r)⊙kv. (Adding the product in place through mul_bwd's "da += dy ⊙ b"
-     * saves a pass and a rounding, but moved test_qtrain's nf4 LoRA GPU gradients against
-     * float64 from 2.4% to 9.3% on the emulated module — that random model's gradients swing
-     * with the bf16 rounding pattern — so it waits for a less fragile comparison.) */
+     * saves a pass and a rounding, but moved the same test_qtrain figure to 9.3% on the emulated
+     * module; it waits for a less fragile comparison.) */
     OP(mul_fwd(be, ws->tmp_c, a->rs, a->kv, nC));
     OP(memcpy_d2d(be, x_out, a->x_mid, (size_t)nC * as));
     OP(add(be, x_out, ws->tmp_c, 1.0f, nC));
@@ -912,7 +916,9 @@ static int block7_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, vo
     OP(norm_fwd(be, a->o, a->gn_mean, a->gn_rstd, a->y, ly->lnx_w->data, ly->lnx_b->data, n, H, N, GN_EPS));
     OP(v7_bonus_fwd(be, a->o, a->r, a->kn, a->v, ly->r_k->data, n, H, N));
     OP(mul_fwd(be, a->og, a->o, a->g, nC));
-    OP(memcpy_d2d(be, a->x_mid, a->x_in, (size_t)nC * as)); /* x_mid = x_in + output(og), as in block56_fwd */
+    /* x_mid = x_in + output(og): the output linear accumulates onto the copied residual (its
+     * GEMM reads x_mid in the epilogue) instead of writing a temporary that an add reads again */
+    OP(memcpy_d2d(be, a->x_mid, a->x_in, (size_t)nC * as));
     RP_TRY(linear_fwd_acc(m, ws, &ly->lin[RP_LIN_ATT_O], a->x_mid, 1, a->og, n, a->lora_t[RP_LIN_ATT_O], seed));
     /* channel mix: relu(xk·Wkᵀ)²·Wvᵀ */
     OP(norm_fwd(be, a->ln2, a->mean2, a->rstd2, a->x_mid, ly->ln2_w->data, ly->ln2_b->data, n, 1, C, LN_EPS));
