@@ -123,7 +123,7 @@ typedef struct sess {
     rwkvpeft_trainer *t;
 } sess;
 
-/* The tiny RWKV-6 model (random weights, seed 6) with LoRA r 3 + time,ln; AdamW with lr 1e-2,
+/* The tiny RWKV-6 model (random weights, seed 6) with LoRA r 3 + time,ln; AdamW with lr 3e-3,
  * weight decay 0.01, clipping at 1, the reference's LR groups. */
 static sess sess_open(int optimizer) {
     sess s;
@@ -133,7 +133,7 @@ static sess sess_open(int optimizer) {
     TU_OK(tm_attach(s.m, RWKVPEFT_PEFT_LORA, "time,ln", 0.0f, 0));
     rwkvpeft_train_params tp;
     rwkvpeft_train_params_init(&tp);
-    tp.lr_init = tp.lr_final = 1e-2f;
+    tp.lr_init = tp.lr_final = 3e-3f;
     tp.weight_decay = 0.01f;
     tp.optimizer = optimizer;
     s.t = NULL;
@@ -179,14 +179,18 @@ static double mean(const double *x, int a, int b) {
  *   and the parameter update uses the float32 moments before they are quantized), so the
  *   parameters after it are bit-identical to fp32 AdamW's.
  * - After step 2 they differ (the 8-bit moments entered), by a small fraction of the total
- *   parameter change: measured 4.6% (RMS); limit 10%. Most of it is v's code: within a
+ *   parameter change: measured 1.5% (RMS); limit 10%. Most of it is v's code: within a
  *   decade its levels are linear, so low in a decade one step is up to ~56% of the value
  *   (9/16 at 10^-4..10^-3 of the block's absmax) — what the dynamic code trades for range.
- * - The loss curve tracks fp32 AdamW: measured on this model (x86-64, OpenBLAS) the fp32 loss
- *   goes 4.24 -> 0.47 in 40 steps and the 8-bit run stays within 0.035 nats of it at every
- *   step, the means of the last 5 steps 1.1% apart. Limits: 0.1 nats at every step and 5% on
- *   the last-5 mean, about 3x the measurement for platform rounding; a broken quantizer (stale
- *   scales, codes off by one) moves the curve by far more. Both losses must fall. */
+ * - The loss curve tracks fp32 AdamW. At lr 3e-3 the fp32 loss goes 4.24 -> 1.51 in 40 steps
+ *   and the 8-bit run stays within 0.002 nats of it at every step (x86-64, OpenBLAS), the
+ *   means of the last 5 steps 0.06% apart; fp32 AdamW with the learning rate changed by 0.1%
+ *   moves as much (0.003 nats), so this is the regime where the curve is smooth in its inputs.
+ *   (At lr 1e-2 it is not: the same 0.1% change moved the curve by 0.08 nats, and a
+ *   rounding-level change in the graph moved the 8-bit run's gap from 0.035 to 0.12 nats, so
+ *   a comparison there measures chaos, not the quantizer.) Limits: 0.02 nats at every step
+ *   and 1% on the last-5 mean, 10x the measurement for platform rounding; a broken quantizer
+ *   (stale scales, codes off by one) moves the curve by far more. Both losses must fall. */
 START_TEST(test_tracks_fp32_adam) {
     enum { S = 40 };
     double l32[S], l8[S];
@@ -224,8 +228,8 @@ START_TEST(test_tracks_fp32_adam) {
             l32[0], l32[S - 1], l8[0], l8[S - 1], worst, end32, end8, 100 * fabs(end8 - end32) / end32, rel2);
     ck_assert_msg(end32 < 0.6 * mean(l32, 0, 5), "fp32 AdamW did not learn: %g -> %g", l32[0], l32[S - 1]);
     ck_assert_msg(end8 < 0.6 * mean(l8, 0, 5), "8-bit AdamW did not learn: %g -> %g", l8[0], l8[S - 1]);
-    ck_assert_msg(worst <= 0.1, "8-bit AdamW's loss differs from fp32 AdamW's by %g nats (limit 0.1)", worst);
-    ck_assert_msg(fabs(end8 - end32) <= 0.05 * end32, "final losses %g (8-bit) vs %g (fp32): more than 5%% apart", end8, end32);
+    ck_assert_msg(worst <= 0.02, "8-bit AdamW's loss differs from fp32 AdamW's by %g nats (limit 0.02)", worst);
+    ck_assert_msg(fabs(end8 - end32) <= 0.01 * end32, "final losses %g (8-bit) vs %g (fp32): more than 1%% apart", end8, end32);
     free(p0);
     sess_close(&a);
     sess_close(&q);
