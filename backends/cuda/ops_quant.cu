@@ -44,8 +44,12 @@ struct alignas(16) act8 {
     act_t v[8];
 };
 
+/* bshift = log2(blocksize) when the block size is a power of two ≥ 8 (every real layout: 64 for
+ * the 4-bit formats, 256 for int8): the 8 elements then share one scale, found by a shift. The
+ * general path's two 64-bit divisions per thread had made the kernel instruction-bound at about
+ * a third of the memory rate (H200: ~1.4 TB/s, 38 ms of a 7B nf4 step). */
 __global__ void dequant8_kernel(act8 *__restrict__ out, const uint8_t *__restrict__ q, const float *__restrict__ absmax,
-                                const float *__restrict__ code, int format, int64_t n8, int blocksize) {
+                                const float *__restrict__ code, int format, int64_t n8, int blocksize, int bshift) {
     __shared__ float s_tab[256];
     const int ncode = format == RP_QUANT_INT8 ? 256 : 16;
     for (int i = threadIdx.x; i < ncode; i += blockDim.x)
@@ -69,7 +73,11 @@ __global__ void dequant8_kernel(act8 *__restrict__ out, const uint8_t *__restric
                 v[k] = format == RP_QUANT_INT8 ? s_tab[byte] : rp_fp8_e4m3_to_float((uint8_t)byte);
             }
         }
-        if (absmax) {
+        if (absmax && bshift >= 3) {
+            const float sc = absmax[(g * 8) >> bshift];
+#pragma unroll
+            for (int k = 0; k < 8; k++) v[k] *= sc;
+        } else if (absmax) {
             const int64_t e0 = g * 8, b0 = e0 / blocksize;
             if ((e0 + 7) / blocksize == b0) {
                 const float sc = absmax[b0];
@@ -107,9 +115,12 @@ int cu_dequant(rp_backend *be, void *out, const void *q, const void *absmax, con
     const int four_bit = format == RP_QUANT_NF4 || format == RP_QUANT_FP4;
     const int aligned = (uintptr_t)out % 16 == 0 && (uintptr_t)q % (four_bit ? 4 : 8) == 0;
     const int64_t n8 = aligned ? n / 8 : 0, start = n8 * 8;
+    int bshift = -1;
+    if (blocksize >= 8 && (blocksize & (blocksize - 1)) == 0)
+        for (bshift = 0; (1 << bshift) < blocksize; bshift++) {
+        }
     if (n8 > 0)
-        dequant8_kernel<<<cu_blocks(n8, DQ_THREADS), DQ_THREADS, 0, s>>>((act8 *)out, qb, am, (const float *)code, format,
-                                                                          n8, blocksize);
+        dequant8_kernel<<<cu_blocks(n8, DQ_THREADS), DQ_THREADS, 0, s>>>((act8 *)out, qb, am, (const float *)code, format, n8, blocksize, bshift);
     if (start < n) {
         const unsigned g = cu_blocks(n - start, DQ_THREADS);
         switch (format) {
