@@ -1712,18 +1712,23 @@ static void body_sumsq(bk *X, bk *R, rng *g) {
     expect_close(R, "acc (direct)", &ar, &direct, 1, 1e-12);
 }
 
+/* The direct updates' gradient scale: 0 when the squared norm is not finite (nothing changes). */
+static int direct_clip(adam_cfg c, double *clip) {
+    *clip = 1.0;
+    if (!c.norm_sq) return 1;
+    if (!isfinite(*c.norm_sq)) return 0;
+    if (c.max_norm > 0) {
+        double q = (double)(float)c.max_norm / (sqrt(*c.norm_sq) + 1e-6);
+        if (q < 1) *clip = q;
+    }
+    return 1;
+}
+
 /* The update written out in double, from the same (rounded) inputs. */
 static void adam_direct(double *p, const double *gr, double *m, double *v, const rp_adam_segment *segs, int ns,
                         adam_cfg c) {
-    double clip = 1.0;
-    if (c.norm_sq) {
-        if (!isfinite(*c.norm_sq)) return;
-        if (c.max_norm > 0) {
-            double q = (double)(float)c.max_norm / (sqrt(*c.norm_sq) + 1e-6);
-            if (q < 1) clip = q;
-        }
-    }
-    double b1 = (float)c.b1, b2 = (float)c.b2, eps = (float)c.eps, lr = (float)c.lr;
+    double clip, b1 = (float)c.b1, b2 = (float)c.b2, eps = (float)c.eps, lr = (float)c.lr;
+    if (!direct_clip(c, &clip)) return;
     double bc1 = 1 - pow(b1, (double)c.step), bc2 = 1 - pow(b2, (double)c.step);
     for (int q = 0; q < ns; q++)
         for (int64_t i = segs[q].offset; i < segs[q].offset + segs[q].count; i++) {
@@ -1839,15 +1844,8 @@ static void run_adam8(bk *b, adam8_state *st, const double *g, const float *code
 static void adam8_direct(adam8_state *st, const double *gr, const float *codes, const rp_adam_segment *segs, int ns,
                          adam_cfg c) {
     const float *cm = codes, *cv = codes + RP_ADAM8_CODES;
-    double clip = 1.0;
-    if (c.norm_sq) {
-        if (!isfinite(*c.norm_sq)) return;
-        if (c.max_norm > 0) {
-            double q = (double)(float)c.max_norm / (sqrt(*c.norm_sq) + 1e-6);
-            if (q < 1) clip = q;
-        }
-    }
-    double b1 = (float)c.b1, b2 = (float)c.b2, eps = (float)c.eps, lr = (float)c.lr;
+    double clip, b1 = (float)c.b1, b2 = (float)c.b2, eps = (float)c.eps, lr = (float)c.lr;
+    if (!direct_clip(c, &clip)) return;
     double bc1 = 1 - pow(b1, (double)c.step), bc2 = 1 - pow(b2, (double)c.step);
     for (int64_t b = 0; b < st->nb; b++) {
         int64_t b0 = b * RP_ADAM8_BLOCK, len = st->n - b0 < RP_ADAM8_BLOCK ? st->n - b0 : RP_ADAM8_BLOCK;

@@ -1130,21 +1130,28 @@ static int cpu_sumsq(rp_backend *be, void *acc_, const void *x_, const rp_adam_s
     return 0;
 }
 
+/* The gradient scale of an Adam step from the squared norm (NULL: no clipping): 0 when the
+ * norm is not finite (the step is skipped and nothing changes), else 1 with *clip set. */
+static int adam_clip(const real *nsq, float max_norm, double *clip) {
+    *clip = 1.0;
+    if (!nsq) return 1;
+    double ns = nsq[0];
+    if (!isfinite(ns)) return 0;
+    if (max_norm > 0) {
+        double c = (double)max_norm / (sqrt(ns) + 1e-6);
+        if (c < 1) *clip = c;
+    }
+    return 1;
+}
+
 static int cpu_adam_update(rp_backend *be, void *params_, const void *grads_, void *m_, void *v_,
                            const rp_adam_segment *segs, int n_segs, const void *norm_sq_, float max_norm, float lr,
                            float beta1, float beta2, float eps, int64_t step) {
     real *p = (real *)params_, *m = (real *)m_, *v = (real *)v_;
     const real *g = (const real *)grads_, *nsq = (const real *)norm_sq_;
     if (step < 1) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "adam_update: step must be >= 1");
-    double clip = 1.0;
-    if (nsq) {
-        double ns = nsq[0];
-        if (!isfinite(ns)) return 0; /* skipped: the core reports the non-finite norm */
-        if (max_norm > 0) {
-            double c = (double)max_norm / (sqrt(ns) + 1e-6);
-            if (c < 1) clip = c;
-        }
-    }
+    double clip;
+    if (!adam_clip(nsq, max_norm, &clip)) return 0; /* skipped: the core reports the non-finite norm */
     double bc1 = 1.0 - pow((double)beta1, (double)step), bc2 = 1.0 - pow((double)beta2, (double)step);
     for (int s = 0; s < n_segs; s++) {
         int64_t off = segs[s].offset, cnt = segs[s].count;
@@ -1179,15 +1186,8 @@ static int cpu_adam8_update(rp_backend *be, void *params_, const void *grads_, u
     const real *g = (const real *)grads_, *nsq = (const real *)norm_sq_;
     if (step < 1) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "adam8_update: step must be >= 1");
     if (numel < 0 || n_segs < 0) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "adam8_update: negative size");
-    double clip = 1.0;
-    if (nsq) {
-        double ns = nsq[0];
-        if (!isfinite(ns)) return 0; /* skipped: the core reports the non-finite norm */
-        if (max_norm > 0) {
-            double c = (double)max_norm / (sqrt(ns) + 1e-6);
-            if (c < 1) clip = c;
-        }
-    }
+    double clip;
+    if (!adam_clip(nsq, max_norm, &clip)) return 0; /* skipped: the core reports the non-finite norm */
     /* non-empty segments sorted by offset (host copy), clamped to [0, numel) */
     rp_adam_segment *segs = (rp_adam_segment *)cpu_scratch(be, sizeof(rp_adam_segment) * (size_t)(n_segs > 0 ? n_segs : 1));
     if (!segs) return cpu_fail(be, RWKVPEFT_E_OUT_OF_MEMORY, "adam8_update: scratch");

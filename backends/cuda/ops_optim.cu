@@ -60,19 +60,26 @@ __global__ void sumsq_finish_kernel(par_t *acc, const double *__restrict__ part,
     }
 }
 
+/* The gradient scale of an Adam step, read on the device (no host round trip): false when the
+ * squared norm is not finite (the step is skipped), else true with *clip set. */
+RP_DEV bool adam_clip(const par_t *norm_sq, float max_norm, float *clip) {
+    *clip = 1.0f;
+    if (!norm_sq) return true;
+    const float ns = norm_sq[0];
+    if (!isfinite(ns)) return false;
+    if (max_norm > 0.0f) {
+        const float c = max_norm / (sqrtf(ns) + 1e-6f);
+        if (c < 1.0f) *clip = c;
+    }
+    return true;
+}
+
 __global__ void adam_kernel(par_t *__restrict__ p, const par_t *__restrict__ g, par_t *__restrict__ m,
                             par_t *__restrict__ v, const seg_dev *__restrict__ segs, int n_segs, int64_t total,
                             const par_t *__restrict__ norm_sq, float max_norm, float lr, float b1, float b2,
                             float eps, float bc1, float bc2) {
-    float clip = 1.0f;
-    if (norm_sq) {
-        const float ns = norm_sq[0];
-        if (!isfinite(ns)) return; /* skipped step: nothing changes */
-        if (max_norm > 0.0f) {
-            const float c = max_norm / (sqrtf(ns) + 1e-6f);
-            if (c < 1.0f) clip = c;
-        }
-    }
+    float clip;
+    if (!adam_clip(norm_sq, max_norm, &clip)) return; /* skipped step: nothing changes */
     for (int64_t gi = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; gi < total;
          gi += (int64_t)gridDim.x * blockDim.x) {
         const seg_dev sg = segs[find_segment(segs, n_segs, gi)];
@@ -119,15 +126,8 @@ __global__ void adam8_kernel(par_t *__restrict__ p, const par_t *__restrict__ g,
                              const seg_dev *__restrict__ segs, int n_segs, const par_t *__restrict__ norm_sq,
                              float max_norm, float lr, float b1, float b2, float eps, float bc1, float bc2) {
     __shared__ float cm[RP_ADAM8_BLOCK], cv[RP_ADAM8_BLOCK];
-    float clip = 1.0f;
-    if (norm_sq) {
-        const float ns = norm_sq[0];
-        if (!isfinite(ns)) return; /* skipped step: nothing changes (uniform over the grid) */
-        if (max_norm > 0.0f) {
-            const float c = max_norm / (sqrtf(ns) + 1e-6f);
-            if (c < 1.0f) clip = c;
-        }
-    }
+    float clip;
+    if (!adam_clip(norm_sq, max_norm, &clip)) return; /* skipped step: nothing changes (uniform over the grid) */
     const int t = threadIdx.x;
     cm[t] = code_m[t];
     cv[t] = code_v[t];
