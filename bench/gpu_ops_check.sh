@@ -19,7 +19,8 @@
 # CUDA module's standalone CMake project (backends/cuda) plus a direct gcc build of the harness.
 # Environment: OUT (output folder), GPU_ARCH (default 90), BUILD_DIR (default /tmp/rwkvpeft-gpu),
 # FORCE_PLAN_B=1 (skip the full build; for testing the fallback), SKIP_TILED=1 (no second harness
-# run on the tiled GEMM), SKIP_SANITIZER=1, MEMCHECK_ONLY / RACECHECK_ONLY (the op tests each
+# run on the tiled GEMM), SKIP_SANITIZER=1, SKIP_HARNESS=1 (build only: no harness, no
+# sanitizer; gpu_check.sh sets it when its STAGES omit "ops"), MEMCHECK_ONLY / RACECHECK_ONLY (the op tests each
 # sanitizer runs, comma lists as $RWKVPEFT_OPS_ONLY). Plan A also builds bench_wkv
 # ($BUILD_DIR/full/bench_wkv, e.g. for `bench_wkv --op wkv7` after this script in the same call).
 set -uo pipefail
@@ -165,6 +166,10 @@ run_harness() { # name, timeout, env...
     ((rc != 0)) && rc_all=1
     return 0
 }
+if [[ -n ${SKIP_HARNESS:-} ]]; then
+    say "harness and sanitizers skipped (SKIP_HARNESS); done in $(elapsed) s"
+    exit 0
+fi
 run_harness ops_cuda 120 RWKVPEFT_OPS_BACKENDS=cpu,cuda RWKVPEFT_OPS_VERBOSE=1
 if [[ -z ${SKIP_TILED:-} ]]; then
     run_harness ops_tiled 90 RWKVPEFT_OPS_BACKENDS=cuda RWKVPEFT_CUDA_GEMM=tiled
@@ -190,11 +195,11 @@ if [[ -n ${SKIP_SANITIZER:-} ]]; then
 elif command -v compute-sanitizer >/dev/null; then
     {
         echo "### memcheck, all op tests, cuda only"
-        env CK_FORK=no RWKVPEFT_OPS_BACKENDS=cuda RWKVPEFT_OPS_ONLY=${MEMCHECK_ONLY:-memory,gemm,embedding,norm,shift_mix,act,mul_add,rows,dropout,wkv6,lerp,v7_kprep,v7_bonus,wkv7,cross_entropy,sumsq,adam,dequant} \
+        env CK_FORK=no RWKVPEFT_OPS_BACKENDS=cuda RWKVPEFT_OPS_ONLY=${MEMCHECK_ONLY:-memory,gemm,embedding,norm,shift_mix,act,mul_add,rows,dropout,wkv6,lerp,v7_kprep,v7_bonus,wkv7,cross_entropy,sumsq,adam,adam8,dequant} \
             timeout 90 compute-sanitizer --tool memcheck --leak-check no --error-exitcode 9 "$test_bin"
         echo "memcheck rc $?"
         echo "### racecheck (shared memory), kernels with block-level cooperation"
-        env CK_FORK=no RWKVPEFT_OPS_BACKENDS=cuda RWKVPEFT_CUDA_GEMM=tiled RWKVPEFT_OPS_ONLY=${RACECHECK_ONLY:-gemm,norm,wkv6,wkv7,cross_entropy,sumsq} \
+        env CK_FORK=no RWKVPEFT_OPS_BACKENDS=cuda RWKVPEFT_CUDA_GEMM=tiled RWKVPEFT_OPS_ONLY=${RACECHECK_ONLY:-gemm,norm,wkv6,wkv7,cross_entropy,sumsq,adam8} \
             timeout 45 compute-sanitizer --tool racecheck --error-exitcode 9 "$test_bin"
         echo "racecheck rc $?"
     } >"$out/sanitizer.log" 2>&1
