@@ -50,6 +50,22 @@ typedef struct rp_adam_segment {
     float weight_decay;
 } rp_adam_segment;
 
+/* adam8_update's view of the segments: the non-empty ones clamped to [0, numel), sorted by
+ * offset, into out (room for n): their count. Every backend searches them by flat index.
+ * (Insertion sort: the trainer builds them in buffer order already.) */
+static inline int rp_adam_segments_by_offset(const rp_adam_segment *in, int n, int64_t numel, rp_adam_segment *out) {
+    int k = 0;
+    for (int s = 0; s < n; s++) {
+        rp_adam_segment sg = in[s];
+        if (sg.offset < 0 || sg.count <= 0 || sg.offset >= numel) continue;
+        if (sg.count > numel - sg.offset) sg.count = numel - sg.offset;
+        int j = k++;
+        for (; j > 0 && out[j - 1].offset > sg.offset; j--) out[j] = out[j - 1];
+        out[j] = sg;
+    }
+    return k;
+}
+
 typedef enum rp_act_kind {
     RP_ACT_TANH = 0,    /* backward uses y */
     RP_ACT_SIGMOID = 1, /* backward uses y */

@@ -1170,11 +1170,6 @@ static int cpu_adam_update(rp_backend *be, void *params_, const void *grads_, vo
     return 0;
 }
 
-static int cmp_segment_offset(const void *a, const void *b) {
-    int64_t x = ((const rp_adam_segment *)a)->offset, y = ((const rp_adam_segment *)b)->offset;
-    return x < y ? -1 : x > y;
-}
-
 /* 8-bit AdamW: one quantization block per iteration (blocks are independent, so the result
  * does not depend on the thread count). The arithmetic is adam_update's, in double; m and v
  * are held in double between the update and the re-quantization. */
@@ -1191,14 +1186,7 @@ static int cpu_adam8_update(rp_backend *be, void *params_, const void *grads_, u
     /* non-empty segments sorted by offset (host copy), clamped to [0, numel) */
     rp_adam_segment *segs = (rp_adam_segment *)cpu_scratch(be, sizeof(rp_adam_segment) * (size_t)(n_segs > 0 ? n_segs : 1));
     if (!segs) return cpu_fail(be, RWKVPEFT_E_OUT_OF_MEMORY, "adam8_update: scratch");
-    int ns = 0;
-    for (int s = 0; s < n_segs; s++) {
-        rp_adam_segment sg = segs_in[s];
-        if (sg.offset < 0 || sg.count <= 0 || sg.offset >= numel) continue;
-        if (sg.count > numel - sg.offset) sg.count = numel - sg.offset;
-        segs[ns++] = sg;
-    }
-    qsort(segs, (size_t)ns, sizeof *segs, cmp_segment_offset);
+    const int ns = rp_adam_segments_by_offset(segs_in, n_segs, numel, segs);
     double bc1 = 1.0 - pow((double)beta1, (double)step), bc2 = 1.0 - pow((double)beta2, (double)step);
     const int zero_m = rp_adam8_nearest(code_m, 0.0), zero_v = rp_adam8_nearest(code_v, 0.0);
     int64_t n_blocks = (numel + RP_ADAM8_BLOCK - 1) / RP_ADAM8_BLOCK;

@@ -229,11 +229,6 @@ int cu_adam_update(rp_backend *be, void *params, const void *grads, void *m, voi
     return 0;
 }
 
-static int cmp_seg_offset(const void *a, const void *b) {
-    const int64_t x = ((const rp_adam_segment *)a)->offset, y = ((const rp_adam_segment *)b)->offset;
-    return x < y ? -1 : x > y;
-}
-
 int cu_adam8_update(rp_backend *be, void *params, const void *grads, uint8_t *m_q, uint8_t *v_q, float *m_absmax,
                     float *v_absmax, const float *code_m, const float *code_v, int64_t numel,
                     const rp_adam_segment *segs, int n_segs, const void *norm_sq, float max_norm, float lr,
@@ -245,14 +240,7 @@ int cu_adam8_update(rp_backend *be, void *params, const void *grads, uint8_t *m_
     /* the kernel searches by flat offset: a host copy sorted by offset, clamped to [0, numel) */
     rp_adam_segment *sorted = (rp_adam_segment *)malloc(sizeof(rp_adam_segment) * (size_t)(n_segs > 0 ? n_segs : 1));
     if (!sorted) return CU_FAIL(be, RWKVPEFT_E_OUT_OF_MEMORY, "adam8_update: host memory");
-    int k = 0;
-    for (int q = 0; q < n_segs; q++) {
-        rp_adam_segment sg = segs[q];
-        if (sg.offset < 0 || sg.count <= 0 || sg.offset >= numel) continue;
-        if (sg.count > numel - sg.offset) sg.count = numel - sg.offset;
-        sorted[k++] = sg;
-    }
-    qsort(sorted, (size_t)k, sizeof *sorted, cmp_seg_offset);
+    const int k = rp_adam_segments_by_offset(segs, n_segs, numel, sorted);
     const seg_dev *dsegs = NULL;
     int nd = 0;
     int64_t total = 0;
