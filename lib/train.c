@@ -472,30 +472,24 @@ int rp_trainer_save_state(rwkvpeft_trainer *t, const char *path) {
         rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &t->err);
     if (!rc && (be->ops->memcpy_d2h(be, gh, t->grads, bytes) || be->ops->memcpy_d2h(be, ph, m->flat, bytes)))
         rc = rp_be_fail(be, RWKVPEFT_E_BACKEND, &t->err);
-    if (!rc && !q8) {
-        int64_t counters[5] = {t->step, t->micro, t->micro_total, t->tokens, (int64_t)t->layout_hash};
-        rp_named_tensor ts[5] = {
-            {"adam.m", P_, 1, {m->flat_numel}, mh, bytes},
-            {"adam.v", P_, 1, {m->flat_numel}, vh, bytes},
-            {"grad.accumulated", P_, 1, {m->flat_numel}, gh, bytes},
-            {"params", P_, 1, {m->flat_numel}, ph, bytes},
-            {"trainer.counters", RP_I64, 1, {5}, counters, sizeof counters},
-        };
-        rc = rp_tensorfile_write(path, RP_FILE_SAFETENSORS, ts, 5, &t->err);
-    } else if (!rc) {
+    if (!rc) { /* fp32: adam.m, adam.v; 8-bit: adam8.m, adam8.v and their scales; then the rest */
         int64_t counters[5] = {t->step, t->micro, t->micro_total, t->tokens, (int64_t)t->layout_hash};
         int32_t optimizer = t->tp.optimizer;
+        rp_dtype mt = q8 ? RP_U8 : P_;
         rp_named_tensor ts[8] = {
-            {"adam8.m", RP_U8, 1, {m->flat_numel}, mh, mom_bytes},
-            {"adam8.v", RP_U8, 1, {m->flat_numel}, vh, mom_bytes},
-            {"adam8.m_absmax", RP_F32, 1, {t->n_qblocks}, mah, abytes},
-            {"adam8.v_absmax", RP_F32, 1, {t->n_qblocks}, vah, abytes},
-            {"grad.accumulated", P_, 1, {m->flat_numel}, gh, bytes},
-            {"params", P_, 1, {m->flat_numel}, ph, bytes},
-            {"trainer.counters", RP_I64, 1, {5}, counters, sizeof counters},
-            {"trainer.optimizer", RP_I32, 1, {1}, &optimizer, sizeof optimizer},
+            {q8 ? "adam8.m" : "adam.m", mt, 1, {m->flat_numel}, mh, mom_bytes},
+            {q8 ? "adam8.v" : "adam.v", mt, 1, {m->flat_numel}, vh, mom_bytes},
         };
-        rc = rp_tensorfile_write(path, RP_FILE_SAFETENSORS, ts, 8, &t->err);
+        int nt = 2;
+        if (q8) {
+            ts[nt++] = (rp_named_tensor){"adam8.m_absmax", RP_F32, 1, {t->n_qblocks}, mah, abytes};
+            ts[nt++] = (rp_named_tensor){"adam8.v_absmax", RP_F32, 1, {t->n_qblocks}, vah, abytes};
+        }
+        ts[nt++] = (rp_named_tensor){"grad.accumulated", P_, 1, {m->flat_numel}, gh, bytes};
+        ts[nt++] = (rp_named_tensor){"params", P_, 1, {m->flat_numel}, ph, bytes};
+        ts[nt++] = (rp_named_tensor){"trainer.counters", RP_I64, 1, {5}, counters, sizeof counters};
+        if (q8) ts[nt++] = (rp_named_tensor){"trainer.optimizer", RP_I32, 1, {1}, &optimizer, sizeof optimizer};
+        rc = rp_tensorfile_write(path, RP_FILE_SAFETENSORS, ts, nt, &t->err);
     }
     free(mh);
     free(vh);
