@@ -1012,11 +1012,14 @@ static void body_memory(bk *X, bk *R, rng *g) {
 /* ------------------------------------------------------------------------------------ */
 
 /* One GEMM on X and on the oracle; the inputs are rounded to X's operand types. */
-static void gemm_case(bk *X, bk *R, rng *g, int ta, int tbt, int m, int n, int k, int batch, double alpha, double beta,
-                      rp_dtype tya, rp_dtype tyb, rp_dtype tyc, int broadcast_b) {
+static void gemm_case_ld(bk *X, bk *R, rng *g, int ta, int tbt, int m, int n, int k, int batch, double alpha,
+                         double beta, rp_dtype tya, rp_dtype tyb, rp_dtype tyc, int broadcast_b, int dense) {
+    /* padded leading dimensions and strides (odd: every access path's scalar form), or dense
+     * ones (dense: the 16-byte paths where the sizes allow) */
     int64_t ar = ta ? k : m, ac = ta ? m : k, br = tbt ? n : k, bc = tbt ? k : n;
-    int64_t lda = ac + 3, ldb = bc + 1, ldc = n + 2;
-    int64_t sa = ar * lda + 5, sb = broadcast_b ? 0 : br * ldb + 2, sc = (int64_t)m * ldc + 7;
+    int64_t lda = dense ? ac : ac + 3, ldb = dense ? bc : bc + 1, ldc = dense ? n : n + 2;
+    int64_t sa = ar * lda + (dense ? 0 : 5), sb = broadcast_b ? 0 : br * ldb + (dense ? 0 : 2),
+            sc = (int64_t)m * ldc + (dense ? 0 : 7);
     int64_t ea = extent(batch, sa, ar, lda, ac), eb = extent(batch, sb, br, ldb, bc), ec = extent(batch, sc, m, ldc, n);
     double *A = gen_normal(g, ea, 0, 1, tya), *B = gen_normal(g, eb, 0, 1, tyb);
     double *C0 = beta == 0 ? nan_array(ec) : gen_normal(g, ec, 0, 1, tyc);
@@ -1047,6 +1050,11 @@ static void gemm_case(bk *X, bk *R, rng *g, int ta, int tbt, int m, int n, int k
     expect_close(X, "C", gx, gr, cnt, tol);
 }
 
+static void gemm_case(bk *X, bk *R, rng *g, int ta, int tbt, int m, int n, int k, int batch, double alpha, double beta,
+                      rp_dtype tya, rp_dtype tyb, rp_dtype tyc, int broadcast_b) {
+    gemm_case_ld(X, R, g, ta, tbt, m, n, k, batch, alpha, beta, tya, tyb, tyc, broadcast_b, 0);
+}
+
 static void gemm_all(bk *X, bk *R, rng *g) {
     rp_dtype ts[2] = {X->A, RP_BF16};
     int nts = X->A == RP_BF16 ? 2 : 1;
@@ -1064,6 +1072,13 @@ static void gemm_all(bk *X, bk *R, rng *g) {
     gemm_case(X, R, g, 0, 1, 67, 33, 65, 2, -1.3, 1.0, X->A, X->A, X->P, 1);
     gemm_case(X, R, g, 1, 0, 5, 3, 0, 2, 1.0, 0.25, X->A, X->A, X->A, 0); /* k = 0: C = beta·C */
     gemm_case(X, R, g, 0, 0, 1, 1, 1, 1, 2.0, 0.0, X->A, X->A, X->A, 0);
+    /* the low-rank up-projections (k ≤ 64, as LoRA and the mixers issue them): a float32 or bf16
+     * factor in either layout, k a multiple of 16 or not, ragged tiles, accumulating or not */
+    gemm_case_ld(X, R, g, 0, 1, 300, 264, 64, 2, 0.5, 1.0, X->A, X->P, X->A, 0, 1);
+    gemm_case_ld(X, R, g, 0, 0, 200, 136, 48, 1, 1.3, 0.0, X->A, X->P, X->A, 0, 1);
+    gemm_case_ld(X, R, g, 0, 1, 129, 256, 24, 1, 1.0, 1.0, X->A, X->A, X->A, 0, 1);
+    gemm_case_ld(X, R, g, 0, 0, 70, 300, 64, 2, -0.7, 1.0, X->A, X->P, X->A, 1, 0);
+    gemm_case_ld(X, R, g, 0, 1, 131, 77, 7, 1, 2.0, 0.5, X->A, X->P, X->A, 0, 0);
 }
 
 static void body_gemm(bk *X, bk *R, rng *g) {
