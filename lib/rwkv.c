@@ -71,10 +71,10 @@ struct rp_workspace {
     void *dxs;                 /* [5,n,C] */
     void *dm;                  /* [5,n,C] */
     void *dhh;                 /* [n,5Dm] */
-    void *dz;                  /* [n,C] */
-    void *da[6];               /* [n,A]: dr dk dv dw dg dy; also dog/do */
+    void *dz;                  /* [n,C] (= lnout: see ws_layout) */
+    void *da[6];               /* [n,A]: dr dk dv dw dg dy; NULL when time_mix_grads aliases them */
     void *dF;                  /* [n,F] */
-    void *dC2;                 /* [n,C] */
+    void *dC2;                 /* [n,C] (= x_final) */
     void *ddh;                 /* [n,max(Dd, Dw, Da, Dv, Dg)] */
     void *lora_x;              /* [n,max_in] */
     void *lora_dt;             /* [n,max_r] */
@@ -225,6 +225,31 @@ static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_acts *a) {
     return 0;
 }
 
+/* The time mix's six [n,A] gradient buffers (RWKV-5/6: dr dk dv dw dg dy; RWKV-7: dr dw dkn dv
+ * dwa dwb). A block's backward runs its channel mix first, after which the channel mix's record
+ * buffers are dead; when they are wide enough the six live there instead of in the workspace
+ * (−6·n·A elements of peak memory: 384 MiB at 7B B8): RWKV-5/6 three [n,A] slots each of kpre
+ * and kk (F ≥ 3A); RWKV-7 four of kpre (its kk holds the time mix's other scratch slots, see
+ * block7_bwd), its one xkr slot and ln2 (F ≥ 4C). Otherwise ws->da. */
+static int time_mix_grads_alias(const rwkvpeft_model *m) {
+    if (m->version == 7) return m->F >= 4 * m->C && m->A == m->C;
+    return m->F >= 3 * m->A;
+}
+
+static void time_mix_grads(const rwkvpeft_model *m, const rp_workspace *ws, const rp_acts *a, void *da[6]) {
+    if (ws->da[0]) {
+        for (int i = 0; i < 6; i++) da[i] = ws->da[i];
+        return;
+    }
+    size_t slot = (size_t)ws->B * (size_t)ws->T * (size_t)m->A * rp_dtype_size(m->be->ops->act_dtype);
+    for (int i = 0; i < 6; i++) {
+        if (m->version == 7)
+            da[i] = i < 4 ? (char *)a->kpre + (size_t)i * slot : i == 4 ? a->xkr : a->ln2;
+        else
+            da[i] = i < 3 ? (char *)a->kpre + (size_t)i * slot : (char *)a->kk + (size_t)(i - 3) * slot;
+    }
+}
+
 /* Places every workspace buffer (ws_alloc: counted in the sizing pass, carved after). */
 static int ws_layout(rwkvpeft_model *m, rp_workspace *ws) {
     rp_dtype A_ = m->be->ops->act_dtype, P_ = m->be->ops->par_dtype;
@@ -270,10 +295,12 @@ static int ws_layout(rwkvpeft_model *m, rp_workspace *ws) {
          * output kk (4 slots when F ≥ 4C) for its scratch slots: see block56_bwd/block7_bwd */
         if (m->version == 7 && m->F < 4 * m->C) AL(dm, 4 * n * C, A_);
         if (m->version == 6) AL(dhh, n * 5 * m->Dm, A_);
-        AL(dz, n * C, A_);
-        for (int i = 0; i < 6; i++) AL(da[i], n * A, A_);
+        /* dz and dC2 are used only inside a block's backward, while the head's lnout and
+         * x_final are dead (read once by the head's backward, before the blocks'): they share
+         * those buffers (−2·n·C elements of peak memory) */
+        if (!time_mix_grads_alias(m))
+            for (int i = 0; i < 6; i++) AL(da[i], n * A, A_);
         if (any_bat) AL(dF, n * m->F, A_); /* else ∂L/∂kk is written over kk (linear_bwd) */
-        AL(dC2, n * C, A_);
         int dmax = m->Dd;
         if (m->Dw > dmax) dmax = m->Dw;
         if (m->Da > dmax) dmax = m->Da;
@@ -296,6 +323,10 @@ static int ws_layout(rwkvpeft_model *m, rp_workspace *ws) {
                 ws->lowp_numel = m->layers[l].flat_hi - m->layers[l].flat_lo;
     if (ws->lowp_numel) AL(lowp, ws->lowp_numel, A_);
 #undef AL
+    if (training) {
+        ws->dz = ws->lnout;
+        ws->dC2 = ws->x_final;
+    }
     /* activation records: one per layer, or one shared record plus per-layer inputs */
     for (int l = 0; !rc && l < m->n_layer; l++) {
         rp_acts *a = &ws->acts[l];
@@ -789,7 +820,9 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     int B = ws->B, T = ws->T, C = m->C, A = m->A, Dm = m->Dm, Dd = m->Dd, H = m->H, N = m->N;
     int64_t n = (int64_t)B * T, nC = n * C, nA = n * A;
     size_t as = rp_dtype_size(A_);
-    void *dr = ws->da[0], *dk = ws->da[1], *dv = ws->da[2], *dw = ws->da[3], *dg = ws->da[4], *dy = ws->da[5];
+    void *da[6]; /* written only once the channel mix below is done (they may alias its record) */
+    time_mix_grads(m, ws, a, da);
+    void *dr = da[0], *dk = da[1], *dv = da[2], *dw = da[3], *dg = da[4], *dy = da[5];
     int v5 = m->version == 5, form = v5 ? RP_MIX_CURRENT : RP_MIX_DELTA;
     /* ---- channel mix: out = x_mid + σ(r)·kv ---- */
     void *drs = ws->dz, *dkv = ws->dC2;
@@ -967,7 +1000,9 @@ static int block7_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, vo
     /* four scratch slots: the channel mix's kk is dead now (F ≥ 4C), else ws->dm */
     void *dm = ws->dm ? ws->dm : a->kk;
     void *dog = ws->dz, *d_o = ws->dC2, *dg = SLOT(dm, 0), *dyw = SLOT(dm, 1);
-    void *dr = ws->da[0], *dw = ws->da[1], *dkn = ws->da[2], *dv = ws->da[3], *dwa = ws->da[4], *dwb = ws->da[5];
+    void *da[6]; /* may alias the channel mix's dead record buffers (time_mix_grads) */
+    time_mix_grads(m, ws, a, da);
+    void *dr = da[0], *dw = da[1], *dkn = da[2], *dv = da[3], *dwa = da[4], *dwb = da[5];
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_O], dog, 0, ws->dres, a->og, a->lora_t[RP_LIN_ATT_O], n, seed, gf));
     OP(memset_zero(be, d_o, (size_t)nC * as));
     OP(memset_zero(be, dg, (size_t)nC * as));

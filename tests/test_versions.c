@@ -36,6 +36,34 @@ START_TEST(test_fd_v7_bone_bat) {
 }
 END_TEST
 
+/* A channel mix narrower than 3·dim_att (RWKV-5/6): the time mix's gradient buffers cannot
+ * live in its dead record (lib/rwkv.c time_mix_grads) and come from the workspace instead —
+ * the tiny models above (F = 3.5C, and 4C for RWKV-7) take the aliased path. */
+static void fd_narrow_ffn(int version) {
+    rwkvpeft_context *ctx = tu_context("cpu64");
+    rwkvpeft_model_config c;
+    tm_tiny_config(&c, version);
+    c.dim_ffn = 2 * c.n_embd;
+    rwkvpeft_model_params mp;
+    rwkvpeft_model_params_init(&mp);
+    mp.grad_cp = 1;
+    rwkvpeft_model *m = NULL;
+    TU_OK(rwkvpeft_model_init(ctx, &c, &mp, 3 + version, &m));
+    TU_OK(tm_attach(m, RWKVPEFT_PEFT_LORA, "ln,time", 0, 0));
+    tm_randomize(m, 71 + version, 0);
+    rp_workspace *ws = tm_batch_ws(m, 2, 6, 5);
+    tm_check_fd(m, ws, 0, 3, 20, 0.5);
+    rp_workspace_free(m, ws);
+    rwkvpeft_model_free(m);
+    rwkvpeft_context_free(ctx);
+}
+
+START_TEST(test_fd_narrow_ffn) {
+    fd_narrow_ffn(5);
+    fd_narrow_ffn(6);
+}
+END_TEST
+
 /* Feeding tokens chunk by chunk through the recurrent state gives the full forward's logits. */
 static void stateful_case(int version) {
     rwkvpeft_context *ctx = tu_context("cpu64");
@@ -192,6 +220,7 @@ int main(void) {
     tcase_add_test(fd, test_fd_v7_full_grad_cp);
     tcase_add_test(fd, test_fd_v7_state);
     tcase_add_test(fd, test_fd_v7_bone_bat);
+    tcase_add_test(fd, test_fd_narrow_ffn);
     suite_add_tcase(s, fd);
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 600);
