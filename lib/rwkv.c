@@ -61,7 +61,6 @@ struct rp_workspace {
     void *x_final, *lnout, *mean_o, *rstd_o;
     void *logits;
     int64_t logit_rows;
-    void *tmp_c;    /* [n,C] (RWKV-5/6) */
     void *rows_tmp; /* [B,C]: one row per sequence (carried-state gradients) */
     void *x_spare;  /* [n,C] output sink for recomputed blocks */
     void *v_first;  /* RWKV-7 [n,C]: layer 0's v, read by every later layer */
@@ -269,7 +268,6 @@ static int ws_layout(rwkvpeft_model *m, rp_workspace *ws) {
     AL(lnout, n * C, A_);
     AL(mean_o, n, P_);
     AL(rstd_o, n, P_);
-    if (m->version != 7) AL(tmp_c, n * C, A_); /* RWKV-5/6: σ(r)⊙kv before the residual add */
     AL(rows_tmp, (int64_t)B * C, A_);
     AL(x_spare, n * C, A_);
     if (m->version == 7) AL(v_first, n * C, A_);
@@ -755,14 +753,15 @@ static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     /* og = GroupNorm(y) ⊙ g in one pass (the normalised y itself is not kept) */
     OP(norm_gate_fwd(be, a->og, a->gn_mean, a->gn_rstd, a->y, ly->lnx_w->data, ly->lnx_b->data, a->g, n, m->H, m->N,
                      GN_EPS));
-    /* x_mid = x_in + output(og). (Accumulating the output linear onto the copied residual, as
-     * block7_fwd does, showed no speed difference at 7B B8 within the run-to-run spread and moved
-     * test_qtrain's nf4 LoRA GPU gradients against float64 from 4.8% to 9.6% on the H200 — that
-     * random model's gradient error swings with the bf16 rounding pattern (2.4% emulated) — so
-     * RWKV-5/6 keep the separate add.) */
-    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_O], ws->tmp_c, a->og, n, a->lora_t[RP_LIN_ATT_O], seed));
-    OP(memcpy_d2d(be, a->x_mid, a->x_in, (size_t)nC * as));
-    OP(add(be, a->x_mid, ws->tmp_c, 1.0f, nC));
+    /* x_mid = output(og) + x_in: the product written into x_mid, the residual added onto it —
+     * the same two roundings as copying x_in first and adding the product (the add is one
+     * commutative fp32 sum rounded once), without the copy or a temporary. (Accumulating the
+     * product in the GEMM's epilogue, as block7_fwd does, drops a rounding; it showed no speed
+     * difference at 7B B8 within the run-to-run spread and moved test_qtrain's nf4 LoRA GPU
+     * gradients against float64 from 4.8% to 9.6% on the H200 — that random model's gradient
+     * error swings with the bf16 rounding pattern (2.4% emulated) — so RWKV-5/6 keep the add.) */
+    RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_O], a->x_mid, a->og, n, a->lora_t[RP_LIN_ATT_O], seed));
+    OP(add(be, a->x_mid, a->x_in, 1.0f, nC));
     /* channel mix */
     OP(norm_fwd(be, a->ln2, a->mean2, a->rstd2, a->x_mid, ly->ln2_w->data, ly->ln2_b->data, n, 1, C, LN_EPS));
     OP(shift_mix_fwd(be, a->xkr, a->ln2, ffn_prev, ly->ffn_mix->data, NULL, form, 2, B, T, C));
@@ -770,12 +769,12 @@ static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     RP_TRY(ffn_kv_fwd(m, ws, ly, a, SLOT(a->xkr, 0), a->kv, 0, seed));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_R], a->rs, SLOT(a->xkr, 1), n, a->lora_t[RP_LIN_FFN_R], seed));
     OP(act_fwd(be, RP_ACT_SIGMOID, a->rs, a->rs, nC));
-    /* x_out = x_mid + σ(r)⊙kv. (Adding the product in place through mul_bwd's "da += dy ⊙ b"
-     * saves a pass and a rounding, but moved the same test_qtrain figure to 9.3% on the emulated
-     * module; it waits for a less fragile comparison.) */
-    OP(mul_fwd(be, ws->tmp_c, a->rs, a->kv, nC));
-    OP(memcpy_d2d(be, x_out, a->x_mid, (size_t)nC * as));
-    OP(add(be, x_out, ws->tmp_c, 1.0f, nC));
+    /* x_out = σ(r)⊙kv + x_mid, the same way (x_out is the next block's input, never x_mid).
+     * (Adding the product in place through mul_bwd's "da += dy ⊙ b" saves a pass and a
+     * rounding, but moved the same test_qtrain figure to 9.3% on the emulated module; it waits
+     * for a less fragile comparison.) */
+    OP(mul_fwd(be, x_out, a->rs, a->kv, nC));
+    OP(add(be, x_out, a->x_mid, 1.0f, nC));
     return 0;
 }
 
