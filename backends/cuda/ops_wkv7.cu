@@ -241,6 +241,7 @@ template <int N_, int TJ_, int TI_, int L_, int KQ_, int KS_, bool SLOT0_> struc
     static constexpr int SMEM_STAGE = NVEC * L * N, SMEM_SLOTS = (SLOT0 ? NSLOT : NSLOT - 1) * E * NT;
     static constexpr int SMEM_PART = KS * NWMAX * 5 * N;
     static constexpr int SMEM = SMEM_STAGE + SMEM_SLOTS + SMEM_PART; /* floats */
+    static constexpr int MINB = KS == 1 ? 3 : 2; /* blocks per SM the registers must allow */
     static_assert(pow2(TJ) && pow2(TI) && pow2(G) && pow2(TPS) && G <= 8, "b7_cfg");
     static_assert(NT % 64 == 0 && NT % L == 0 && N % TPS == 0 && L % KQ == 0 && KQ % KS == 0, "b7_cfg");
 };
@@ -249,6 +250,11 @@ template <int N_, int TJ_, int TI_, int L_, int KQ_, int KS_, bool SLOT0_> struc
  * segment's first states from the checkpoint. */
 using b7_64 = b7_cfg<64, 4, 8, 16, 4, 2, true>;
 using b7_64s = b7_cfg<64, 4, 8, 16, 4, 2, false>;
+/* b7_64t: three heads per SM (≤ 168 registers, 69 KB) — slots every 8 steps and one-step
+ * pieces, so ~1.5× the recomputation of b7_64, but 396 heads in one wave on 132 SMs where
+ * b7_64 takes two for 265–528 heads (2.9B B8 = 320). Opt-in (RWKVPEFT_WKV7_PATH=three) until
+ * measured on a GPU (docs/backends.md, "WKV7 kernels"). */
+using b7_64t = b7_cfg<64, 4, 8, 16, 8, 1, true>;
 
 /* One forward step on the tile M from the staged step s; sa (all-reduced over the row group). */
 template <class K>
@@ -385,14 +391,15 @@ RP_DEV void b7_bwd_step(float (&D)[K::TJ][K::TI], const float (&Sp)[K::TJ][K::TI
     }
 }
 
-/* two blocks per SM: at most 256 registers per thread (the emulator's macro takes one argument) */
+/* K::MINB blocks per SM: at most 65536 / (NT · MINB) registers per thread (the emulator's
+ * macro takes one argument) */
 #if defined(RWKVPEFT_CUDA_EMULATION)
 #define W7_BOUNDS(nt, minb) __launch_bounds__(nt)
 #else
 #define W7_BOUNDS(nt, minb) __launch_bounds__(nt, minb)
 #endif
 
-template <class K> __global__ void W7_BOUNDS(K::NT, 2) wkv7_backward_kernel(w7_args A) {
+template <class K> __global__ void W7_BOUNDS(K::NT, K::MINB) wkv7_backward_kernel(w7_args A) {
     constexpr int N = K::N, TJ = K::TJ, TI = K::TI, L = K::L, KQ = K::KQ, KS = K::KS, G = K::G, P = K::P;
     constexpr int TPS = K::TPS, SV = K::SV, E = K::E, NT = K::NT, NSLOT = K::NSLOT;
 #if defined(RWKVPEFT_CUDA_EMULATION)
@@ -723,17 +730,17 @@ template <bool Y, bool CK> static void w7_launch_fwd(cudaStream_t s, const w7_ar
 }
 
 /* Which of pass B's fast kernels this device runs (their dynamic shared memory granted once):
- * 1 = b7_64, 2 = b7_64s, 0 = neither (the generic kernels). $RWKVPEFT_WKV7_PATH=lowsmem forces
- * b7_64s (testing). */
+ * 1 = b7_64, 2 = b7_64s, 3 = b7_64t, 0 = none (the generic kernels). $RWKVPEFT_WKV7_PATH=lowsmem
+ * forces b7_64s (testing), =three b7_64t (measuring). */
 static int w7_fast_bwd(rp_backend *be) {
     static int forced = -1;
     if (forced < 0) {
         const char *e = getenv("RWKVPEFT_WKV7_PATH");
-        forced = e && !strcmp(e, "lowsmem") ? 1 : 0;
+        forced = e && !strcmp(e, "lowsmem") ? 1 : e && !strcmp(e, "three") ? 2 : 0;
     }
 #if defined(RWKVPEFT_CUDA_EMULATION)
     (void)be;
-    return forced ? 2 : 1;
+    return forced == 1 ? 2 : forced == 2 ? 3 : 1;
 #elif defined(RWKVPEFT_USE_HIP)
     (void)be;
     return 0; /* 64 KB of LDS per workgroup on AMD: the generic kernels (not tuned for AMD yet) */
@@ -742,11 +749,16 @@ static int w7_fast_bwd(rp_backend *be) {
     const int dev = be->device;
     if (dev < 0 || dev >= 16) return 0;
     if (which[dev] == 0) {
-        const size_t need = sizeof(float) * (size_t)b7_64::SMEM, need_s = sizeof(float) * (size_t)b7_64s::SMEM;
+        const size_t need = sizeof(float) * (size_t)b7_64::SMEM, need_s = sizeof(float) * (size_t)b7_64s::SMEM,
+                     need_t = sizeof(float) * (size_t)b7_64t::SMEM;
         cudaDeviceProp p;
-        int w = 3; /* none */
+        int w = 4; /* none */
         if (cudaGetDeviceProperties(&p, dev) == cudaSuccess) {
-            if (!forced && p.sharedMemPerBlockOptin >= need &&
+            if (forced == 2 && p.sharedMemPerBlockOptin >= need_t &&
+                cudaFuncSetAttribute(wkv7_backward_kernel<b7_64t>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)need_t) == cudaSuccess)
+                w = 3;
+            else if (forced != 1 && p.sharedMemPerBlockOptin >= need &&
                 cudaFuncSetAttribute(wkv7_backward_kernel<b7_64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      (int)need) == cudaSuccess)
                 w = 1;
@@ -758,7 +770,7 @@ static int w7_fast_bwd(rp_backend *be) {
         (void)cudaGetLastError(); /* a refused attribute is not sticky */
         which[dev] = w;
     }
-    return which[dev] == 3 ? 0 : which[dev];
+    return which[dev] == 4 ? 0 : which[dev];
 #endif
 }
 
@@ -855,6 +867,8 @@ int cu_wkv7_bwd(rp_backend *be, void *gr, void *gw, void *gk, void *gv, void *ga
         CU_LAUNCHED(be);
         if (fast == 1)
             wkv7_backward_kernel<b7_64><<<(unsigned)BH, b7_64::NT, sizeof(float) * (size_t)b7_64::SMEM, s>>>(A);
+        else if (fast == 3)
+            wkv7_backward_kernel<b7_64t><<<(unsigned)BH, b7_64t::NT, sizeof(float) * (size_t)b7_64t::SMEM, s>>>(A);
         else
             wkv7_backward_kernel<b7_64s><<<(unsigned)BH, b7_64s::NT, sizeof(float) * (size_t)b7_64s::SMEM, s>>>(A);
     } else {
