@@ -293,9 +293,6 @@ static int ws_layout(rwkvpeft_model *m, rp_workspace *ws) {
          * output kk (4 slots when F ≥ 4C) for its scratch slots: see block56_bwd/block7_bwd */
         if (m->version == 7 && m->F < 4 * m->C) AL(dm, 4 * n * C, A_);
         if (m->version == 6) AL(dhh, n * 5 * m->Dm, A_);
-        /* dz and dC2 are used only inside a block's backward, while the head's lnout and
-         * x_final are dead (read once by the head's backward, before the blocks'): they share
-         * those buffers (−2·n·C elements of peak memory) */
         if (!time_mix_grads_alias(m))
             for (int i = 0; i < 6; i++) AL(da[i], n * A, A_);
         if (any_bat) AL(dF, n * m->F, A_); /* else ∂L/∂kk is written over kk (linear_bwd) */
@@ -321,6 +318,9 @@ static int ws_layout(rwkvpeft_model *m, rp_workspace *ws) {
                 ws->lowp_numel = m->layers[l].flat_hi - m->layers[l].flat_lo;
     if (ws->lowp_numel) AL(lowp, ws->lowp_numel, A_);
 #undef AL
+    /* dz and dC2 are used only inside a block's backward, while the head's lnout and x_final
+     * are dead (read once by the head's backward, before the blocks'; fwd_bwd): they share
+     * those buffers (−2·n·C elements of peak memory) */
     if (training) {
         ws->dz = ws->lnout;
         ws->dC2 = ws->x_final;
