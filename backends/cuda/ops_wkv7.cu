@@ -729,48 +729,48 @@ template <bool Y, bool CK> static void w7_launch_fwd(cudaStream_t s, const w7_ar
     }
 }
 
+#if !defined(RWKVPEFT_CUDA_EMULATION) && !defined(RWKVPEFT_USE_HIP)
+/* Whether the device grants pass-B kernel K its dynamic shared memory (set once per device). */
+template <class K> static bool w7_grant(const cudaDeviceProp &p) {
+    const size_t need = sizeof(float) * (size_t)K::SMEM;
+    return p.sharedMemPerBlockOptin >= need &&
+           cudaFuncSetAttribute(wkv7_backward_kernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)need) ==
+               cudaSuccess;
+}
+#endif
+
 /* Which of pass B's fast kernels this device runs (their dynamic shared memory granted once):
  * 1 = b7_64, 2 = b7_64s, 3 = b7_64t, 0 = none (the generic kernels). $RWKVPEFT_WKV7_PATH=lowsmem
- * forces b7_64s (testing), =three b7_64t (measuring). */
+ * forces b7_64s (testing), =three b7_64t (measuring); a forced kernel the device cannot run
+ * falls back as the automatic choice does. */
 static int w7_fast_bwd(rp_backend *be) {
-    static int forced = -1;
+    static int forced = -1; /* the kernel number forced, 0 = automatic */
     if (forced < 0) {
         const char *e = getenv("RWKVPEFT_WKV7_PATH");
-        forced = e && !strcmp(e, "lowsmem") ? 1 : e && !strcmp(e, "three") ? 2 : 0;
+        forced = e && !strcmp(e, "lowsmem") ? 2 : e && !strcmp(e, "three") ? 3 : 0;
     }
 #if defined(RWKVPEFT_CUDA_EMULATION)
     (void)be;
-    return forced == 1 ? 2 : forced == 2 ? 3 : 1;
+    return forced ? forced : 1;
 #elif defined(RWKVPEFT_USE_HIP)
     (void)be;
     return 0; /* 64 KB of LDS per workgroup on AMD: the generic kernels (not tuned for AMD yet) */
 #else
-    static int which[16];
+    static int which[16]; /* per device: 0 = not decided yet, else the kernel number + 1 */
     const int dev = be->device;
     if (dev < 0 || dev >= 16) return 0;
     if (which[dev] == 0) {
-        const size_t need = sizeof(float) * (size_t)b7_64::SMEM, need_s = sizeof(float) * (size_t)b7_64s::SMEM,
-                     need_t = sizeof(float) * (size_t)b7_64t::SMEM;
         cudaDeviceProp p;
-        int w = 4; /* none */
+        int w = 0; /* none */
         if (cudaGetDeviceProperties(&p, dev) == cudaSuccess) {
-            if (forced == 2 && p.sharedMemPerBlockOptin >= need_t &&
-                cudaFuncSetAttribute(wkv7_backward_kernel<b7_64t>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     (int)need_t) == cudaSuccess)
-                w = 3;
-            else if (forced != 1 && p.sharedMemPerBlockOptin >= need &&
-                cudaFuncSetAttribute(wkv7_backward_kernel<b7_64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     (int)need) == cudaSuccess)
-                w = 1;
-            else if (p.sharedMemPerBlockOptin >= need_s &&
-                     cudaFuncSetAttribute(wkv7_backward_kernel<b7_64s>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          (int)need_s) == cudaSuccess)
-                w = 2;
+            if (forced == 3 && w7_grant<b7_64t>(p)) w = 3;
+            else if (forced != 2 && w7_grant<b7_64>(p)) w = 1;
+            else if (w7_grant<b7_64s>(p)) w = 2;
         }
         (void)cudaGetLastError(); /* a refused attribute is not sticky */
-        which[dev] = w;
+        which[dev] = w + 1;
     }
-    return which[dev] == 4 ? 0 : which[dev];
+    return which[dev] - 1;
 #endif
 }
 
