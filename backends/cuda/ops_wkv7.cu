@@ -252,8 +252,8 @@ using b7_64 = b7_cfg<64, 4, 8, 16, 4, 2, true>;
 using b7_64s = b7_cfg<64, 4, 8, 16, 4, 2, false>;
 /* b7_64t: three heads per SM (≤ 168 registers, 69 KB) — slots every 8 steps and one-step
  * pieces, so ~1.5× the recomputation of b7_64, but 396 heads in one wave on 132 SMs where
- * b7_64 takes two for 265–528 heads (2.9B B8 = 320). Opt-in (RWKVPEFT_WKV7_PATH=three) until
- * measured on a GPU (docs/backends.md, "WKV7 kernels"). */
+ * b7_64 takes two for 265–528 heads (2.9B B8 = 320). w7_fast_bwd takes it where that saves a
+ * wave (docs/backends.md, "WKV7 kernels"). */
 using b7_64t = b7_cfg<64, 4, 8, 16, 8, 1, true>;
 
 /* One forward step on the tile M from the staged step s; sa (all-reduced over the row group). */
@@ -739,11 +739,14 @@ template <class K> static bool w7_grant(const cudaDeviceProp &p) {
 }
 #endif
 
-/* Which of pass B's fast kernels this device runs (their dynamic shared memory granted once):
- * 1 = b7_64, 2 = b7_64s, 3 = b7_64t, 0 = none (the generic kernels). $RWKVPEFT_WKV7_PATH=lowsmem
- * forces b7_64s (testing), =three b7_64t (measuring); a forced kernel the device cannot run
- * falls back as the automatic choice does. */
-static int w7_fast_bwd(rp_backend *be) {
+/* Which of pass B's fast kernels runs B·H heads on this device (their dynamic shared memory
+ * granted once per device): 1 = b7_64, 2 = b7_64s, 3 = b7_64t, 0 = none (the generic kernels).
+ * b7_64t, at ~1.35× b7_64's time per head, wins only where it saves a wave: more than two and
+ * at most three heads per SM (H200, B8 T1024: H40, 320 heads, 4.09 against 4.24 ms; H32, 256
+ * heads, 3.08 against 2.29 ms — docs/backends.md "WKV7 kernels"). $RWKVPEFT_WKV7_PATH=lowsmem
+ * forces b7_64s (testing), =three b7_64t; a forced kernel the device cannot run falls back as
+ * the automatic choice does. */
+static int w7_fast_bwd(rp_backend *be, int64_t BH) {
     static int forced = -1; /* the kernel number forced, 0 = automatic */
     if (forced < 0) {
         const char *e = getenv("RWKVPEFT_WKV7_PATH");
@@ -751,29 +754,34 @@ static int w7_fast_bwd(rp_backend *be) {
     }
 #if defined(RWKVPEFT_CUDA_EMULATION)
     (void)be;
+    (void)BH;
     return forced ? forced : 1;
 #elif defined(RWKVPEFT_USE_HIP)
     (void)be;
+    (void)BH;
     return 0; /* 64 KB of LDS per workgroup on AMD: the generic kernels (not tuned for AMD yet) */
 #else
-    static int which[16]; /* per device: 0 = not decided yet, else the kernel number + 1 */
+    static int which[16]; /* per device: 0 = not decided yet, else (the two-per-SM kernel + 1) | 4 if b7_64t runs */
     const int dev = be->device;
     if (dev < 0 || dev >= 16) return 0;
     if (which[dev] == 0) {
         cudaDeviceProp p;
-        int w = 0; /* none */
+        int w = 0, three = 0; /* none */
         if (cudaGetDeviceProperties(&p, dev) == cudaSuccess) {
-            if (forced == 3 && w7_grant<b7_64t>(p)) w = 3;
-            else if (forced != 2 && w7_grant<b7_64>(p)) w = 1;
+            three = w7_grant<b7_64t>(p);
+            if (forced != 2 && w7_grant<b7_64>(p)) w = 1;
             else if (w7_grant<b7_64s>(p)) w = 2;
         }
         (void)cudaGetLastError(); /* a refused attribute is not sticky */
-        which[dev] = w + 1;
+        which[dev] = (w + 1) | (three ? 4 : 0);
     }
-    return which[dev] - 1;
+    const int two = (which[dev] & 3) - 1, three = which[dev] & 4;
+    if (three && forced == 3) return 3;
+    const int64_t sms = wkv_sm_count();
+    if (three && !forced && two == 1 && BH > 2 * sms && BH <= 3 * sms) return 3;
+    return two;
 #endif
 }
-
 
 static int w7_check(rp_backend *be, const char *op, int B, int T, int H, int N) {
     if (B < 0 || T < 0 || H < 0 || N < 0) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "%s: negative size", op);
@@ -823,7 +831,7 @@ int cu_wkv7_bwd(rp_backend *be, void *gr, void *gw, void *gk, void *gv, void *ga
     CU_ENTER(be);
     cudaStream_t s = cu_stream(be);
     const int64_t NN = (int64_t)N * N, BH = (int64_t)B * H;
-    const int fast = N == 64 && !w7_env_generic() ? w7_fast_bwd(be) : 0;
+    const int fast = N == 64 && !w7_env_generic() ? w7_fast_bwd(be, BH) : 0;
     const int shared_gs0 = gs0 && s0_shared;
     const int64_t nseg = (T + 15) / 16;
     const size_t work_bytes = fast ? cu_round(sizeof(float) * (size_t)(BH * nseg * NN))
