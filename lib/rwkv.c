@@ -532,15 +532,19 @@ static int linear_fwd_acc(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *
         OP(gemm(be, 0, 1, (int)n, out, r, 1.0f, t_save, A_, r, 0, m->fold, P_, r, 0, 1.0f, y, A_, out, 0, 1));
         return 0;
     }
-    /* The base product first, the low-rank term accumulating onto it. (The other order — the
-     * rank-r product writing y, the base GEMM accumulating, which saves the rank-r product's
-     * read of y: 61 → 33 µs at 8192×4096 on the H200 — was tried and lost precision on the
-     * GPU: test_qtrain's quantized LoRA case against float64 went from 0.6% to 1.1% in the
-     * logits and from 3% to 15% in the gradients. The backward keeps that order for dx.) */
-    OP(gemm(be, 0, 1, (int)n, out, in, 1.0f, x, A_, in, 0, W, A_, in, 0, base_beta, y, A_, out, 0, 1));
+    /* The low-rank term writes y (or accumulates onto it) first and the base GEMM accumulates
+     * onto that: the compute-bound base product reads y in its epilogue nearly for free, while
+     * a rank-r product that accumulates must read and write all of y (H200, bench_gemm,
+     * 8192×4096: 61 µs accumulating, 29–32 µs writing; whole steps 7B B8 −0.7 %, 3B B8 −1.1 %).
+     * Either order rounds one of the two terms to the activation type before the sum; this one
+     * rounds the low-rank term, the smaller one once fine-tuning starts from B = 0. (Session 5
+     * reverted this order on test_qtrain's GPU-vs-float64 figure, which turned out to swing
+     * with any change of rounding order: it now judges the median of three random adapters.) */
+    float beta = base_beta;
     if (lin->d_mode == RP_DMODE_BONE) {
         OP(gemm(be, 0, 0, (int)n, r, in, 1.0f, x, A_, in, 0, m->fold, P_, r, 0, 0.0f, t_save, A_, r, 0, 1));
-        OP(gemm(be, 0, 0, (int)n, out, r, 1.0f, t_save, A_, r, 0, PARAM(lin->D), out, 0, 1.0f, y, A_, out, 0, 1));
+        OP(gemm(be, 0, 0, (int)n, out, r, 1.0f, t_save, A_, r, 0, PARAM(lin->D), out, 0, beta, y, A_, out, 0, 1));
+        beta = 1.0f;
     } else if (lin->A) {
         const void *xd = x;
         uint64_t s = lin_seed(seed, lin);
@@ -549,8 +553,10 @@ static int linear_fwd_acc(rwkvpeft_model *m, rp_workspace *ws, const rp_linear *
             xd = ws->lora_x;
         }
         OP(gemm(be, 0, 1, (int)n, r, in, 1.0f, xd, A_, in, 0, PARAM(lin->A), in, 0, 0.0f, t_save, A_, r, 0, 1));
-        OP(gemm(be, 0, 1, (int)n, out, r, lin->scale, t_save, A_, r, 0, PARAM(lin->B), r, 0, 1.0f, y, A_, out, 0, 1));
+        OP(gemm(be, 0, 1, (int)n, out, r, lin->scale, t_save, A_, r, 0, PARAM(lin->B), r, 0, beta, y, A_, out, 0, 1));
+        beta = 1.0f;
     }
+    OP(gemm(be, 0, 1, (int)n, out, in, 1.0f, x, A_, in, 0, W, A_, in, 0, beta, y, A_, out, 0, 1));
     return 0;
 }
 

