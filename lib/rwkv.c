@@ -62,7 +62,7 @@ struct rp_workspace {
     void *logits;
     int64_t logit_rows;
     void *rows_tmp; /* [B,C]: one row per sequence (carried-state gradients) */
-    void *x_spare;  /* [n,C] output sink for recomputed blocks */
+    void *x_spare;  /* [n,C] output sink for recomputed blocks (training only: = dlnout) */
     void *v_first;  /* RWKV-7 [n,C]: layer 0's v, read by every later layer */
     void *dv_first; /* RWKV-7 [n,C]: ∂L/∂v_first gathered from layers ≥ 1 during the backward */
     /* backward scratch */
@@ -261,7 +261,7 @@ static int ws_layout(rwkvpeft_model *m, rp_workspace *ws) {
     AL(targets, n, RP_I32);
     AL(weights, n, P_);
     AL(loss_sum, 1, P_);
-    AL(emb_out, n * C, A_);
+    if (!training) AL(emb_out, n * C, A_); /* training: shares lnout (below) */
     AL(mean0, n, P_);
     AL(rstd0, n, P_);
     AL(x_final, n * C, A_);
@@ -269,7 +269,6 @@ static int ws_layout(rwkvpeft_model *m, rp_workspace *ws) {
     AL(mean_o, n, P_);
     AL(rstd_o, n, P_);
     AL(rows_tmp, (int64_t)B * C, A_);
-    AL(x_spare, n * C, A_);
     if (m->version == 7) AL(v_first, n * C, A_);
     ws->logit_rows = LOGIT_CHUNK_ELEMS / m->V;
     if (ws->logit_rows < 1) ws->logit_rows = 1;
@@ -324,6 +323,13 @@ static int ws_layout(rwkvpeft_model *m, rp_workspace *ws) {
     if (training) {
         ws->dz = ws->lnout;
         ws->dC2 = ws->x_final;
+        /* the recomputed blocks' outputs are never read: they go to the head's dlnout, dead
+         * once the head's backward has turned it into dres (−1·n·C) */
+        ws->x_spare = ws->dlnout;
+        /* the embedding rows are read by LN0 at the start of the forward and by its backward at
+         * the end, and lnout is written by the head after the forward and dead (dz) by the
+         * end: emb_out lives there and is embedded again for the backward (−1·n·C) */
+        ws->emb_out = ws->lnout;
     }
     /* activation records: one per layer, or one shared record plus per-layer inputs */
     for (int l = 0; !rc && l < m->n_layer; l++) {
@@ -397,7 +403,7 @@ double rp_read_par_scalar(rwkvpeft_model *m, const void *dev, int *rc) {
 }
 
 /* emb.weight in host memory (rwkvpeft_model_params.embedding_on_host): the rows of the n
- * ids are gathered there and copied into emb_out, which forward_blocks then uses as is. */
+ * ids are gathered into ws->host_rows (embed_rows copies them to the device). */
 static int embed_from_host(rwkvpeft_model *m, rp_workspace *ws, const int32_t *ids, int64_t n) {
     rp_backend *be = m->be;
     const size_t row = (size_t)m->C * rp_dtype_size(be->ops->act_dtype);
@@ -413,7 +419,18 @@ static int embed_from_host(rwkvpeft_model *m, rp_workspace *ws, const int32_t *i
                            ids[i], (long long)i, m->V);
         memcpy(dst + (size_t)i * row, table + (size_t)ids[i] * row, row);
     }
-    OP(memcpy_h2d(be, ws->emb_out, ws->host_rows, row * (size_t)n));
+    return 0;
+}
+
+/* emb_out = the embedding rows of the batch's ids: gathered on the device, or copied from the
+ * host rows embed_from_host gathered (emb_out shares lnout in a training workspace, so
+ * forward_blocks and the backward's LN0 each write it afresh). */
+static int embed_rows(rwkvpeft_model *m, rp_workspace *ws, int64_t n) {
+    rp_backend *be = m->be;
+    if (m->emb->host)
+        OP(memcpy_h2d(be, ws->emb_out, ws->host_rows, (size_t)m->C * rp_dtype_size(be->ops->act_dtype) * (size_t)n));
+    else
+        OP(embedding_fwd(be, ws->emb_out, m->emb->data, ws->ids, n, m->C));
     return 0;
 }
 
@@ -1102,8 +1119,7 @@ static int forward_blocks(rwkvpeft_model *m, rp_workspace *ws, uint64_t seed, co
     int C = m->C, L = m->n_layer;
     int64_t n = (int64_t)ws->B * ws->T;
     rp_layer *l0 = &m->layers[0];
-    if (!m->emb->host) /* else the rows are in emb_out already (embed_from_host) */
-        OP(embedding_fwd(be, ws->emb_out, m->emb->data, ws->ids, n, C));
+    RP_TRY(embed_rows(m, ws, n));
     OP(norm_fwd(be, ws->acts[0].x_in, ws->mean0, ws->rstd0, ws->emb_out, l0->ln0_w->data, l0->ln0_b->data, n, 1, C, LN_EPS));
     for (int l = 0; l < L; l++)
         RP_TRY(block_fwd(m, ws, l, &ws->acts[l], l + 1 < L ? ws->acts[l + 1].x_in : ws->x_final, seed,
@@ -1154,6 +1170,7 @@ static int fwd_bwd(rwkvpeft_model *m, rp_workspace *ws, void *gf, float grad_sca
         if (ws->shared_acts && l != L - 1) RP_TRY(block_fwd(m, ws, l, &ws->acts[l], ws->x_spare, seed, si, NULL));
         RP_TRY(block_bwd(m, ws, l, &ws->acts[l], gf, seed, si, g_out ? &g_out[l] : NULL, g_in ? &g_in[l] : NULL));
     }
+    RP_TRY(embed_rows(m, ws, n)); /* LN0's input again (emb_out shares lnout) */
     OP(memset_zero(be, ws->dln, (size_t)nC * as));
     OP(norm_bwd(be, ws->dln, rp_param_grad(m, l0->ln0_w, gf), rp_param_grad(m, l0->ln0_b, gf), ws->dres, ws->emb_out,
                 l0->ln0_w->data, ws->mean0, ws->rstd0, n, 1, C));
