@@ -70,7 +70,7 @@ typedef enum rp_act_kind {
     RP_ACT_TANH = 0,    /* backward uses y */
     RP_ACT_SIGMOID = 1, /* backward uses y */
     RP_ACT_SILU = 2,    /* backward uses x */
-    RP_ACT_RELU_SQ = 3, /* relu(x)^2; backward uses x */
+    RP_ACT_RELU_SQ = 3, /* relu(x)^2; backward uses x, or y (f' = 2·√y) when x is NULL */
     RP_ACT_SOFTCLAMP = 4 /* −softplus(−x) − 0.5 (RWKV-7 decay clamp, < −0.5); backward uses x */
 } rp_act_kind;
 

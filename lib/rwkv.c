@@ -37,7 +37,7 @@ typedef struct rp_acts {
     void *x_mid;                /* [n,C] after the time-mix residual */
     void *ln2, *mean2, *rstd2;
     void *xkr;                  /* [2,n,C] channel-mix inputs k, r */
-    void *kpre, *kk;            /* [n,F] key pre-activation, relu² */
+    void *kpre, *kk;            /* [n,F] key pre-activation, relu² (RWKV-5/6: one buffer, kk = kpre) */
     void *kv;                   /* [n,C] */
     void *rs;                   /* [n,C] sigmoid receptance */
     void *lora_t[RP_LIN_COUNT]; /* [n,r] LoRA hidden (x·Aᵀ) */
@@ -215,7 +215,8 @@ static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_acts *a) {
     AL(rstd2, n, P_);
     AL(xkr, (v7 ? 1 : 2) * n * C, A_);
     AL(kpre, n * F, A_);
-    AL(kk, n * F, A_);
+    if (v7) AL(kk, n * F, A_); /* RWKV-7's block backward uses it as scratch (block7_bwd) */
+    else a->kk = a->kpre;      /* relu² in place: the backward takes f' from kk (ffn_kv_bwd) */
     if (!v7) AL(kv, n * C, A_); /* RWKV-7 adds kv onto the residual directly */
     if (!v7) AL(rs, n * C, A_);
     int r = max_lora_r(m);
@@ -227,12 +228,13 @@ static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_acts *a) {
 /* The time mix's six [n,A] gradient buffers (RWKV-5/6: dr dk dv dw dg dy; RWKV-7: dr dw dkn dv
  * dwa dwb). A block's backward runs its channel mix first, after which the channel mix's record
  * buffers are dead; when they are wide enough the six live there instead of in the workspace
- * (−6·n·A elements of peak memory: 384 MiB at 7B B8): RWKV-5/6 three [n,A] slots each of kpre
- * and kk (F ≥ 3A); RWKV-7 four of kpre (its kk holds the time mix's other scratch slots, see
- * block7_bwd), its one xkr slot and ln2 (F ≥ 4C). Otherwise ws->da. */
+ * (−6·n·A elements of peak memory: 384 MiB at 7B B8): RWKV-5/6 three [n,A] slots of kpre (which
+ * holds kk in place), the two xkr slots and kv (F ≥ 3A, A ≤ C); RWKV-7 four of kpre (its kk
+ * holds the time mix's other scratch slots, see block7_bwd), its one xkr slot and ln2 (F ≥ 4C).
+ * Otherwise ws->da. */
 static int time_mix_grads_alias(const rwkvpeft_model *m) {
     if (m->version == 7) return m->F >= 4 * m->C && m->A == m->C;
-    return m->F >= 3 * m->A;
+    return m->F >= 3 * m->A && m->A <= m->C;
 }
 
 static void time_mix_grads(const rwkvpeft_model *m, const rp_workspace *ws, const rp_acts *a, void *da[6]) {
@@ -241,12 +243,22 @@ static void time_mix_grads(const rwkvpeft_model *m, const rp_workspace *ws, cons
         return;
     }
     size_t slot = (size_t)ws->B * (size_t)ws->T * (size_t)m->A * rp_dtype_size(m->be->ops->act_dtype);
+    size_t cslot = (size_t)ws->B * (size_t)ws->T * (size_t)m->C * rp_dtype_size(m->be->ops->act_dtype);
     for (int i = 0; i < 6; i++) {
         if (m->version == 7)
             da[i] = i < 4 ? (char *)a->kpre + (size_t)i * slot : i == 4 ? a->xkr : a->ln2;
         else
-            da[i] = i < 3 ? (char *)a->kpre + (size_t)i * slot : (char *)a->kk + (size_t)(i - 3) * slot;
+            da[i] = i < 3 ? (char *)a->kpre + (size_t)i * slot : i < 5 ? (char *)a->xkr + (size_t)(i - 3) * cslot : a->kv;
     }
+}
+
+/* Where the channel mix's ∂L/∂kk [n,F] lives when no Bat linear needs ws->dF (Bat's backward
+ * reads x after writing dx): RWKV-7 writes it over its kk (dead once FFN_V's backward has read
+ * it); RWKV-5/6 keep kk in place of kpre, which the relu² backward still reads, so it goes into
+ * the time-mix input gradients' slots 1.. of ws->dxs, free until the time mix's backward
+ * (F ≤ 4C; else ws->dF). 1 when there is such a home. */
+static int ffn_grad_home(const rwkvpeft_model *m) {
+    return m->version == 7 || m->F <= (int64_t)(mix_slots(m) - 1) * m->C;
 }
 
 /* Places every workspace buffer (ws_alloc: counted in the sizing pass, carved after). */
@@ -294,7 +306,7 @@ static int ws_layout(rwkvpeft_model *m, rp_workspace *ws) {
         if (m->version == 6) AL(dhh, n * 5 * m->Dm, A_);
         if (!time_mix_grads_alias(m))
             for (int i = 0; i < 6; i++) AL(da[i], n * A, A_);
-        if (any_bat) AL(dF, n * m->F, A_); /* else ∂L/∂kk is written over kk (linear_bwd) */
+        if (any_bat || !ffn_grad_home(m)) AL(dF, n * m->F, A_); /* else see ffn_grad_home */
         int dmax = m->Dd;
         if (m->Dw > dmax) dmax = m->Dw;
         if (m->Da > dmax) dmax = m->Da;
@@ -706,8 +718,8 @@ static void *wkv_gs0(const rwkvpeft_model *m, const rp_layer_state *st_in, rp_la
 /* RWKV-5 and RWKV-6 blocks (RWKV-5: plain lerp mixes of the current token, static decay). */
 /* The channel mix's key/value path, the same in every version: kv = relu(xk·W_kᵀ)²·W_vᵀ
  * written to kv (accumulate 0: RWKV-5/6 keep it for the receptance gate's backward) or added
- * to it (RWKV-7: straight onto the residual), keeping the key pre-activation kpre and
- * kk = relu(kpre)² for the backward. */
+ * to it (RWKV-7: straight onto the residual), keeping kk = relu(kpre)² for the backward —
+ * RWKV-5/6 in place of the key pre-activation kpre (−n·F elements), RWKV-7 beside it. */
 static int ffn_kv_fwd(rwkvpeft_model *m, rp_workspace *ws, rp_layer *ly, rp_acts *a, const void *xk, void *kv,
                       int accumulate, uint64_t seed) {
     rp_backend *be = m->be;
@@ -718,16 +730,20 @@ static int ffn_kv_fwd(rwkvpeft_model *m, rp_workspace *ws, rp_layer *ly, rp_acts
     return 0;
 }
 
-/* Backward of ffn_kv_fwd: dxk = ∂L/∂xk (written) from dkv = ∂L/∂kv. ∂L/∂kk goes over kk,
- * which is dead once FFN_V's backward has read it (ws->dF exists only for Bat, whose
- * backward reads x after writing dx). */
+/* Backward of ffn_kv_fwd: dxk = ∂L/∂xk (written) from dkv = ∂L/∂kv. ∂L/∂kk goes to ws->dF,
+ * or to its home (ffn_grad_home: RWKV-5/6 slots 1.. of ws->dxs, which their block backward
+ * fills only after this; RWKV-7 over kk). The relu² backward takes f' from kpre, or from kk
+ * itself where kk replaced kpre (RWKV-5/6: f' = 2·√kk). */
 static int ffn_kv_bwd(rwkvpeft_model *m, rp_workspace *ws, rp_layer *ly, rp_acts *a, void *dxk, const void *dkv,
                       const void *xk, uint64_t seed, void *gf) {
     rp_backend *be = m->be;
     int64_t n = (int64_t)ws->B * ws->T;
-    void *dF = ws->dF ? ws->dF : a->kk;
+    const int in_place = a->kk == a->kpre;
+    void *dF = a->kk;
+    if (ws->dF) dF = ws->dF;
+    else if (in_place) dF = (char *)ws->dxs + (size_t)n * m->C * rp_dtype_size(be->ops->act_dtype);
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_V], dF, 0, dkv, a->kk, a->lora_t[RP_LIN_FFN_V], n, seed, gf));
-    OP(act_bwd(be, RP_ACT_RELU_SQ, dF, dF, a->kpre, NULL, n * m->F));
+    OP(act_bwd(be, RP_ACT_RELU_SQ, dF, dF, in_place ? NULL : a->kpre, in_place ? a->kk : NULL, n * m->F));
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_K], dxk, 0, dF, xk, a->lora_t[RP_LIN_FFN_K], n, seed, gf));
     return 0;
 }
@@ -852,9 +868,10 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     OP(memset_zero(be, dkv, (size_t)nC * as));
     OP(mul_bwd(be, drs, dkv, ws->dres, a->rs, a->kv, nC));
     OP(act_bwd(be, RP_ACT_SIGMOID, drs, drs, NULL, a->rs, nC));
+    /* the key/value path first: its ∂L/∂kk may occupy dxs slots 1.. (ffn_grad_home) */
+    RP_TRY(ffn_kv_bwd(m, ws, ly, a, SLOT(ws->dxs, 0), dkv, SLOT(a->xkr, 0), seed, gf));
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_R], SLOT(ws->dxs, 1), 0, drs, SLOT(a->xkr, 1), a->lora_t[RP_LIN_FFN_R], n,
                       seed, gf));
-    RP_TRY(ffn_kv_bwd(m, ws, ly, a, SLOT(ws->dxs, 0), dkv, SLOT(a->xkr, 0), seed, gf));
     const void *att_prev = st_in ? st_in->att_prev : NULL;
     void *g_att_prev = g_in && att_prev ? g_in->att_prev : NULL;
     OP(memset_zero(be, ws->dln, (size_t)nC * as));

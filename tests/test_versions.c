@@ -36,14 +36,15 @@ START_TEST(test_fd_v7_bone_bat) {
 }
 END_TEST
 
-/* A channel mix narrower than 3·dim_att (RWKV-5/6): the time mix's gradient buffers cannot
- * live in its dead record (lib/rwkv.c time_mix_grads) and come from the workspace instead —
- * the tiny models above (F = 3.5C, and 4C for RWKV-7) take the aliased path. */
-static void fd_narrow_ffn(int version) {
+/* Channel-mix widths off the usual 3.5C (RWKV-5/6): narrower than 3·dim_att, the time mix's
+ * gradient buffers cannot live in its dead record (lib/rwkv.c time_mix_grads) and come from
+ * the workspace; wider than 4C, ∂L/∂kk cannot live in the dxs slots (ffn_grad_home) and comes
+ * from ws->dF — the tiny models above (F = 3.5C, and 4C for RWKV-7) take the aliased paths. */
+static void fd_ffn_width(int version, int ffn_mult) {
     rwkvpeft_context *ctx = tu_context("cpu64");
     rwkvpeft_model_config c;
     tm_tiny_config(&c, version);
-    c.dim_ffn = 2 * c.n_embd;
+    c.dim_ffn = ffn_mult * c.n_embd;
     rwkvpeft_model_params mp;
     rwkvpeft_model_params_init(&mp);
     mp.grad_cp = 1;
@@ -59,8 +60,10 @@ static void fd_narrow_ffn(int version) {
 }
 
 START_TEST(test_fd_narrow_ffn) {
-    fd_narrow_ffn(5);
-    fd_narrow_ffn(6);
+    fd_ffn_width(5, 2);
+    fd_ffn_width(6, 2);
+    /* F > 4C: RWKV-5/6's ∂L/∂kk no longer fits the dxs slots (ffn_grad_home): ws->dF */
+    fd_ffn_width(6, 5);
 }
 END_TEST
 

@@ -461,7 +461,7 @@ static int cpu_act_bwd(rp_backend *be, int kind, void *dx_, const void *dy_, con
     real *dx = (real *)dx_;
     const real *dy = (const real *)dy_, *x = (const real *)x_, *y = (const real *)y_;
     if (kind < RP_ACT_TANH || kind > RP_ACT_SOFTCLAMP) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_bwd: kind");
-    if ((kind == RP_ACT_TANH || kind == RP_ACT_SIGMOID) ? !y : !x)
+    if ((kind == RP_ACT_TANH || kind == RP_ACT_SIGMOID) ? !y : kind == RP_ACT_RELU_SQ ? !x && !y : !x)
         return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_bwd: missing x or y");
 #pragma omp parallel for num_threads(nthreads(be, n))
     for (int64_t i = 0; i < n; i++) {
@@ -474,7 +474,9 @@ static int cpu_act_bwd(rp_backend *be, int kind, void *dx_, const void *dy_, con
             break;
         }
         case RP_ACT_SOFTCLAMP: dx[i] = dy[i] * sigm(-x[i]); break;
-        default: dx[i] = x[i] > 0 ? dy[i] * 2 * x[i] : 0; break;
+        default: /* relu²: from x, or from y = relu(x)² (the training graph keeps only y) */
+            dx[i] = x ? (x[i] > 0 ? dy[i] * 2 * x[i] : 0) : dy[i] * 2 * (real)sqrt((double)(y[i] > 0 ? y[i] : 0));
+            break;
         }
     }
     return 0;

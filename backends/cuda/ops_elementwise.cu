@@ -25,8 +25,12 @@ template <int KIND> RP_DEV float act_f(float x) {
     return x > 0.0f ? x * x : 0.0f; /* relu² */
 }
 
-/* dy·f'(·), from y (tanh, sigmoid) or x (silu, relu², soft clamp) */
+/* relu²'s backward from y = relu(x)²: f' = 2·√y (a kernel variant, not a kind of the table) */
+constexpr int ACT_RELU_SQ_FROM_Y = 100;
+
+/* dy·f'(·), from y (tanh, sigmoid, relu² from y) or x (silu, relu², soft clamp) */
 template <int KIND> RP_DEV float act_df(float dy, float x, float y) {
+    if (KIND == ACT_RELU_SQ_FROM_Y) return dy * 2.0f * sqrtf(fmaxf(y, 0.0f));
     if (KIND == RP_ACT_TANH) return dy * (1.0f - y * y);
     if (KIND == RP_ACT_SIGMOID) return dy * y * (1.0f - y);
     if (KIND == RP_ACT_SILU) {
@@ -264,11 +268,11 @@ int cu_act_fwd(rp_backend *be, int kind, void *y, const void *x, int64_t n) {
 
 int cu_act_bwd(rp_backend *be, int kind, void *dx, const void *dy, const void *x, const void *y, int64_t n) {
     if (kind < RP_ACT_TANH || kind > RP_ACT_SOFTCLAMP) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_bwd: kind %d", kind);
-    if ((kind == RP_ACT_TANH || kind == RP_ACT_SIGMOID) ? !y : !x)
+    if ((kind == RP_ACT_TANH || kind == RP_ACT_SIGMOID) ? !y : kind == RP_ACT_RELU_SQ ? !x && !y : !x)
         return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_bwd: missing x or y");
     if (n <= 0) return 0;
     CU_ENTER(be);
-    const bool from_y = kind == RP_ACT_TANH || kind == RP_ACT_SIGMOID;
+    const bool from_y = kind == RP_ACT_TANH || kind == RP_ACT_SIGMOID || (kind == RP_ACT_RELU_SQ && !x);
     act_t *DX = (act_t *)dx;
     const act_t *DY = (const act_t *)dy, *X = from_y ? NULL : (const act_t *)x, *Y = from_y ? (const act_t *)y : NULL;
     const bool vec = act_vec_ok(n, dx, dy, X, Y);
@@ -282,7 +286,10 @@ int cu_act_bwd(rp_backend *be, int kind, void *dx, const void *dy, const void *x
     case RP_ACT_SIGMOID: ACT_BWD(RP_ACT_SIGMOID); break;
     case RP_ACT_SILU: ACT_BWD(RP_ACT_SILU); break;
     case RP_ACT_SOFTCLAMP: ACT_BWD(RP_ACT_SOFTCLAMP); break;
-    default: ACT_BWD(RP_ACT_RELU_SQ); break;
+    default:
+        if (from_y) ACT_BWD(ACT_RELU_SQ_FROM_Y);
+        else ACT_BWD(RP_ACT_RELU_SQ);
+        break;
     }
 #undef ACT_BWD
     CU_LAUNCHED(be);
