@@ -24,9 +24,9 @@ typedef struct rp_acts {
      * the value residual), g, w, y, o, og, ln*, x_mid, xkr (one slot), kpre, kk, kv. */
     void *x_in;                 /* [n,C] block input (residual stream) */
     void *ln1, *mean1, *rstd1;  /* LN1 output and statistics */
-    void *z;                    /* [n,C] x + δ·maa_x */
+    void *z;                    /* [n,C] x + δ·maa_x (in xkr when mix_in_ffn) */
     void *h;                    /* [n,5Dm] tanh(z·maa_w1) */
-    void *m;                    /* [5,n,C] per-slot low-rank mix */
+    void *m;                    /* [5,n,C] per-slot low-rank mix (in xkr when mix_in_ffn) */
     void *xs;                   /* [5,n,C] mixed inputs w,k,v,r,g */
     void *r, *k, *v, *gpre, *g; /* [n,A] */
     void *dh;                   /* [n,Dd] tanh(xw·decay_w1) */
@@ -36,7 +36,7 @@ typedef struct rp_acts {
     void *o, *og;               /* [n,A] GroupNorm output, gated */
     void *x_mid;                /* [n,C] after the time-mix residual */
     void *ln2, *mean2, *rstd2;
-    void *xkr;                  /* [2,n,C] channel-mix inputs k, r */
+    void *xkr;                  /* [2,n,C] channel-mix inputs k, r; kpre follows it */
     void *kpre, *kk;            /* [n,F] key pre-activation, relu² (RWKV-5/6: one buffer, kk = kpre) */
     void *kv;                   /* [n,C] */
     void *rs;                   /* [n,C] sigmoid receptance */
@@ -168,6 +168,13 @@ static int max_lora_r(const rwkvpeft_model *m) {
  * v7 6 (r,w,k,v,a,g). */
 static int mix_slots(const rwkvpeft_model *m) { return m->version == 7 ? 6 : 5; }
 
+/* RWKV-6's ddlerp scratch: z = ln1 + δ·maa_x (the input of the w1 product) and m [5,n,C] (the
+ * per-slot mixes from w2) are dead once xs is mixed, and the channel mix's xkr|kpre buffer
+ * is not yet written then; it holds them (−6·n·C elements) when it has the room, F ≥ 3C. The
+ * backward recomputes m (one batched rank-Dm product) and z (one shift_mix) there, after the
+ * time-mix gradients that also live in it are consumed (block56_bwd). */
+static int mix_in_ffn(const rwkvpeft_model *m) { return m->version == 6 && m->F >= 3 * (int64_t)m->C; }
+
 static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_acts *a) {
     rp_dtype A_ = m->be->ops->act_dtype, P_ = m->be->ops->par_dtype;
     int64_t n = ws->cap_n, C = m->C, A = m->A, F = m->F;
@@ -177,9 +184,7 @@ static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_acts *a) {
     AL(mean1, n, P_);
     AL(rstd1, n, P_);
     if (v6) {
-        AL(z, n * C, A_);
         AL(h, n * 5 * m->Dm, A_);
-        AL(m, 5 * n * C, A_);
         AL(dh, n * m->Dd, A_);
     }
     AL(xs, mix_slots(m) * n * C, A_);
@@ -213,8 +218,16 @@ static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_acts *a) {
     AL(ln2, n * C, A_);
     AL(mean2, n, P_);
     AL(rstd2, n, P_);
-    AL(xkr, (v7 ? 1 : 2) * n * C, A_);
-    AL(kpre, n * F, A_);
+    /* xkr and kpre as one buffer: RWKV-6's ddlerp scratch z and m live there (mix_in_ffn) */
+    const int64_t xkr_slots = v7 ? 1 : 2;
+    AL(xkr, xkr_slots * n * C + n * F, A_);
+    a->kpre = (char *)a->xkr + (size_t)(xkr_slots * n * C) * rp_dtype_size(A_);
+    if (v6 && mix_in_ffn(m)) {
+        a->z = a->m = a->xkr;
+    } else if (v6) {
+        AL(z, n * C, A_);
+        AL(m, 5 * n * C, A_);
+    }
     if (v7) AL(kk, n * F, A_); /* RWKV-7's block backward uses it as scratch (block7_bwd) */
     else a->kk = a->kpre;      /* relu² in place: the backward takes f' from kk (ffn_kv_bwd) */
     if (!v7) AL(kv, n * C, A_); /* RWKV-7 adds kv onto the residual directly */
@@ -914,6 +927,10 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
         /* dm goes over the record's xs: every reader of xs (the r/k/v/g linears, the decay's
          * w1 gradient) is done, and this shift_mix_bwd reads ln1, m and dxs, not xs */
         void *dm = a->xs;
+        const int recompute = a->m == a->xkr; /* mix_in_ffn: m and z again (every da is consumed) */
+        if (recompute)
+            OP(gemm(be, 0, 0, (int)n, C, Dm, 1.0f, a->h, A_, 5 * Dm, Dm, PARAM(ly->maa_w2), C, (int64_t)Dm * C, 0.0f, a->m,
+                    A_, C, nC, 5));
         OP(shift_mix_bwd(be, ws->dln, g_att_prev, rp_param_grad(m, ly->maa_wkvrg, gf), dm, ws->dxs, a->ln1, att_prev,
                          ly->maa_wkvrg->data, a->m, RP_MIX_DELTA, 5, B, T, C));
         /* m_j = h_j·w2[j] (h_j = columns j·Dm.. of h) */
@@ -924,8 +941,11 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
             OP(gemm(be, 1, 0, Dm, C, (int)n, 1.0f, a->h, A_, 5 * Dm, Dm, dm, A_, C, nC, 1.0f, gmw2, P_, C, (int64_t)Dm * C,
                     5));
         OP(act_bwd(be, RP_ACT_TANH, ws->dhh, ws->dhh, NULL, a->h, n * 5 * Dm));
-        if (gmw1)
+        if (gmw1) {
+            if (recompute) /* over m's first slot, dead now */
+                OP(shift_mix_fwd(be, a->z, a->ln1, att_prev, ly->maa_x->data, NULL, RP_MIX_DELTA, 1, B, T, C));
             OP(gemm(be, 1, 0, C, 5 * Dm, (int)n, 1.0f, a->z, A_, C, 0, ws->dhh, A_, 5 * Dm, 0, 1.0f, gmw1, P_, 5 * Dm, 0, 1));
+        }
         OP(gemm(be, 0, 1, (int)n, C, 5 * Dm, 1.0f, ws->dhh, A_, 5 * Dm, 0, PARAM(ly->maa_w1), 5 * Dm, 0, 0.0f, ws->dz, A_,
                 C, 0, 1));
         RP_TRY(mix_ln_bwd(m, ws, ly->maa_x, RP_MIX_DELTA, 1, ws->dz, a->ln1, att_prev, g_att_prev, g_next, ly->ln1_w,
