@@ -877,9 +877,10 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     int v5 = m->version == 5, form = v5 ? RP_MIX_CURRENT : RP_MIX_DELTA;
     /* ---- channel mix: out = x_mid + σ(r)·kv ---- */
     void *drs = ws->dz, *dkv = ws->dC2;
-    OP(memset_zero(be, drs, (size_t)nC * as));
-    OP(memset_zero(be, dkv, (size_t)nC * as));
-    OP(mul_bwd(be, drs, dkv, ws->dres, a->rs, a->kv, nC));
+    /* the product's two input gradients, each written by one mul (the same roundings as
+     * mul_bwd accumulating onto zeros, without the two fills and their reads) */
+    OP(mul_fwd(be, drs, ws->dres, a->kv, nC));
+    OP(mul_fwd(be, dkv, ws->dres, a->rs, nC));
     OP(act_bwd(be, RP_ACT_SIGMOID, drs, drs, NULL, a->rs, nC));
     /* the key/value path first: its ∂L/∂kk may occupy dxs slots 1.. (ffn_grad_home) */
     RP_TRY(ffn_kv_bwd(m, ws, ly, a, SLOT(ws->dxs, 0), dkv, SLOT(a->xkr, 0), seed, gf));
@@ -1063,9 +1064,8 @@ static int block7_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, vo
     time_mix_grads(m, ws, a, da);
     void *dr = da[0], *dw = da[1], *dkn = da[2], *dv = da[3], *dwa = da[4], *dwb = da[5];
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_O], dog, 0, ws->dres, a->og, a->lora_t[RP_LIN_ATT_O], n, seed, gf));
-    OP(memset_zero(be, d_o, (size_t)nC * as));
-    OP(memset_zero(be, dg, (size_t)nC * as));
-    OP(mul_bwd(be, d_o, dg, dog, a->o, a->g, nC));
+    OP(mul_fwd(be, d_o, dog, a->g, nC)); /* as block56_bwd: each gradient written by one mul */
+    OP(mul_fwd(be, dg, dog, a->o, nC));
     RP_TRY(lowrank_bwd(m, ws, ly->g1, ly->g2, m->Dg, SLOT(a->xs, 5), a->gh, RP_ACT_SIGMOID, dg, SLOT(ws->dxs, 5), 0, gf));
     OP(memset_zero(be, dyw, (size_t)nC * as));
     OP(norm_bwd(be, dyw, rp_param_grad(m, ly->lnx_w, gf), rp_param_grad(m, ly->lnx_b, gf), d_o, a->y, ly->lnx_w->data,
