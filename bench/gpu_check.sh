@@ -109,7 +109,7 @@ if [[ $stages == *bench* ]]; then
     # shellcheck disable=SC2086
     timeout ${BENCH_TIMEOUT:-240} "$B/full/bench_train" --backend cuda --ctx 1024 --r 64 --alpha 128 --grad_cp 1 \
         --warmup ${WARMUP:-2} --steps ${STEPS:-6} $args --json "$out/bench.jsonl" > "$out/bench_$i.log" 2>&1
-    say "bench [$args]: rc $? ; $(tail -1 "$out/bench_$i.log")"
+    say "bench [$args]: rc $? ; $(grep -E "median step|^bench_train: memory" "$out/bench_$i.log" | tr "\n" " ")"
   done
 fi
 say "gpu_check done in $(( $(date +%s) - t0 )) s"
