@@ -222,7 +222,7 @@ static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_acts *a) {
     const int64_t xkr_slots = v7 ? 1 : 2;
     AL(xkr, xkr_slots * n * C + n * F, A_);
     a->kpre = (char *)a->xkr + (size_t)(xkr_slots * n * C) * rp_dtype_size(A_);
-    if (v6 && mix_in_ffn(m)) {
+    if (mix_in_ffn(m)) {
         a->z = a->m = a->xkr;
     } else if (v6) {
         AL(z, n * C, A_);
@@ -761,6 +761,24 @@ static int ffn_kv_bwd(rwkvpeft_model *m, rp_workspace *ws, rp_layer *ly, rp_acts
     return 0;
 }
 
+/* RWKV-6's ddlerp pieces that the backward recomputes when they live in the channel mix's
+ * buffer (mix_in_ffn): z = ln1 + δ·maa_x, and m_j = h_j·w2[j] for the five slots. One source
+ * for the forward and the recomputation, so both give the same values. */
+static int ddlerp_z(rwkvpeft_model *m, rp_workspace *ws, const rp_layer *ly, rp_acts *a, const void *att_prev) {
+    rp_backend *be = m->be;
+    OP(shift_mix_fwd(be, a->z, a->ln1, att_prev, ly->maa_x->data, NULL, RP_MIX_DELTA, 1, ws->B, ws->T, m->C));
+    return 0;
+}
+static int ddlerp_m(rwkvpeft_model *m, rp_workspace *ws, const rp_layer *ly, rp_acts *a) {
+    rp_backend *be = m->be;
+    rp_dtype A_ = be->ops->act_dtype;
+    int C = m->C, Dm = m->Dm;
+    int64_t n = (int64_t)ws->B * ws->T;
+    OP(gemm(be, 0, 0, (int)n, C, Dm, 1.0f, a->h, A_, 5 * Dm, Dm, PARAM(ly->maa_w2), C, (int64_t)Dm * C, 0.0f, a->m, A_, C,
+            n * C, 5));
+    return 0;
+}
+
 static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, void *x_out, uint64_t seed,
                        const rp_layer_state *st_in, rp_layer_state *st_out) {
     rp_backend *be = m->be;
@@ -777,12 +795,11 @@ static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     if (v5) {
         OP(shift_mix_fwd(be, SLOT(a->xs, 1), a->ln1, att_prev, ly->mix_kvrg->data, NULL, RP_MIX_CURRENT, 4, B, T, C));
     } else {
-        OP(shift_mix_fwd(be, a->z, a->ln1, att_prev, ly->maa_x->data, NULL, RP_MIX_DELTA, 1, B, T, C));
+        RP_TRY(ddlerp_z(m, ws, ly, a, att_prev));
         OP(gemm(be, 0, 0, (int)n, 5 * Dm, C, 1.0f, a->z, A_, C, 0, PARAM(ly->maa_w1), 5 * Dm, 0, 0.0f, a->h, A_, 5 * Dm,
                 0, 1));
         OP(act_fwd(be, RP_ACT_TANH, a->h, a->h, n * 5 * Dm));
-        OP(gemm(be, 0, 0, (int)n, C, Dm, 1.0f, a->h, A_, 5 * Dm, Dm, PARAM(ly->maa_w2), C, (int64_t)Dm * C, 0.0f, a->m,
-                A_, C, nC, 5));
+        RP_TRY(ddlerp_m(m, ws, ly, a));
         OP(shift_mix_fwd(be, a->xs, a->ln1, att_prev, ly->maa_wkvrg->data, a->m, RP_MIX_DELTA, 5, B, T, C));
     }
     if (st_out && st_out->att_prev) RP_TRY(keep_last_rows(m, st_out->att_prev, a->ln1, B, T));
@@ -929,10 +946,8 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
         /* dm goes over the record's xs: every reader of xs (the r/k/v/g linears, the decay's
          * w1 gradient) is done, and this shift_mix_bwd reads ln1, m and dxs, not xs */
         void *dm = a->xs;
-        const int recompute = a->m == a->xkr; /* mix_in_ffn: m and z again (every da is consumed) */
-        if (recompute)
-            OP(gemm(be, 0, 0, (int)n, C, Dm, 1.0f, a->h, A_, 5 * Dm, Dm, PARAM(ly->maa_w2), C, (int64_t)Dm * C, 0.0f, a->m,
-                    A_, C, nC, 5));
+        const int recompute = mix_in_ffn(m); /* m and z again (every da is consumed) */
+        if (recompute) RP_TRY(ddlerp_m(m, ws, ly, a));
         OP(shift_mix_bwd(be, ws->dln, g_att_prev, rp_param_grad(m, ly->maa_wkvrg, gf), dm, ws->dxs, a->ln1, att_prev,
                          ly->maa_wkvrg->data, a->m, RP_MIX_DELTA, 5, B, T, C));
         /* m_j = h_j·w2[j] (h_j = columns j·Dm.. of h) */
@@ -944,8 +959,7 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
                     5));
         OP(act_bwd(be, RP_ACT_TANH, ws->dhh, ws->dhh, NULL, a->h, n * 5 * Dm));
         if (gmw1) {
-            if (recompute) /* over m's first slot, dead now */
-                OP(shift_mix_fwd(be, a->z, a->ln1, att_prev, ly->maa_x->data, NULL, RP_MIX_DELTA, 1, B, T, C));
+            if (recompute) RP_TRY(ddlerp_z(m, ws, ly, a, att_prev)); /* over m's first slot, dead now */
             OP(gemm(be, 1, 0, C, 5 * Dm, (int)n, 1.0f, a->z, A_, C, 0, ws->dhh, A_, 5 * Dm, 0, 1.0f, gmw1, P_, 5 * Dm, 0, 1));
         }
         OP(gemm(be, 0, 1, (int)n, C, 5 * Dm, 1.0f, ws->dhh, A_, 5 * Dm, 0, PARAM(ly->maa_w1), 5 * Dm, 0, 0.0f, ws->dz, A_,

@@ -588,9 +588,10 @@ static void run_act_fwd(bk *b, int kind, double *y, const double *x, int64_t n, 
     tb_done(&dy, y);
 }
 
+/* x NULL: the backward from y alone (relu²'s form for a graph that keeps only its output) */
 static void run_act_bwd(bk *b, int kind, double *dx, const double *dy, const double *x, const double *y, int64_t n,
                         int inplace) {
-    int uses_y = kind == RP_ACT_TANH || kind == RP_ACT_SIGMOID;
+    int uses_y = kind == RP_ACT_TANH || kind == RP_ACT_SIGMOID || !x;
     tb ddy = tb_in(b, b->A, dy, n), dxx = tb_in(b, b->A, uses_y ? NULL : x, n);
     tb dyy = tb_in(b, b->A, uses_y ? y : NULL, n);
     tb ddx = inplace ? tb_writable(ddy) : tb_out(b, b->A, dx, n);
@@ -1242,16 +1243,6 @@ static void body_shift_mix(bk *X, bk *R, rng *g) {
 
 /* ------------------------------------------------------------------------------------ */
 /* element-wise                                                                         */
-/* act_bwd with y only (x NULL): relu²'s form for a graph that keeps only its output */
-static void run_act_bwd_y(bk *b, int kind, double *dx, const double *dy, const double *y, int64_t n, int inplace) {
-    tb ddy = tb_in(b, b->A, dy, n), dyy = tb_in(b, b->A, y, n);
-    tb ddx = inplace ? tb_writable(ddy) : tb_out(b, b->A, dx, n);
-    CHECK_RC(b, b->ops->act_bwd(b->be, kind, ddx.d, ddy.d, NULL, dyy.d, n));
-    if (!inplace) tb_done(&ddy, NULL);
-    tb_done(&dyy, NULL);
-    tb_done(&ddx, dx);
-}
-
 /* ------------------------------------------------------------------------------------ */
 
 static void act_sized(bk *X, bk *R, rng *g, int64_t n) {
@@ -1279,7 +1270,7 @@ static void act_sized(bk *X, bk *R, rng *g, int64_t n) {
             if (kind == RP_ACT_RELU_SQ) { /* from y = relu(x)² alone (x NULL), as the training graph calls it */
                 set_case("act_bwd relu_sq from y n%lld inplace%d", (long long)n, inplace);
                 double *dxy = H(n);
-                run_act_bwd_y(X, kind, dxy, dy, yr, n, inplace);
+                run_act_bwd(X, kind, dxy, dy, NULL, yr, n, inplace);
                 expect_close(X, "dx", dxy, dxr, n, tol_of(X->A));
             }
         }
