@@ -26,7 +26,7 @@
 
 #include "internal.h"
 
-#define RP_BACKEND_API_VERSION 4 /* 3: norm_gate_fwd/bwd; 4: adam8_update */
+#define RP_BACKEND_API_VERSION 5 /* 3: norm_gate_fwd/bwd; 4: adam8_update; 5: norm_gate's silu_gate, act_mul_fwd/bwd */
 
 /* Elements per scale (absmax) of the 8-bit optimizer state (adam8_update). */
 #define RP_ADAM8_BLOCK 256
@@ -150,15 +150,18 @@ struct rp_backend_ops {
     int (*norm_bwd)(rp_backend *be, void *dx, void *dw, void *db, const void *dy, const void *x,
                     const void *w, const void *mean, const void *rstd, int64_t n, int G, int S);
     /* The normalisation gated by a second input in one pass (RWKV-5/6: GroupNorm(ln_x) ⊙
-     * SiLU(g)): out = (norm(x)·w + b) ⊙ gate, gate and out A [n,G·S]; mean, rstd as norm_fwd.
+     * SiLU(g)): out = (norm(x)·w + b) ⊙ γ with γ = gate (silu_gate 0) or SiLU(gate)
+     * (silu_gate 1: gate holds the activation's input, so neither SiLU(g) nor its backward
+     * needs a pass or a buffer of its own); gate and out A [n,G·S]; mean, rstd as norm_fwd.
      * The ungated y is not stored. out may not alias x or gate. */
     int (*norm_gate_fwd)(rp_backend *be, void *out, void *mean, void *rstd, const void *x, const void *w,
-                         const void *b, const void *gate, int64_t n, int G, int S, float eps);
-    /* Its backward from dout: dgate = dout ⊙ y (y recomputed from x, mean, rstd, w, b) and
-     * dx = ∂L/∂x are written (not added); dw += , db += (NULL when frozen). */
+                         const void *b, const void *gate, int silu_gate, int64_t n, int G, int S, float eps);
+    /* Its backward from dout: dgate = ∂L/∂gate (dout ⊙ y, times SiLU'(gate) when silu_gate;
+     * y recomputed from x, mean, rstd, w, b) and dx = ∂L/∂x are written (not added); dw += ,
+     * db += (NULL when frozen). */
     int (*norm_gate_bwd)(rp_backend *be, void *dx, void *dgate, void *dw, void *db, const void *dout, const void *x,
-                         const void *w, const void *b, const void *gate, const void *mean, const void *rstd, int64_t n,
-                         int G, int S);
+                         const void *w, const void *b, const void *gate, int silu_gate, const void *mean,
+                         const void *rstd, int64_t n, int G, int S);
 
     /* ---- token shift and mixing ----------------------------------------------------------- */
     /* With δ = shift(x) − x per sequence (shift(x)_t = x_{t−1}; at t = 0 the row of x_prev
@@ -187,6 +190,14 @@ struct rp_backend_ops {
     /* da += dy ⊙ b; db += dy ⊙ a (either may be NULL). */
     int (*mul_bwd)(rp_backend *be, void *da, void *db, const void *dy, const void *a, const void *b,
                    int64_t n);
+    /* y = f(a) ⊙ b + r (r NULL: no r term), n elements of A, in one pass with one rounding
+     * (RWKV-5/6's channel-mix output x_mid + σ(r)·kv); f any rp_act_kind. y may alias any
+     * input. */
+    int (*act_mul_fwd)(rp_backend *be, int kind, void *y, const void *a, const void *b, const void *r, int64_t n);
+    /* Its backward from dy: da = dy ⊙ b ⊙ f'(a) and db = dy ⊙ f(a), written (either may be
+     * NULL: not wanted; f' from a for every kind). da or db may alias dy. */
+    int (*act_mul_bwd)(rp_backend *be, int kind, void *da, void *db, const void *dy, const void *a, const void *b,
+                       int64_t n);
     /* y += alpha·x (A). */
     int (*add)(rp_backend *be, void *y, const void *x, float alpha, int64_t n);
     /* y[r,:] = v (+ y[r,:] if accumulate) for n rows; y A [n,C], v P [C]. */

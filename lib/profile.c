@@ -19,7 +19,7 @@ enum {
 };
 static const char *const prof_names[P_COUNT] = {
     "gemm dense", "gemm low-rank", "gemm vocab", "embedding_fwd", "embedding_bwd", "norm_fwd", "norm_bwd", "shift_mix_fwd", "shift_mix_bwd", "act_fwd",
-    "act_bwd", "mul_fwd", "mul_bwd", "add", "broadcast_rows", "sum_rows", "dropout", "wkv6_fwd", "wkv6_bwd",
+    "act_bwd", "(act_)mul_fwd", "(act_)mul_bwd", "add", "broadcast_rows", "sum_rows", "dropout", "wkv6_fwd", "wkv6_bwd",
     "lerp_fwd", "lerp_bwd", "wkv7_fwd", "wkv7_bwd", "v7_kprep/bonus_fwd", "v7_kprep/bonus_bwd",
     "cross_entropy", "sumsq", "adam_update", "adam8_update", "dequant", "memcpy/convert"};
 
@@ -74,12 +74,12 @@ PROF(P_NORM_B, norm_bwd,
      (be, dx, dw, db, dy, x, w, mu, rs, n, G, S))
 PROF(P_NORM_F, norm_gate_fwd,
      (rp_backend * be, void *o, void *mu, void *rs, const void *x, const void *w, const void *b, const void *gt,
-      int64_t n, int G, int S, float eps),
-     (be, o, mu, rs, x, w, b, gt, n, G, S, eps))
+      int silu, int64_t n, int G, int S, float eps),
+     (be, o, mu, rs, x, w, b, gt, silu, n, G, S, eps))
 PROF(P_NORM_B, norm_gate_bwd,
      (rp_backend * be, void *dx, void *dgt, void *dw, void *db, const void *dy, const void *x, const void *w,
-      const void *b, const void *gt, const void *mu, const void *rs, int64_t n, int G, int S),
-     (be, dx, dgt, dw, db, dy, x, w, b, gt, mu, rs, n, G, S))
+      const void *b, const void *gt, int silu, const void *mu, const void *rs, int64_t n, int G, int S),
+     (be, dx, dgt, dw, db, dy, x, w, b, gt, silu, mu, rs, n, G, S))
 PROF(P_MIX_F, shift_mix_fwd,
      (rp_backend * be, void *o, const void *x, const void *xp, const void *c, const void *m, int fm, int ns, int B, int T,
       int C),
@@ -91,6 +91,12 @@ PROF(P_MIX_B, shift_mix_bwd,
 PROF(P_ACT_F, act_fwd, (rp_backend * be, int kind, void *y, const void *x, int64_t n), (be, kind, y, x, n))
 PROF(P_ACT_B, act_bwd, (rp_backend * be, int kind, void *dx, const void *dy, const void *x, const void *y, int64_t n),
      (be, kind, dx, dy, x, y, n))
+PROF(P_MUL_F, act_mul_fwd,
+     (rp_backend * be, int kind, void *y, const void *a, const void *b, const void *r, int64_t n),
+     (be, kind, y, a, b, r, n))
+PROF(P_MUL_B, act_mul_bwd,
+     (rp_backend * be, int kind, void *da, void *db, const void *dy, const void *a, const void *b, int64_t n),
+     (be, kind, da, db, dy, a, b, n))
 PROF(P_MUL_F, mul_fwd, (rp_backend * be, void *y, const void *a, const void *b, int64_t n), (be, y, a, b, n))
 PROF(P_MUL_B, mul_bwd, (rp_backend * be, void *da, void *db, const void *dy, const void *a, const void *b, int64_t n),
      (be, da, db, dy, a, b, n))
@@ -175,6 +181,8 @@ const rp_backend_ops *rp_profile_wrap(const rp_backend_ops *ops) {
     wrapped.shift_mix_bwd = prof_shift_mix_bwd;
     wrapped.act_fwd = prof_act_fwd;
     wrapped.act_bwd = prof_act_bwd;
+    wrapped.act_mul_fwd = prof_act_mul_fwd;
+    wrapped.act_mul_bwd = prof_act_mul_bwd;
     wrapped.mul_fwd = prof_mul_fwd;
     wrapped.mul_bwd = prof_mul_bwd;
     wrapped.add = prof_add;

@@ -28,7 +28,7 @@ typedef struct rp_acts {
     void *h;                    /* [n,5Dm] tanh(z·maa_w1) */
     void *m;                    /* [5,n,C] per-slot low-rank mix (in xkr when mix_in_ffn) */
     void *xs;                   /* [5,n,C] mixed inputs w,k,v,r,g */
-    void *r, *k, *v, *gpre, *g; /* [n,A] */
+    void *r, *k, *v, *gpre, *g; /* [n,A]; g: RWKV-7 only (RWKV-5/6 apply SiLU(gpre) in norm_gate) */
     void *dh;                   /* [n,Dd] tanh(xw·decay_w1) */
     void *w;                    /* [n,A] raw decay */
     void *y;                    /* [n,A] wkv output */
@@ -39,7 +39,7 @@ typedef struct rp_acts {
     void *xkr;                  /* [2,n,C] channel-mix inputs k, r; kpre follows it */
     void *kpre, *kk;            /* [n,F] key pre-activation, relu² (RWKV-5/6: one buffer, kk = kpre) */
     void *kv;                   /* [n,C] */
-    void *rs;                   /* [n,C] sigmoid receptance */
+    void *rs;                   /* [n,C] receptance r (σ(r) is applied inside act_mul_fwd/bwd) */
     void *lora_t[RP_LIN_COUNT]; /* [n,r] LoRA hidden (x·Aᵀ) */
     /* RWKV-7 */
     void *wh, *wpre;            /* [n,Dw] tanh(xw·w1); [n,C] w0 + wh·w2 (w = softclamp(wpre)) */
@@ -192,7 +192,7 @@ static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_acts *a) {
     AL(k, n * A, A_);
     AL(v, n * A, A_);
     if (!v7) AL(gpre, n * A, A_);
-    AL(g, n * A, A_);
+    if (v7) AL(g, n * A, A_); /* RWKV-5/6: SiLU(gpre) is applied inside norm_gate_fwd/bwd */
     AL(w, n * A, A_);
     if (v7) {
         AL(wh, n * m->Dw, A_);
@@ -807,7 +807,6 @@ static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_K], a->k, SLOT(a->xs, 1), n, a->lora_t[RP_LIN_ATT_K], seed));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_V], a->v, SLOT(a->xs, 2), n, a->lora_t[RP_LIN_ATT_V], seed));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_ATT_G], a->gpre, SLOT(a->xs, 4), n, a->lora_t[RP_LIN_ATT_G], seed));
-    OP(act_fwd(be, RP_ACT_SILU, a->g, a->gpre, n * A));
     if (v5) { /* the static decay [H,N] as a per-token w (WKV6 with d = exp(−exp(time_decay))) */
         OP(broadcast_rows(be, a->w, ly->decay->data, n, A, 0));
     } else {
@@ -819,9 +818,10 @@ static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     }
     OP(wkv6_fwd(be, a->y, st_out ? st_out->wkv : NULL, a->r, a->k, a->v, a->w, ly->faaaa->data, wkv_s0(st_in, ly),
                 wkv_s0_shared(st_in), B, T, m->H, m->N));
-    /* og = GroupNorm(y) ⊙ g in one pass (the normalised y itself is not kept) */
-    OP(norm_gate_fwd(be, a->og, a->gn_mean, a->gn_rstd, a->y, ly->lnx_w->data, ly->lnx_b->data, a->g, n, m->H, m->N,
-                     GN_EPS));
+    /* og = GroupNorm(y) ⊙ SiLU(gpre) in one pass (neither the normalised y nor SiLU(gpre) is
+     * kept) */
+    OP(norm_gate_fwd(be, a->og, a->gn_mean, a->gn_rstd, a->y, ly->lnx_w->data, ly->lnx_b->data, a->gpre, 1, n, m->H,
+                     m->N, GN_EPS));
     /* x_mid = output(og) + x_in: the product written into x_mid, the residual added onto it —
      * the same two roundings as copying x_in first and adding the product (the add is one
      * commutative fp32 sum rounded once), without the copy or a temporary. (Accumulating the
@@ -838,13 +838,9 @@ static int block56_fwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     if (st_out && st_out->ffn_prev) RP_TRY(keep_last_rows(m, st_out->ffn_prev, a->ln2, B, T));
     RP_TRY(ffn_kv_fwd(m, ws, ly, a, SLOT(a->xkr, 0), a->kv, 0, seed));
     RP_TRY(linear_fwd(m, ws, &ly->lin[RP_LIN_FFN_R], a->rs, SLOT(a->xkr, 1), n, a->lora_t[RP_LIN_FFN_R], seed));
-    OP(act_fwd(be, RP_ACT_SIGMOID, a->rs, a->rs, nC));
-    /* x_out = σ(r)⊙kv + x_mid, the same way (x_out is the next block's input, never x_mid).
-     * (Adding the product in place through mul_bwd's "da += dy ⊙ b" saves a pass and a
-     * rounding, but moved the same test_qtrain figure to 9.3% on the emulated module, before
-     * that check judged a median of three adapters; not re-measured since.) */
-    OP(mul_fwd(be, x_out, a->rs, a->kv, nC));
-    OP(add(be, x_out, a->x_mid, 1.0f, nC));
+    /* x_out = σ(r)⊙kv + x_mid in one pass and one rounding (x_out is the next block's input,
+     * never x_mid); rs keeps r itself, the backward takes σ and σ' from it */
+    OP(act_mul_fwd(be, RP_ACT_SIGMOID, x_out, a->rs, a->kv, a->x_mid, nC));
     return 0;
 }
 
@@ -887,7 +883,7 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     rp_layer *ly = &m->layers[l];
     rp_dtype A_ = be->ops->act_dtype, P_ = be->ops->par_dtype;
     int B = ws->B, T = ws->T, C = m->C, A = m->A, Dm = m->Dm, Dd = m->Dd, H = m->H, N = m->N;
-    int64_t n = (int64_t)B * T, nC = n * C, nA = n * A;
+    int64_t n = (int64_t)B * T, nC = n * C;
     size_t as = rp_dtype_size(A_);
     void *da[6]; /* written only once the channel mix below is done (they may alias its record) */
     time_mix_grads(m, ws, a, da);
@@ -895,11 +891,9 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     int v5 = m->version == 5, form = v5 ? RP_MIX_CURRENT : RP_MIX_DELTA;
     /* ---- channel mix: out = x_mid + σ(r)·kv ---- */
     void *drs = ws->dz, *dkv = ws->dC2;
-    /* the product's two input gradients, each written by one mul (the same roundings as
-     * mul_bwd accumulating onto zeros, without the two fills and their reads) */
-    OP(mul_fwd(be, drs, ws->dres, a->kv, nC));
-    OP(mul_fwd(be, dkv, ws->dres, a->rs, nC));
-    OP(act_bwd(be, RP_ACT_SIGMOID, drs, drs, NULL, a->rs, nC));
+    /* the gated product's two input gradients in one pass: ∂L/∂r = dres⊙kv⊙σ'(r), ∂L/∂kv =
+     * dres⊙σ(r) */
+    OP(act_mul_bwd(be, RP_ACT_SIGMOID, drs, dkv, ws->dres, a->rs, a->kv, nC));
     /* the key/value path first: its ∂L/∂kk may occupy dxs slots 1.. (ffn_grad_home) */
     RP_TRY(ffn_kv_bwd(m, ws, ly, a, SLOT(ws->dxs, 0), dkv, SLOT(a->xkr, 0), seed, gf));
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_FFN_R], SLOT(ws->dxs, 1), 0, drs, SLOT(a->xkr, 1), a->lora_t[RP_LIN_FFN_R], n,
@@ -913,10 +907,9 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
     /* ---- time mix: x_mid = x_in + W_o·(GN(wkv)·silu(g)) ---- */
     void *dog = dr; /* reuse: dr is written later by wkv6_bwd */
     RP_TRY(linear_bwd(m, ws, &ly->lin[RP_LIN_ATT_O], dog, 0, ws->dres, a->og, a->lora_t[RP_LIN_ATT_O], n, seed, gf));
-    /* through og = GroupNorm(y) ⊙ g: dy and dg written in one pass */
+    /* through og = GroupNorm(y) ⊙ SiLU(gpre): dy and ∂L/∂gpre written in one pass */
     OP(norm_gate_bwd(be, dy, dg, rp_param_grad(m, ly->lnx_w, gf), rp_param_grad(m, ly->lnx_b, gf), dog, a->y,
-                     ly->lnx_w->data, ly->lnx_b->data, a->g, a->gn_mean, a->gn_rstd, n, H, N));
-    OP(act_bwd(be, RP_ACT_SILU, dg, dg, a->gpre, NULL, nA));
+                     ly->lnx_w->data, ly->lnx_b->data, a->gpre, 1, a->gn_mean, a->gn_rstd, n, H, N));
     OP(wkv6_bwd(be, dr, dk, dv, dw, rp_param_grad(m, ly->faaaa, gf), wkv_gs0(m, st_in, g_in, ly, gf), dy,
                 g_out ? g_out->wkv : NULL, a->r, a->k, a->v, a->w, ly->faaaa->data, wkv_s0(st_in, ly),
                 wkv_s0_shared(st_in), B, T, H, N));

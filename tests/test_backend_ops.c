@@ -503,12 +503,12 @@ static void run_norm_bwd(bk *b, double *dx, double *dw, double *db, const double
 }
 
 static void run_norm_gate_fwd(bk *b, double *out, double *mean, double *rstd, const double *x, const double *w,
-                              const double *bias, const double *gate, int64_t n, int G, int S, double eps) {
+                              const double *bias, const double *gate, int silu, int64_t n, int G, int S, double eps) {
     int64_t C = (int64_t)G * S;
     tb dx = tb_in(b, b->A, x, n * C), dw = tb_in(b, b->P, w, C), dbias = tb_in(b, b->P, bias, C);
     tb dg = tb_in(b, b->A, gate, n * C);
     tb dout = tb_out(b, b->A, out, n * C), dm = tb_out(b, b->P, mean, n * G), dr = tb_out(b, b->P, rstd, n * G);
-    CHECK_RC(b, b->ops->norm_gate_fwd(b->be, dout.d, dm.d, dr.d, dx.d, dw.d, dbias.d, dg.d, n, G, S, (float)eps));
+    CHECK_RC(b, b->ops->norm_gate_fwd(b->be, dout.d, dm.d, dr.d, dx.d, dw.d, dbias.d, dg.d, silu, n, G, S, (float)eps));
     tb_done(&dx, NULL);
     tb_done(&dw, NULL);
     tb_done(&dbias, NULL);
@@ -520,7 +520,7 @@ static void run_norm_gate_fwd(bk *b, double *out, double *mean, double *rstd, co
 
 /* dx and dgate are written (poisoned before the call), dw and db accumulate */
 static void run_norm_gate_bwd(bk *b, double *dx, double *dgate, double *dw, double *db, const double *dout,
-                              const double *x, const double *w, const double *bias, const double *gate,
+                              const double *x, const double *w, const double *bias, const double *gate, int silu,
                               const double *mean, const double *rstd, int64_t n, int G, int S) {
     int64_t C = (int64_t)G * S;
     tb ddx = tb_out(b, b->A, dx, n * C), ddg = tb_out(b, b->A, dgate, n * C);
@@ -528,8 +528,8 @@ static void run_norm_gate_bwd(bk *b, double *dx, double *dgate, double *dw, doub
     tb ddo = tb_in(b, b->A, dout, n * C), dxx = tb_in(b, b->A, x, n * C), dww = tb_in(b, b->P, w, C);
     tb dbb = tb_in(b, b->P, bias, C), dgg = tb_in(b, b->A, gate, n * C);
     tb dm = tb_in(b, b->P, mean, n * G), dr = tb_in(b, b->P, rstd, n * G);
-    CHECK_RC(b, b->ops->norm_gate_bwd(b->be, ddx.d, ddg.d, ddw.d, ddb.d, ddo.d, dxx.d, dww.d, dbb.d, dgg.d, dm.d, dr.d,
-                                      n, G, S));
+    CHECK_RC(b, b->ops->norm_gate_bwd(b->be, ddx.d, ddg.d, ddw.d, ddb.d, ddo.d, dxx.d, dww.d, dbb.d, dgg.d, silu, dm.d,
+                                      dr.d, n, G, S));
     tb_done(&ddo, NULL);
     tb_done(&dxx, NULL);
     tb_done(&dww, NULL);
@@ -615,6 +615,31 @@ static void run_mul_bwd(bk *b, double *da, double *db, const double *dy, const d
     tb dda = tb_io(b, b->A, da, n), ddb = tb_io(b, b->A, db, n), ddy = tb_in(b, b->A, dy, n);
     tb daa = tb_in(b, b->A, a, n), dbb = tb_in(b, b->A, bb, n);
     CHECK_RC(b, b->ops->mul_bwd(b->be, dda.d, ddb.d, ddy.d, daa.d, dbb.d, n));
+    tb_done(&ddy, NULL);
+    tb_done(&daa, NULL);
+    tb_done(&dbb, NULL);
+    tb_done(&dda, da);
+    tb_done(&ddb, db);
+}
+
+/* y = f(a)·b (+ r); inplace: y is r's buffer (r given) or b's */
+static void run_act_mul_fwd(bk *b, int kind, double *y, const double *a, const double *bb, const double *r, int64_t n,
+                            int inplace) {
+    tb da = tb_in(b, b->A, a, n), db = tb_in(b, b->A, bb, n), dr = tb_in(b, b->A, r, n);
+    tb dy = inplace ? tb_writable(r ? dr : db) : tb_out(b, b->A, y, n);
+    CHECK_RC(b, b->ops->act_mul_fwd(b->be, kind, dy.d, da.d, db.d, dr.d, n));
+    tb_done(&da, NULL);
+    if (!inplace || r) tb_done(&db, NULL);
+    if (!inplace || !r) tb_done(&dr, NULL);
+    tb_done(&dy, y);
+}
+
+/* da, db written (NULL: not wanted; poisoned before the call) */
+static void run_act_mul_bwd(bk *b, int kind, double *da, double *db, const double *dy, const double *a,
+                            const double *bb, int64_t n) {
+    tb dda = tb_out(b, b->A, da, n), ddb = tb_out(b, b->A, db, n), ddy = tb_in(b, b->A, dy, n);
+    tb daa = tb_in(b, b->A, a, n), dbb = tb_in(b, b->A, bb, n);
+    CHECK_RC(b, b->ops->act_mul_bwd(b->be, kind, dda.d, ddb.d, ddy.d, daa.d, dbb.d, n));
     tb_done(&ddy, NULL);
     tb_done(&daa, NULL);
     tb_done(&dbb, NULL);
@@ -1147,26 +1172,28 @@ static void norm_case(bk *X, bk *R, rng *g, int64_t n, int G, int S, int with_b,
     }
 }
 
-/* norm_gate_fwd/bwd (RWKV-5/6's ln_x ⊙ SiLU(g) in one pass) against the reference backend */
-static void norm_gate_case(bk *X, bk *R, rng *g, int64_t n, int G, int S, int with_b, int want_dwdb, double eps) {
+/* norm_gate_fwd/bwd (RWKV-5/6's ln_x ⊙ SiLU(g) in one pass; silu 0: a plain gate) against the
+ * reference backend */
+static void norm_gate_case(bk *X, bk *R, rng *g, int64_t n, int G, int S, int with_b, int want_dwdb, double eps,
+                           int silu) {
     int64_t C = (int64_t)G * S;
     double *x = gen_normal(g, n * C, 3.0, 1.5, X->A), *gate = gen_normal(g, n * C, 0.2, 1, X->A);
     double *w = gen_normal(g, C, 1.0, 0.3, X->P), *b = with_b ? gen_normal(g, C, 0, 0.5, X->P) : NULL;
     double *ox = H(n * C), *orf = H(n * C), *mx = H(n * G), *mr = H(n * G), *rx = H(n * G), *rr = H(n * G);
-    set_case("norm_gate_fwd n%lld G%d S%d b%d", (long long)n, G, S, with_b);
-    run_norm_gate_fwd(X, ox, mx, rx, x, w, b, gate, n, G, S, eps);
-    run_norm_gate_fwd(R, orf, mr, rr, x, w, b, gate, n, G, S, eps);
+    set_case("norm_gate_fwd n%lld G%d S%d b%d silu%d", (long long)n, G, S, with_b, silu);
+    run_norm_gate_fwd(X, ox, mx, rx, x, w, b, gate, silu, n, G, S, eps);
+    run_norm_gate_fwd(R, orf, mr, rr, x, w, b, gate, silu, n, G, S, eps);
     expect_close(X, "out", ox, orf, n * C, tol_of(X->A));
     expect_close(X, "mean", mx, mr, n * G, tol_of(X->P));
     expect_close(X, "rstd", rx, rr, n * G, tol_of(X->P));
-    set_case("norm_gate_bwd n%lld G%d S%d b%d dwdb%d", (long long)n, G, S, with_b, want_dwdb);
+    set_case("norm_gate_bwd n%lld G%d S%d b%d dwdb%d silu%d", (long long)n, G, S, with_b, want_dwdb, silu);
     double *dout = gen_normal(g, n * C, 0, 1, X->A);
     double *dw0 = want_dwdb ? gen_normal(g, C, 0, 1, X->P) : NULL, *db0 = want_dwdb ? gen_normal(g, C, 0, 1, X->P) : NULL;
     double *dxx = H(n * C), *dxr = H(n * C), *dgx = H(n * C), *dgr = H(n * C);
     double *dwx = dw0 ? Hcopy(dw0, C) : NULL, *dwr = dw0 ? Hcopy(dw0, C) : NULL;
     double *dbx = db0 ? Hcopy(db0, C) : NULL, *dbr = db0 ? Hcopy(db0, C) : NULL;
-    run_norm_gate_bwd(X, dxx, dgx, dwx, dbx, dout, x, w, b, gate, mx, rx, n, G, S);
-    run_norm_gate_bwd(R, dxr, dgr, dwr, dbr, dout, x, w, b, gate, mr, rr, n, G, S);
+    run_norm_gate_bwd(X, dxx, dgx, dwx, dbx, dout, x, w, b, gate, silu, mx, rx, n, G, S);
+    run_norm_gate_bwd(R, dxr, dgr, dwr, dbr, dout, x, w, b, gate, silu, mr, rr, n, G, S);
     expect_close(X, "dx", dxx, dxr, n * C, tol_of(X->A));
     expect_close(X, "dgate", dgx, dgr, n * C, tol_of(X->A));
     if (dw0) {
@@ -1187,13 +1214,15 @@ static void body_norm(bk *X, bk *R, rng *g) {
     norm_case(X, R, g, 67, 1, 512, 1, 1, 1e-5);
     norm_case(X, R, g, 13, 1, 2560, 1, 1, 1e-5);
     /* gated: ln_x's shape (teams of 8), a 32-wide team, the scalar kernels (S 17, 131), a
-     * whole-block team, no bias, frozen w/b */
-    norm_gate_case(X, R, g, 37, 4, 64, 1, 1, 6.4e-4);
-    norm_gate_case(X, R, g, 45, 8, 32, 1, 1, 6.4e-4);
-    norm_gate_case(X, R, g, 9, 3, 17, 0, 1, 1e-5);
-    norm_gate_case(X, R, g, 21, 2, 131, 1, 0, 6.4e-4);
-    norm_gate_case(X, R, g, 7, 1, 512, 1, 1, 1e-5);
-    norm_gate_case(X, R, g, 19, 4, 64, 0, 0, 6.4e-4);
+     * whole-block team, no bias, frozen w/b; each with a plain and a SiLU gate */
+    for (int silu = 0; silu < 2; silu++) {
+        norm_gate_case(X, R, g, 37, 4, 64, 1, 1, 6.4e-4, silu);
+        norm_gate_case(X, R, g, 45, 8, 32, 1, 1, 6.4e-4, silu);
+        norm_gate_case(X, R, g, 9, 3, 17, 0, 1, 1e-5, silu);
+        norm_gate_case(X, R, g, 21, 2, 131, 1, 0, 6.4e-4, silu);
+        norm_gate_case(X, R, g, 7, 1, 512, 1, 1, 1e-5, silu);
+        norm_gate_case(X, R, g, 19, 4, 64, 0, 0, 6.4e-4, silu);
+    }
 }
 
 static void shift_case(bk *X, bk *R, rng *g, int form, int S, int B, int T, int C, int with_prev, int with_m,
@@ -1308,10 +1337,37 @@ static void mul_add_sized(bk *X, bk *R, rng *g, int64_t n) {
     expect_close(X, "y", yx, yr, n, tol_of(X->A));
 }
 
+/* act_mul_fwd/bwd for every activation kind, with and without the residual, in place */
+static void act_mul_sized(bk *X, bk *R, rng *g, int64_t n) {
+    for (int kind = 0; kind < 5; kind++) {
+        double *a = gen_normal(g, n, 0, 1.5, X->A), *b = gen_normal(g, n, 0, 1, X->A), *r = gen_normal(g, n, 0, 1, X->A);
+        for (int variant = 0; variant < 4; variant++) { /* residual no/yes × in place no/yes */
+            const int with_r = variant & 1, inplace = variant >> 1;
+            double *yx = H(n), *yr = H(n);
+            set_case("act_mul_fwd kind%d n%lld r%d inplace%d", kind, (long long)n, with_r, inplace);
+            run_act_mul_fwd(X, kind, yx, a, b, with_r ? r : NULL, n, inplace);
+            run_act_mul_fwd(R, kind, yr, a, b, with_r ? r : NULL, n, 0);
+            expect_close(X, "y", yx, yr, n, tol_of(X->A));
+        }
+        double *dy = gen_normal(g, n, 0, 1, X->A);
+        for (int which = 0; which < 3; which++) { /* both, da only, db only */
+            double *dax = which != 2 ? H(n) : NULL, *dar = which != 2 ? H(n) : NULL;
+            double *dbx = which != 1 ? H(n) : NULL, *dbr = which != 1 ? H(n) : NULL;
+            set_case("act_mul_bwd kind%d n%lld want%d", kind, (long long)n, which);
+            run_act_mul_bwd(X, kind, dax, dbx, dy, a, b, n);
+            run_act_mul_bwd(R, kind, dar, dbr, dy, a, b, n);
+            if (dax) expect_close(X, "da", dax, dar, n, tol_of(X->A));
+            if (dbx) expect_close(X, "db", dbx, dbr, n, tol_of(X->A));
+        }
+    }
+}
+
 /* n = 1001: the scalar kernels; 1024: the GPU's 16-byte vector kernels */
 static void body_mul_add(bk *X, bk *R, rng *g) {
     mul_add_sized(X, R, g, 1001);
     mul_add_sized(X, R, g, 1024);
+    act_mul_sized(X, R, g, 1001);
+    act_mul_sized(X, R, g, 1024);
 }
 
 static void body_rows(bk *X, bk *R, rng *g) {
@@ -2202,6 +2258,36 @@ static void body_fd_mul(bk *R, rng *g) {
     fd_check(R, g, "b", c.b, n, db, mul_loss, &c);
 }
 
+/* ---- act_mul: L = Σ gy·(f(a)·b + r) ---- */
+typedef struct act_mul_ctx {
+    bk *R;
+    int kind;
+    double *a, *b, *r, *gy, *y;
+    int64_t n;
+} act_mul_ctx;
+static double act_mul_loss(void *p) {
+    act_mul_ctx *c = (act_mul_ctx *)p;
+    run_act_mul_fwd(c->R, c->kind, c->y, c->a, c->b, c->r, c->n, 0);
+    return dot(c->gy, c->y, c->n);
+}
+
+static void body_fd_act_mul(bk *R, rng *g) {
+    const int64_t n = 48;
+    for (int kind = 0; kind < 5; kind++) {
+        act_mul_ctx c = {R, kind, gen_normal(g, n, 0, 1.5, RP_F64), gen_normal(g, n, 0, 1, RP_F64),
+                         gen_normal(g, n, 0, 1, RP_F64), gen_normal(g, n, 0, 1, RP_F64), H(n), n};
+        for (int64_t i = 0; i < n; i++)
+            if (fabs(c.a[i]) < 0.05) c.a[i] = 0.3; /* keep away from relu²'s kink */
+        double *da = H(n), *db = H(n);
+        set_case("fd act_mul kind %d", kind);
+        run_act_mul_bwd(R, kind, da, db, c.gy, c.a, c.b, n);
+        fd_check(R, g, "a", c.a, n, da, act_mul_loss, &c);
+        fd_check(R, g, "b", c.b, n, db, act_mul_loss, &c);
+        /* ∂L/∂r = gy: the residual enters with weight one */
+        fd_check(R, g, "r", c.r, n, c.gy, act_mul_loss, &c);
+    }
+}
+
 /* ---- embedding ---- */
 typedef struct emb_ctx {
     bk *R;
@@ -2264,23 +2350,23 @@ static void body_fd_norm(bk *R, rng *g) {
     }
 }
 
-/* gated: L = Σ gy·(norm(x)·w + b) ⊙ gate */
+/* gated: L = Σ gy·(norm(x)·w + b) ⊙ γ, γ = gate or SiLU(gate) */
 typedef struct norm_gate_ctx {
     bk *R;
     double *x, *w, *b, *gate, *gy, *out, *mean, *rstd;
     int64_t n;
-    int G, S;
+    int G, S, silu;
 } norm_gate_ctx;
 static double norm_gate_loss(void *p) {
     norm_gate_ctx *c = (norm_gate_ctx *)p;
-    run_norm_gate_fwd(c->R, c->out, c->mean, c->rstd, c->x, c->w, c->b, c->gate, c->n, c->G, c->S, 1e-5);
+    run_norm_gate_fwd(c->R, c->out, c->mean, c->rstd, c->x, c->w, c->b, c->gate, c->silu, c->n, c->G, c->S, 1e-5);
     return dot(c->gy, c->out, c->n * c->G * c->S);
 }
 
 static void body_fd_norm_gate(bk *R, rng *g) {
-    const int Gs[2] = {1, 3}, Ss[2] = {13, 8};
-    for (int q = 0; q < 2; q++) {
-        norm_gate_ctx c = {R, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 5, Gs[q], Ss[q]};
+    const int Gs[4] = {1, 3, 1, 3}, Ss[4] = {13, 8, 13, 8};
+    for (int q = 0; q < 4; q++) {
+        norm_gate_ctx c = {R, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 5, Gs[q], Ss[q], q >= 2};
         int64_t C = (int64_t)c.G * c.S;
         c.x = gen_normal(g, c.n * C, 0.5, 1, RP_F64);
         c.w = gen_normal(g, C, 1, 0.3, RP_F64);
@@ -2291,9 +2377,9 @@ static void body_fd_norm_gate(bk *R, rng *g) {
         c.mean = H(c.n * c.G);
         c.rstd = H(c.n * c.G);
         double *dx = H(c.n * C), *dgate = H(c.n * C), *dw = H(C), *db = H(C);
-        set_case("fd norm_gate G%d S%d", c.G, c.S);
+        set_case("fd norm_gate G%d S%d silu%d", c.G, c.S, c.silu);
         norm_gate_loss(&c);
-        run_norm_gate_bwd(R, dx, dgate, dw, db, c.gy, c.x, c.w, c.b, c.gate, c.mean, c.rstd, c.n, c.G, c.S);
+        run_norm_gate_bwd(R, dx, dgate, dw, db, c.gy, c.x, c.w, c.b, c.gate, c.silu, c.mean, c.rstd, c.n, c.G, c.S);
         fd_check(R, g, "x", c.x, c.n * C, dx, norm_gate_loss, &c);
         fd_check(R, g, "gate", c.gate, c.n * C, dgate, norm_gate_loss, &c);
         fd_check(R, g, "w", c.w, C, dw, norm_gate_loss, &c);
@@ -2683,6 +2769,7 @@ static void on_oracle(const char *name, void (*body)(bk *, rng *)) {
 
 FD_TEST(fd_act)
 FD_TEST(fd_mul)
+FD_TEST(fd_act_mul)
 FD_TEST(fd_embedding)
 FD_TEST(fd_norm)
 FD_TEST(fd_norm_gate)
@@ -2733,6 +2820,7 @@ int main(void) {
     tcase_set_timeout(fd, 600);
     tcase_add_test(fd, test_fd_act);
     tcase_add_test(fd, test_fd_mul);
+    tcase_add_test(fd, test_fd_act_mul);
     tcase_add_test(fd, test_fd_embedding);
     tcase_add_test(fd, test_fd_norm);
     tcase_add_test(fd, test_fd_norm_gate);

@@ -223,9 +223,20 @@ static int cpu_embedding_bwd(rp_backend *be, void *dtable, const void *dout, con
 /* normalisation                                                                        */
 /* ------------------------------------------------------------------------------------ */
 
-/* y = (x − mean)·rstd·w + b per (row, group), times gate when gate is non-NULL. */
+/* σ(x), computed in double */
+static inline double sigm_d(double x) { return 1.0 / (1.0 + exp(-x)); }
+/* the gate as norm_gate applies it (g, or SiLU(g)) and its slope ∂γ/∂g */
+static inline double gate_value(double g, int silu) { return silu ? g * sigm_d(g) : g; }
+static inline double gate_slope(double g, int silu) {
+    if (!silu) return 1.0;
+    double sg = sigm_d(g);
+    return sg * (1 + g * (1 - sg));
+}
+
+/* y = (x − mean)·rstd·w + b per (row, group), times γ = gate (or SiLU(gate) when silu) when
+ * gate is non-NULL. */
 static int norm_fwd_any(rp_backend *be, void *y_, void *mean_, void *rstd_, const void *x_, const void *w_,
-                        const void *b_, const void *gate_, int64_t n, int G, int S, float eps) {
+                        const void *b_, const void *gate_, int silu, int64_t n, int G, int S, float eps) {
     real *y = (real *)y_, *mean = (real *)mean_, *rstd = (real *)rstd_;
     const real *x = (const real *)x_, *w = (const real *)w_, *b = (const real *)b_, *gate = (const real *)gate_;
     int64_t rows = n * G;
@@ -247,7 +258,7 @@ static int norm_fwd_any(rp_backend *be, void *y_, void *mean_, void *rstd_, cons
         const real *wg = w + (int64_t)g * S, *bg = b ? b + (int64_t)g * S : NULL;
         for (int c = 0; c < S; c++) {
             double o = (xr[c] - mu) * rs * wg[c] + (bg ? bg[c] : 0);
-            yr[c] = (real)(gr ? o * gr[c] : o);
+            yr[c] = (real)(gr ? o * gate_value(gr[c], silu) : o);
         }
     }
     return 0;
@@ -255,20 +266,21 @@ static int norm_fwd_any(rp_backend *be, void *y_, void *mean_, void *rstd_, cons
 
 static int cpu_norm_fwd(rp_backend *be, void *y, void *mean, void *rstd, const void *x, const void *w, const void *b,
                         int64_t n, int G, int S, float eps) {
-    return norm_fwd_any(be, y, mean, rstd, x, w, b, NULL, n, G, S, eps);
+    return norm_fwd_any(be, y, mean, rstd, x, w, b, NULL, 0, n, G, S, eps);
 }
 
 static int cpu_norm_gate_fwd(rp_backend *be, void *out, void *mean, void *rstd, const void *x, const void *w,
-                             const void *b, const void *gate, int64_t n, int G, int S, float eps) {
-    return norm_fwd_any(be, out, mean, rstd, x, w, b, gate, n, G, S, eps);
+                             const void *b, const void *gate, int silu_gate, int64_t n, int G, int S, float eps) {
+    if (!gate) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "norm_gate_fwd: no gate");
+    return norm_fwd_any(be, out, mean, rstd, x, w, b, gate, silu_gate, n, G, S, eps);
 }
 
 /* The backward of norm_fwd_any. Ungated: dx += ∂L/∂x from dy. Gated (gate non-NULL, dy is
- * ∂L/∂out): the norm's own upstream gradient is dy ⊙ gate, dgate = dy ⊙ y (y recomputed), and
- * dx is written. dw, db += in both. */
+ * ∂L/∂out): the norm's own upstream gradient is dy ⊙ γ, dgate = dy ⊙ y ⊙ ∂γ/∂gate (y
+ * recomputed), and dx is written. dw, db += in both. */
 static int norm_bwd_any(rp_backend *be, void *dx_, void *dgate_, void *dw_, void *db_, const void *dy_, const void *x_,
-                        const void *w_, const void *b_, const void *gate_, const void *mean_, const void *rstd_,
-                        int64_t n, int G, int S) {
+                        const void *w_, const void *b_, const void *gate_, int silu, const void *mean_,
+                        const void *rstd_, int64_t n, int G, int S) {
     real *dx = (real *)dx_, *dgate = (real *)dgate_, *dw = (real *)dw_, *db = (real *)db_;
     const real *dy = (const real *)dy_, *x = (const real *)x_, *w = (const real *)w_, *b = (const real *)b_;
     const real *gate = (const real *)gate_, *mean = (const real *)mean_, *rstd = (const real *)rstd_;
@@ -293,8 +305,11 @@ static int norm_bwd_any(rp_backend *be, void *dx_, void *dgate_, void *dw_, void
             double mu = mean[rg], rs = rstd[rg];
             double s1 = 0, s2 = 0; /* Σ dxhat, Σ dxhat·xhat */
             for (int c = 0; c < S; c++) {
-                double xh = (xr[c] - mu) * rs, d = gr ? (double)dyr[c] * gr[c] : (double)dyr[c], dxh = d * wg[c];
-                if (gr) dgate[rg * S + c] = (real)((double)dyr[c] * (xh * wg[c] + (bg ? bg[c] : 0)));
+                double xh = (xr[c] - mu) * rs, d = gr ? (double)dyr[c] * gate_value(gr[c], silu) : (double)dyr[c],
+                       dxh = d * wg[c];
+                if (gr)
+                    dgate[rg * S + c] =
+                        (real)((double)dyr[c] * (xh * wg[c] + (bg ? bg[c] : 0)) * gate_slope(gr[c], silu));
                 s1 += dxh;
                 s2 += dxh * xh;
                 if (pw) {
@@ -305,7 +320,8 @@ static int norm_bwd_any(rp_backend *be, void *dx_, void *dgate_, void *dw_, void
             s1 /= S;
             s2 /= S;
             for (int c = 0; c < S; c++) {
-                double xh = (xr[c] - mu) * rs, d = gr ? (double)dyr[c] * gr[c] : (double)dyr[c], dxh = d * wg[c];
+                double xh = (xr[c] - mu) * rs, d = gr ? (double)dyr[c] * gate_value(gr[c], silu) : (double)dyr[c],
+                       dxh = d * wg[c];
                 double v = rs * (dxh - s1 - xh * s2);
                 dxr[c] = (real)(gr ? v : dxr[c] + v);
             }
@@ -322,13 +338,14 @@ static int norm_bwd_any(rp_backend *be, void *dx_, void *dgate_, void *dw_, void
 
 static int cpu_norm_bwd(rp_backend *be, void *dx, void *dw, void *db, const void *dy, const void *x, const void *w,
                         const void *mean, const void *rstd, int64_t n, int G, int S) {
-    return norm_bwd_any(be, dx, NULL, dw, db, dy, x, w, NULL, NULL, mean, rstd, n, G, S);
+    return norm_bwd_any(be, dx, NULL, dw, db, dy, x, w, NULL, NULL, 0, mean, rstd, n, G, S);
 }
 
 static int cpu_norm_gate_bwd(rp_backend *be, void *dx, void *dgate, void *dw, void *db, const void *dout, const void *x,
-                             const void *w, const void *b, const void *gate, const void *mean, const void *rstd,
-                             int64_t n, int G, int S) {
-    return norm_bwd_any(be, dx, dgate, dw, db, dout, x, w, b, gate, mean, rstd, n, G, S);
+                             const void *w, const void *b, const void *gate, int silu_gate, const void *mean,
+                             const void *rstd, int64_t n, int G, int S) {
+    if (!gate || !dgate) return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "norm_gate_bwd: no gate or dgate");
+    return norm_bwd_any(be, dx, dgate, dw, db, dout, x, w, b, gate, silu_gate, mean, rstd, n, G, S);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -478,6 +495,59 @@ static int cpu_act_bwd(rp_backend *be, int kind, void *dx_, const void *dy_, con
             dx[i] = x ? (x[i] > 0 ? dy[i] * 2 * x[i] : 0) : dy[i] * 2 * (real)sqrt((double)(y[i] > 0 ? y[i] : 0));
             break;
         }
+    }
+    return 0;
+}
+
+/* f(v) and f'(v) of an activation kind, from its input */
+static inline double act_value(int kind, double v) {
+    switch (kind) {
+    case RP_ACT_TANH: return tanh(v);
+    case RP_ACT_SIGMOID: return sigm_d(v);
+    case RP_ACT_SILU: return v * sigm_d(v);
+    case RP_ACT_SOFTCLAMP: return -softplus(-v) - 0.5;
+    default: return v > 0 ? v * v : 0;
+    }
+}
+static inline double act_slope(int kind, double v) {
+    switch (kind) {
+    case RP_ACT_TANH: {
+        double t = tanh(v);
+        return 1 - t * t;
+    }
+    case RP_ACT_SIGMOID: {
+        double s = sigm_d(v);
+        return s * (1 - s);
+    }
+    case RP_ACT_SILU: return gate_slope(v, 1);
+    case RP_ACT_SOFTCLAMP: return sigm_d(-v);
+    default: return v > 0 ? 2 * v : 0;
+    }
+}
+
+static int cpu_act_mul_fwd(rp_backend *be, int kind, void *y_, const void *a_, const void *b_, const void *r_,
+                           int64_t n) {
+    real *y = (real *)y_;
+    const real *a = (const real *)a_, *b = (const real *)b_, *r = (const real *)r_;
+    if (kind < RP_ACT_TANH || kind > RP_ACT_SOFTCLAMP)
+        return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_mul_fwd: kind");
+#pragma omp parallel for num_threads(nthreads(be, n))
+    for (int64_t i = 0; i < n; i++) y[i] = (real)(act_value(kind, a[i]) * b[i] + (r ? (double)r[i] : 0.0));
+    return 0;
+}
+
+static int cpu_act_mul_bwd(rp_backend *be, int kind, void *da_, void *db_, const void *dy_, const void *a_,
+                           const void *b_, int64_t n) {
+    real *da = (real *)da_, *db = (real *)db_;
+    const real *dy = (const real *)dy_, *a = (const real *)a_, *b = (const real *)b_;
+    if (kind < RP_ACT_TANH || kind > RP_ACT_SOFTCLAMP)
+        return cpu_fail(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_mul_bwd: kind");
+#pragma omp parallel for num_threads(nthreads(be, n))
+    for (int64_t i = 0; i < n; i++) {
+        double g = dy[i], v = a[i];
+        double dav = da ? g * b[i] * act_slope(kind, v) : 0, dbv = db ? g * act_value(kind, v) : 0;
+        if (da) da[i] = (real)dav;
+        if (db) db[i] = (real)dbv;
     }
     return 0;
 }
@@ -1318,6 +1388,8 @@ const rp_backend_ops THIS_OPS = {
     .shift_mix_bwd = cpu_shift_mix_bwd,
     .act_fwd = cpu_act_fwd,
     .act_bwd = cpu_act_bwd,
+    .act_mul_fwd = cpu_act_mul_fwd,
+    .act_mul_bwd = cpu_act_mul_bwd,
     .mul_fwd = cpu_mul_fwd,
     .mul_bwd = cpu_mul_bwd,
     .add = cpu_add,

@@ -618,6 +618,8 @@ static rp_backend_ops make_table(void) {
     t.shift_mix_bwd = cu_shift_mix_bwd;
     t.act_fwd = cu_act_fwd;
     t.act_bwd = cu_act_bwd;
+    t.act_mul_fwd = cu_act_mul_fwd;
+    t.act_mul_bwd = cu_act_mul_bwd;
     t.mul_fwd = cu_mul_fwd;
     t.mul_bwd = cu_mul_bwd;
     t.add = cu_add;

@@ -210,6 +210,8 @@ static inline bool act_vec_ok(int64_t n, const void *p0, const void *p1 = NULL, 
         if (p[i] && !act_aligned16(p[i])) return false;
     return true;
 }
+/* σ(x) in fp32: one definition for the activations and the SiLU-gated norm */
+RP_DEV float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 RP_DEV void act_load_vec(float (&d)[ACT_VEC], const act_t *p) {
     const uint4 raw = *reinterpret_cast<const uint4 *>(p);
     const act_t *e = reinterpret_cast<const act_t *>(&raw);
@@ -318,10 +320,10 @@ int cu_norm_fwd(rp_backend *be, void *y, void *mean, void *rstd, const void *x, 
 int cu_norm_bwd(rp_backend *be, void *dx, void *dw, void *db, const void *dy, const void *x, const void *w,
                 const void *mean, const void *rstd, int64_t n, int G, int S);
 int cu_norm_gate_fwd(rp_backend *be, void *out, void *mean, void *rstd, const void *x, const void *w, const void *b,
-                     const void *gate, int64_t n, int G, int S, float eps);
+                     const void *gate, int silu_gate, int64_t n, int G, int S, float eps);
 int cu_norm_gate_bwd(rp_backend *be, void *dx, void *dgate, void *dw, void *db, const void *dout, const void *x,
-                     const void *w, const void *b, const void *gate, const void *mean, const void *rstd, int64_t n,
-                     int G, int S);
+                     const void *w, const void *b, const void *gate, int silu_gate, const void *mean, const void *rstd,
+                     int64_t n, int G, int S);
 
 /* ops_shift_mix.cu */
 int cu_shift_mix_fwd(rp_backend *be, void *out, const void *x, const void *x_prev, const void *coef,
@@ -333,6 +335,9 @@ int cu_shift_mix_bwd(rp_backend *be, void *dx, void *dx_prev, void *dcoef, void 
 /* ops_elementwise.cu */
 int cu_act_fwd(rp_backend *be, int kind, void *y, const void *x, int64_t n);
 int cu_act_bwd(rp_backend *be, int kind, void *dx, const void *dy, const void *x, const void *y, int64_t n);
+int cu_act_mul_fwd(rp_backend *be, int kind, void *y, const void *a, const void *b, const void *r, int64_t n);
+int cu_act_mul_bwd(rp_backend *be, int kind, void *da, void *db, const void *dy, const void *a, const void *b,
+                   int64_t n);
 int cu_mul_fwd(rp_backend *be, void *y, const void *a, const void *b, int64_t n);
 int cu_mul_bwd(rp_backend *be, void *da, void *db, const void *dy, const void *a, const void *b, int64_t n);
 int cu_add(rp_backend *be, void *y, const void *x, float alpha, int64_t n);

@@ -12,8 +12,6 @@
 /* activations                                                                          */
 /* ------------------------------------------------------------------------------------ */
 
-RP_DEV float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
-
 /* softplus(z) = log(1 + e^z) without overflow: max(z, 0) + log1p(e^−|z|) */
 RP_DEV float softplusf_(float z) { return fmaxf(z, 0.0f) + log1pf(expf(-fabsf(z))); }
 
@@ -112,6 +110,50 @@ __global__ void mul_backward_kernel(act_t *da, act_t *db, const act_t *dy, const
             ew_load<U>(acc, db + q * U);
             EW_UNROLL acc[j] += g[j] * v[j];
             ew_store<U>(db + q * U, acc);
+        }
+    }
+}
+
+/* y = f(a)·b (+ r): the activation, the product and the residual in one pass */
+template <int KIND, int U>
+__global__ void act_mul_forward_kernel(act_t *y, const act_t *a, const act_t *b, const act_t *r, int64_t n) {
+    GRID_STRIDE(q, n / U) {
+        float av[U], bv[U], rv[U];
+        ew_load<U>(av, a + q * U);
+        ew_load<U>(bv, b + q * U);
+        if (r) {
+            ew_load<U>(rv, r + q * U);
+        } else {
+            EW_UNROLL rv[j] = 0.0f;
+        }
+        EW_UNROLL av[j] = fmaf(act_f<KIND>(av[j]), bv[j], rv[j]);
+        ew_store<U>(y + q * U, av);
+    }
+}
+
+/* da = dy·b·f'(a), db = dy·f(a), written (either may be NULL); f' from a for every kind (the
+ * y-based derivatives get y = f(a) recomputed) */
+template <int KIND, int U>
+__global__ void act_mul_backward_kernel(act_t *da, act_t *db, const act_t *dy, const act_t *a, const act_t *b,
+                                        int64_t n) {
+    GRID_STRIDE(q, n / U) {
+        float g[U], av[U], bv[U], fa[U];
+        ew_load<U>(g, dy + q * U);
+        ew_load<U>(av, a + q * U);
+        if (da) {
+            ew_load<U>(bv, b + q * U);
+        } else {
+            EW_UNROLL bv[j] = 0.0f;
+        }
+        EW_UNROLL fa[j] = act_f<KIND>(av[j]);
+        if (da) {
+            float o[U];
+            EW_UNROLL o[j] = act_df<KIND>(g[j] * bv[j], av[j], fa[j]);
+            ew_store<U>(da + q * U, o);
+        }
+        if (db) {
+            EW_UNROLL fa[j] *= g[j];
+            ew_store<U>(db + q * U, fa);
         }
     }
 }
@@ -292,6 +334,53 @@ int cu_act_bwd(rp_backend *be, int kind, void *dx, const void *dy, const void *x
         break;
     }
 #undef ACT_BWD
+    CU_LAUNCHED(be);
+    return 0;
+}
+
+/* Instantiates CALL(K) for the activation kind `kind` (validated by the caller). */
+#define ACT_KIND_SWITCH(kind, CALL)                             \
+    switch (kind) {                                             \
+    case RP_ACT_TANH: CALL(RP_ACT_TANH); break;                 \
+    case RP_ACT_SIGMOID: CALL(RP_ACT_SIGMOID); break;           \
+    case RP_ACT_SILU: CALL(RP_ACT_SILU); break;                 \
+    case RP_ACT_SOFTCLAMP: CALL(RP_ACT_SOFTCLAMP); break;       \
+    default: CALL(RP_ACT_RELU_SQ); break;                       \
+    }
+
+int cu_act_mul_fwd(rp_backend *be, int kind, void *y, const void *a, const void *b, const void *r, int64_t n) {
+    if (kind < RP_ACT_TANH || kind > RP_ACT_SOFTCLAMP) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_mul_fwd: kind %d", kind);
+    if (n <= 0) return 0;
+    CU_ENTER(be);
+    const bool vec = act_vec_ok(n, y, a, b, r);
+    unsigned g = cu_blocks(vec ? n / ACT_VEC : n, EW_THREADS);
+    cudaStream_t s = cu_stream(be);
+    act_t *Y = (act_t *)y;
+    const act_t *A = (const act_t *)a, *Bv = (const act_t *)b, *R = (const act_t *)r;
+#define ACT_MUL_FWD(K) \
+    (vec ? act_mul_forward_kernel<K, ACT_VEC_LITERAL><<<g, EW_THREADS, 0, s>>>(Y, A, Bv, R, n) \
+         : act_mul_forward_kernel<K, 1><<<g, EW_THREADS, 0, s>>>(Y, A, Bv, R, n))
+    ACT_KIND_SWITCH(kind, ACT_MUL_FWD)
+#undef ACT_MUL_FWD
+    CU_LAUNCHED(be);
+    return 0;
+}
+
+int cu_act_mul_bwd(rp_backend *be, int kind, void *da, void *db, const void *dy, const void *a, const void *b,
+                   int64_t n) {
+    if (kind < RP_ACT_TANH || kind > RP_ACT_SOFTCLAMP) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_mul_bwd: kind %d", kind);
+    if (n <= 0 || (!da && !db)) return 0;
+    CU_ENTER(be);
+    const bool vec = act_vec_ok(n, da, db, dy, a, b);
+    unsigned g = cu_blocks(vec ? n / ACT_VEC : n, EW_THREADS);
+    cudaStream_t s = cu_stream(be);
+    act_t *DA = (act_t *)da, *DB = (act_t *)db;
+    const act_t *DY = (const act_t *)dy, *A = (const act_t *)a, *Bv = (const act_t *)b;
+#define ACT_MUL_BWD(K) \
+    (vec ? act_mul_backward_kernel<K, ACT_VEC_LITERAL><<<g, EW_THREADS, 0, s>>>(DA, DB, DY, A, Bv, n) \
+         : act_mul_backward_kernel<K, 1><<<g, EW_THREADS, 0, s>>>(DA, DB, DY, A, Bv, n))
+    ACT_KIND_SWITCH(kind, ACT_MUL_BWD)
+#undef ACT_MUL_BWD
     CU_LAUNCHED(be);
     return 0;
 }

@@ -10,13 +10,29 @@
  * (row, group), strided loops) cover every other shape. The profile had the scalar kernels
  * at ~5× their memory time, mostly ln_x's 64-thread blocks.
  *
- * Gated form (norm_gate_fwd/bwd, the kernels' GATE = true): out = y ⊙ gate with y the
- * normalised row, in the same pass; the backward takes dout, recomputes y from the statistics,
- * writes dgate = dout ⊙ y and uses dout ⊙ gate as the norm's upstream gradient. It replaces a
- * norm, a product, three zero fills and the product's backward (RWKV-5/6's ln_x ⊙ SiLU(g)). */
+ * Gated form (norm_gate_fwd/bwd, the kernels' GATE = GATE_PLAIN or GATE_SILU): out = y ⊙ γ
+ * with y the normalised row and γ = gate or SiLU(gate), in the same pass; the backward takes
+ * dout, recomputes y from the statistics, writes dgate = dout ⊙ y (⊙ SiLU'(gate)) and uses
+ * dout ⊙ γ as the norm's upstream gradient. It replaces a norm, a product, three zero fills,
+ * the product's backward and, with GATE_SILU, the SiLU's forward and backward passes
+ * (RWKV-5/6's ln_x ⊙ SiLU(g)). */
 #include "common.cuh"
 
 #define NORM_TEAM_BLOCK 256
+
+/* The kernels' GATE parameter */
+#define GATE_NONE 0
+#define GATE_PLAIN 1
+#define GATE_SILU 2
+
+/* γ = the gate as applied (the gate itself, or SiLU of it) */
+template <int GATE> RP_DEV float gate_value(float g) { return GATE == GATE_SILU ? g * sigmoidf_(g) : g; }
+/* ∂γ/∂gate */
+template <int GATE> RP_DEV float gate_slope(float g) {
+    if (GATE != GATE_SILU) return 1.0f;
+    const float sg = sigmoidf_(g);
+    return sg * (1.0f + g * (1.0f - sg));
+}
 
 /* The register variant's launch shape, or 0 when it does not apply. */
 static int norm_team(int S, const void *a, const void *b, const void *c, const void *d = NULL,
@@ -28,7 +44,7 @@ static int norm_team(int S, const void *a, const void *b, const void *c, const v
     return 0;
 }
 
-template <bool GATE>
+template <int GATE>
 __global__ void norm_forward_team_kernel(act_t *__restrict__ y, par_t *__restrict__ mean, par_t *__restrict__ rstd,
                                          const act_t *__restrict__ x, const par_t *__restrict__ w,
                                          const par_t *__restrict__ b, const act_t *__restrict__ gate, int64_t rows,
@@ -64,13 +80,13 @@ __global__ void norm_forward_team_kernel(act_t *__restrict__ y, par_t *__restric
         float gv[ACT_VEC];
         act_load_vec(gv, gate + rg * S + c0);
 #pragma unroll
-        for (int i = 0; i < ACT_VEC; i++) v[i] *= gv[i];
+        for (int i = 0; i < ACT_VEC; i++) v[i] *= gate_value<GATE>(gv[i]);
     }
     act_store_vec(y + rg * S + c0, v);
 }
 
-/* GATE: dy is ∂L/∂out; dgate = dy ⊙ y is written and dx is written, not added. */
-template <bool GATE>
+/* GATE: dy is ∂L/∂out; dgate = dy ⊙ y ⊙ ∂γ/∂gate is written and dx is written, not added. */
+template <int GATE>
 __global__ void norm_backward_dx_team_kernel(act_t *__restrict__ dx, act_t *__restrict__ dgate,
                                              const act_t *__restrict__ dy, const act_t *__restrict__ x,
                                              const par_t *__restrict__ w, const par_t *__restrict__ b,
@@ -94,8 +110,8 @@ __global__ void norm_backward_dx_team_kernel(act_t *__restrict__ dx, act_t *__re
 #pragma unroll
             for (int i = 0; i < ACT_VEC; i++) {
                 const float yv = (xh[i] - mu) * rs * w[off + i] + (b ? b[off + i] : 0.0f);
-                dg[i] = dxh[i] * yv;
-                dxh[i] *= gv[i];
+                dg[i] = dxh[i] * yv * gate_slope<GATE>(gv[i]);
+                dxh[i] *= gate_value<GATE>(gv[i]);
             }
             act_store_vec(dgate + rg * S + c0, dg);
         }
@@ -124,7 +140,7 @@ __global__ void norm_backward_dx_team_kernel(act_t *__restrict__ dx, act_t *__re
 
 static int norm_threads(int S) { return S <= 64 ? 64 : S <= 128 ? 128 : 256; }
 
-template <bool GATE>
+template <int GATE>
 __global__ void norm_forward_kernel(act_t *__restrict__ y, par_t *__restrict__ mean, par_t *__restrict__ rstd,
                                     const act_t *__restrict__ x, const par_t *__restrict__ w,
                                     const par_t *__restrict__ b, const act_t *__restrict__ gate, int G, int S,
@@ -150,13 +166,13 @@ __global__ void norm_forward_kernel(act_t *__restrict__ y, par_t *__restrict__ m
     const par_t *wg = w + (int64_t)g * S, *bg = b ? b + (int64_t)g * S : NULL;
     for (int c = threadIdx.x; c < S; c += blockDim.x) {
         const float o = (tof(xr[c]) - mu) * rs * wg[c] + (bg ? bg[c] : 0.0f);
-        yr[c] = fromf<act_t>(GATE ? o * tof(gate[rg * S + c]) : o);
+        yr[c] = fromf<act_t>(GATE ? o * gate_value<GATE>(tof(gate[rg * S + c])) : o);
     }
 }
 
 /* dx += rstd·(dxhat − mean(dxhat) − xhat·mean(dxhat·xhat)), dxhat = dy·w; GATE as the team
  * kernel (dxhat = dy·gate·w, dgate = dy·y written, dx written). */
-template <bool GATE>
+template <int GATE>
 __global__ void norm_backward_dx_kernel(act_t *__restrict__ dx, act_t *__restrict__ dgate, const act_t *__restrict__ dy,
                                         const act_t *__restrict__ x, const par_t *__restrict__ w,
                                         const par_t *__restrict__ b, const act_t *__restrict__ gate,
@@ -172,8 +188,9 @@ __global__ void norm_backward_dx_kernel(act_t *__restrict__ dx, act_t *__restric
         const float xh = (tof(xr[c]) - mu) * rs;
         float d = tof(dyr[c]);
         if (GATE) {
-            dgate[rg * S + c] = fromf<act_t>(d * (xh * wg[c] + (bg ? bg[c] : 0.0f)));
-            d *= tof(gate[rg * S + c]);
+            const float gv = tof(gate[rg * S + c]);
+            dgate[rg * S + c] = fromf<act_t>(d * (xh * wg[c] + (bg ? bg[c] : 0.0f)) * gate_slope<GATE>(gv));
+            d *= gate_value<GATE>(gv);
         }
         const float dxh = d * wg[c];
         s1 += dxh;
@@ -183,14 +200,15 @@ __global__ void norm_backward_dx_kernel(act_t *__restrict__ dx, act_t *__restric
     s2 = block_sum(s2) / (float)S;
     for (int c = threadIdx.x; c < S; c += blockDim.x) {
         const float xh = (tof(xr[c]) - mu) * rs;
-        const float dxh = tof(dyr[c]) * (GATE ? tof(gate[rg * S + c]) : 1.0f) * wg[c];
+        const float dxh = tof(dyr[c]) * (GATE ? gate_value<GATE>(tof(gate[rg * S + c])) : 1.0f) * wg[c];
         const float v = rs * (dxh - s1 - xh * s2);
         dxr[c] = fromf<act_t>(GATE ? v : tof(dxr[c]) + v);
     }
 }
 
 /* partial dw/db over a chunk of rows: column c of [n, G·S] (the norm's upstream gradient is
- * dy, or dy ⊙ gate in the gated form) */
+ * dy, or dy ⊙ γ in the gated forms) */
+template <int GATE>
 __global__ void norm_backward_dwdb_partial_kernel(float *__restrict__ pw, float *__restrict__ pb,
                                                   const act_t *__restrict__ dy, const act_t *__restrict__ gate,
                                                   const act_t *__restrict__ x,
@@ -204,7 +222,7 @@ __global__ void norm_backward_dwdb_partial_kernel(float *__restrict__ pw, float 
     const int64_t r1 = r0 + rows_per_chunk < n ? r0 + rows_per_chunk : n;
     float sw = 0.0f, sb = 0.0f;
     for (int64_t r = r0; r < r1; r++) {
-        float d = tof(dy[r * C + c]) * (gate ? tof(gate[r * C + c]) : 1.0f);
+        float d = tof(dy[r * C + c]) * (GATE ? gate_value<GATE>(tof(gate[r * C + c])) : 1.0f);
         float xh = (tof(x[r * C + c]) - mean[r * G + g]) * rstd[r * G + g];
         sw += d * xh;
         sb += d;
@@ -215,8 +233,16 @@ __global__ void norm_backward_dwdb_partial_kernel(float *__restrict__ pw, float 
 
 /* ---- launchers ---- */
 
+/* Calls LAUNCH(G) with G the kernels' GATE constant for (gate, silu). */
+#define GATE_SWITCH(gate, silu, LAUNCH) \
+    do {                                \
+        if (!(gate)) LAUNCH(GATE_NONE);  \
+        else if (silu) LAUNCH(GATE_SILU); \
+        else LAUNCH(GATE_PLAIN);         \
+    } while (0)
+
 static int norm_fwd_impl(rp_backend *be, void *y, void *mean, void *rstd, const void *x, const void *w, const void *b,
-                         const void *gate, int64_t n, int G, int S, float eps, const char *op) {
+                         const void *gate, int silu, int64_t n, int G, int S, float eps, const char *op) {
     if (n <= 0 || G <= 0 || S <= 0) return 0;
     if (n * G > 0x7fffffffLL) return CU_FAIL(be, RWKVPEFT_E_UNSUPPORTED, "%s: too many rows", op);
     CU_ENTER(be);
@@ -225,14 +251,13 @@ static int norm_fwd_impl(rp_backend *be, void *y, void *mean, void *rstd, const 
     if (int team = norm_team(S, y, x, gate)) {
         const int threads = team > TEAM_SHFL_MAX ? team : NORM_TEAM_BLOCK, per_block = threads / team;
         const unsigned blocks = (unsigned)((n * G + per_block - 1) / per_block);
-        if (gate)
-            norm_forward_team_kernel<true><<<blocks, threads, 0, s>>>((act_t *)y, (par_t *)mean, (par_t *)rstd, (const act_t *)x, (const par_t *)w, (const par_t *)b, gt, n * G, G, S, team, eps);
-        else
-            norm_forward_team_kernel<false><<<blocks, threads, 0, s>>>((act_t *)y, (par_t *)mean, (par_t *)rstd, (const act_t *)x, (const par_t *)w, (const par_t *)b, gt, n * G, G, S, team, eps);
-    } else if (gate) {
-        norm_forward_kernel<true><<<(unsigned)(n * G), norm_threads(S), 0, s>>>((act_t *)y, (par_t *)mean, (par_t *)rstd, (const act_t *)x, (const par_t *)w, (const par_t *)b, gt, G, S, eps);
+#define FWD_TEAM(GT) norm_forward_team_kernel<GT><<<blocks, threads, 0, s>>>((act_t *)y, (par_t *)mean, (par_t *)rstd, (const act_t *)x, (const par_t *)w, (const par_t *)b, gt, n * G, G, S, team, eps)
+        GATE_SWITCH(gate, silu, FWD_TEAM);
+#undef FWD_TEAM
     } else {
-        norm_forward_kernel<false><<<(unsigned)(n * G), norm_threads(S), 0, s>>>((act_t *)y, (par_t *)mean, (par_t *)rstd, (const act_t *)x, (const par_t *)w, (const par_t *)b, gt, G, S, eps);
+#define FWD_ROW(GT) norm_forward_kernel<GT><<<(unsigned)(n * G), norm_threads(S), 0, s>>>((act_t *)y, (par_t *)mean, (par_t *)rstd, (const act_t *)x, (const par_t *)w, (const par_t *)b, gt, G, S, eps)
+        GATE_SWITCH(gate, silu, FWD_ROW);
+#undef FWD_ROW
     }
     CU_LAUNCHED(be);
     return 0;
@@ -240,18 +265,18 @@ static int norm_fwd_impl(rp_backend *be, void *y, void *mean, void *rstd, const 
 
 int cu_norm_fwd(rp_backend *be, void *y, void *mean, void *rstd, const void *x, const void *w, const void *b,
                 int64_t n, int G, int S, float eps) {
-    return norm_fwd_impl(be, y, mean, rstd, x, w, b, NULL, n, G, S, eps, "norm_fwd");
+    return norm_fwd_impl(be, y, mean, rstd, x, w, b, NULL, 0, n, G, S, eps, "norm_fwd");
 }
 
 int cu_norm_gate_fwd(rp_backend *be, void *out, void *mean, void *rstd, const void *x, const void *w, const void *b,
-                     const void *gate, int64_t n, int G, int S, float eps) {
+                     const void *gate, int silu_gate, int64_t n, int G, int S, float eps) {
     if (!gate) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "norm_gate_fwd: no gate");
-    return norm_fwd_impl(be, out, mean, rstd, x, w, b, gate, n, G, S, eps, "norm_gate_fwd");
+    return norm_fwd_impl(be, out, mean, rstd, x, w, b, gate, silu_gate, n, G, S, eps, "norm_gate_fwd");
 }
 
 static int norm_bwd_impl(rp_backend *be, void *dx, void *dgate, void *dw, void *db, const void *dy, const void *x,
-                         const void *w, const void *b, const void *gate, const void *mean, const void *rstd, int64_t n,
-                         int G, int S, const char *op) {
+                         const void *w, const void *b, const void *gate, int silu, const void *mean, const void *rstd,
+                         int64_t n, int G, int S, const char *op) {
     if (n <= 0 || G <= 0 || S <= 0) return 0;
     if (n * G > 0x7fffffffLL) return CU_FAIL(be, RWKVPEFT_E_UNSUPPORTED, "%s: too many rows", op);
     CU_ENTER(be);
@@ -261,14 +286,13 @@ static int norm_bwd_impl(rp_backend *be, void *dx, void *dgate, void *dw, void *
     if (int team = norm_team(S, dx, dy, x, gate, dgate)) {
         const int threads = team > TEAM_SHFL_MAX ? team : NORM_TEAM_BLOCK, per_block = threads / team;
         const unsigned blocks = (unsigned)((n * G + per_block - 1) / per_block);
-        if (gate)
-            norm_backward_dx_team_kernel<true><<<blocks, threads, 0, s>>>((act_t *)dx, (act_t *)dgate, (const act_t *)dy, (const act_t *)x, (const par_t *)w, bp, gt, mp, rp, n * G, G, S, team);
-        else
-            norm_backward_dx_team_kernel<false><<<blocks, threads, 0, s>>>((act_t *)dx, (act_t *)dgate, (const act_t *)dy, (const act_t *)x, (const par_t *)w, bp, gt, mp, rp, n * G, G, S, team);
-    } else if (gate) {
-        norm_backward_dx_kernel<true><<<(unsigned)(n * G), norm_threads(S), 0, s>>>((act_t *)dx, (act_t *)dgate, (const act_t *)dy, (const act_t *)x, (const par_t *)w, bp, gt, mp, rp, G, S);
+#define BWD_TEAM(GT) norm_backward_dx_team_kernel<GT><<<blocks, threads, 0, s>>>((act_t *)dx, (act_t *)dgate, (const act_t *)dy, (const act_t *)x, (const par_t *)w, bp, gt, mp, rp, n * G, G, S, team)
+        GATE_SWITCH(gate, silu, BWD_TEAM);
+#undef BWD_TEAM
     } else {
-        norm_backward_dx_kernel<false><<<(unsigned)(n * G), norm_threads(S), 0, s>>>((act_t *)dx, (act_t *)dgate, (const act_t *)dy, (const act_t *)x, (const par_t *)w, bp, gt, mp, rp, G, S);
+#define BWD_ROW(GT) norm_backward_dx_kernel<GT><<<(unsigned)(n * G), norm_threads(S), 0, s>>>((act_t *)dx, (act_t *)dgate, (const act_t *)dy, (const act_t *)x, (const par_t *)w, bp, gt, mp, rp, G, S)
+        GATE_SWITCH(gate, silu, BWD_ROW);
+#undef BWD_ROW
     }
     CU_LAUNCHED(be);
     if (!dw && !db) return 0;
@@ -282,7 +306,9 @@ static int norm_bwd_impl(rp_backend *be, void *dx, void *dgate, void *dw, void *
     float *pw = dw ? (float *)cu_carve(&cur, part) : NULL;
     float *pb = db ? (float *)cu_carve(&cur, part) : NULL;
     dim3 grid((unsigned)((C + 255) / 256), (unsigned)chunks);
-    norm_backward_dwdb_partial_kernel<<<grid, 256, 0, s>>>(pw, pb, (const act_t *)dy, gt, (const act_t *)x, mp, rp, n, G, S, rpc);
+#define DWDB(GT) norm_backward_dwdb_partial_kernel<GT><<<grid, 256, 0, s>>>(pw, pb, (const act_t *)dy, gt, (const act_t *)x, mp, rp, n, G, S, rpc)
+    GATE_SWITCH(gate, silu, DWDB);
+#undef DWDB
     CU_LAUNCHED(be);
     if (dw) RP_TRY(cu_colsum_finish(be, (float *)dw, pw, chunks, C));
     if (db) RP_TRY(cu_colsum_finish(be, (float *)db, pb, chunks, C));
@@ -291,12 +317,12 @@ static int norm_bwd_impl(rp_backend *be, void *dx, void *dgate, void *dw, void *
 
 int cu_norm_bwd(rp_backend *be, void *dx, void *dw, void *db, const void *dy, const void *x, const void *w,
                 const void *mean, const void *rstd, int64_t n, int G, int S) {
-    return norm_bwd_impl(be, dx, NULL, dw, db, dy, x, w, NULL, NULL, mean, rstd, n, G, S, "norm_bwd");
+    return norm_bwd_impl(be, dx, NULL, dw, db, dy, x, w, NULL, NULL, 0, mean, rstd, n, G, S, "norm_bwd");
 }
 
 int cu_norm_gate_bwd(rp_backend *be, void *dx, void *dgate, void *dw, void *db, const void *dout, const void *x,
-                     const void *w, const void *b, const void *gate, const void *mean, const void *rstd, int64_t n,
-                     int G, int S) {
+                     const void *w, const void *b, const void *gate, int silu_gate, const void *mean, const void *rstd,
+                     int64_t n, int G, int S) {
     if (!gate || !dgate) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "norm_gate_bwd: no gate or dgate");
-    return norm_bwd_impl(be, dx, dgate, dw, db, dout, x, w, b, gate, mean, rstd, n, G, S, "norm_gate_bwd");
+    return norm_bwd_impl(be, dx, dgate, dw, db, dout, x, w, b, gate, silu_gate, mean, rstd, n, G, S, "norm_gate_bwd");
 }
