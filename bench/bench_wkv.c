@@ -197,7 +197,7 @@ static wkv_out run_case(rp_backend *be, const wkv_case *c, const wkv_host *in) {
         dev_put(&gs0, in->gs00);
     }
     OK(be, o->wkv6_bwd(be, gr.d, gk.d, gv.d, gw.d, gu.d, gs0.d, gy.d, gso.d, r.d, k.d, v.d, w.d, u.d, s0.d, shared,
-                       c->B, c->T, c->H, c->N));
+                       c->B, c->T, c->H, c->N, NULL, 0));
     out.gr = malloc(sizeof(double) * (size_t)n);
     out.gk = malloc(sizeof(double) * (size_t)n);
     out.gv = malloc(sizeof(double) * (size_t)n);
@@ -422,7 +422,7 @@ static void call_op(rp_backend *be, int op, int which, void **p, int state, int 
                            N));
     else if (op == 6)
         OK(be, o->wkv6_bwd(be, p[10], p[11], p[12], p[13], p[14], state ? p[15] : NULL, p[8], state ? p[9] : NULL, p[0],
-                           p[1], p[2], p[3], p[4], state ? p[6] : NULL, 0, B, T, H, N));
+                           p[1], p[2], p[3], p[4], state ? p[6] : NULL, 0, B, T, H, N, NULL, 0));
     else if (which == 0)
         OK(be, o->wkv7_fwd(be, p[6], state ? p[8] : NULL, p[0], p[1], p[2], p[3], p[4], p[5], state ? p[7] : NULL, 0, B,
                            T, H, N));

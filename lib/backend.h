@@ -26,7 +26,7 @@
 
 #include "internal.h"
 
-#define RP_BACKEND_API_VERSION 5 /* 3: norm_gate_fwd/bwd; 4: adam8_update; 5: norm_gate's silu_gate, act_mul_fwd/bwd */
+#define RP_BACKEND_API_VERSION 5 /* 3: norm_gate_fwd/bwd; 4: adam8_update; 5: norm_gate's silu_gate, act_mul_fwd/bwd, wkv6_bwd's scratch */
 
 /* Elements per scale (absmax) of the 8-bit optimizer state (adam8_update). */
 #define RP_ADAM8_BLOCK 256
@@ -226,11 +226,14 @@ struct rp_backend_ops {
                     int B, int T, int H, int N);
     /* Backward: gr, gk, gv, gw written (A; gw is ∂L/∂w for the raw w); gu += (P, summed over
      * B; NULL = not wanted); gs0 += (P, NULL = not wanted; summed over B when s0_shared); gs_out P [B,H,N,N]
-     * is ∂L/∂(final state) or NULL (= 0). */
+     * is ∂L/∂(final state) or NULL (= 0). scratch: device memory of scratch_bytes the op may
+     * overwrite (the caller's dead buffers; 256-byte aligned, overlapping no argument), used
+     * for its temporaries when large enough (the CUDA/HIP kernels want 2·B·T·H·N floats);
+     * NULL or smaller: the backend's own scratch. */
     int (*wkv6_bwd)(rp_backend *be, void *gr, void *gk, void *gv, void *gw, void *gu, void *gs0,
                     const void *gy, const void *gs_out, const void *r, const void *k,
                     const void *v, const void *w, const void *u, const void *s0, int s0_shared,
-                    int B, int T, int H, int N);
+                    int B, int T, int H, int N, void *scratch, size_t scratch_bytes);
 
     /* ---- loss ------------------------------------------------------------------------------------ */
     /* Softmax cross-entropy over V for n rows of logits (A). targets int32 [n] (device);

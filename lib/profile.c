@@ -111,8 +111,8 @@ PROF(P_WKV_F, wkv6_fwd,
 PROF(P_WKV_B, wkv6_bwd,
      (rp_backend * be, void *gr, void *gk, void *gv, void *gw, void *gu, void *gs0, const void *gy, const void *gso,
       const void *r, const void *k, const void *v, const void *w, const void *u, const void *s0, int sh, int B, int T,
-      int H, int N),
-     (be, gr, gk, gv, gw, gu, gs0, gy, gso, r, k, v, w, u, s0, sh, B, T, H, N))
+      int H, int N, void *scr, size_t scr_bytes),
+     (be, gr, gk, gv, gw, gu, gs0, gy, gso, r, k, v, w, u, s0, sh, B, T, H, N, scr, scr_bytes))
 PROF(P_LERP_F, lerp_fwd, (rp_backend * be, void *y, const void *a, const void *b, const void *t, int64_t n),
      (be, y, a, b, t, n))
 PROF(P_LERP_B, lerp_bwd,

@@ -40,6 +40,8 @@ typedef struct rp_acts {
     void *kpre, *kk;            /* [n,F] key pre-activation, relu² (RWKV-5/6: one buffer, kk = kpre) */
     void *kv;                   /* [n,C] */
     void *rs;                   /* [n,C] receptance r (σ(r) is applied inside act_mul_fwd/bwd) */
+    void *wkv_scratch;          /* RWKV-5/6: gpre|y|og|x_mid as one buffer (NULL: separate buffers) */
+    size_t wkv_scratch_bytes;
     void *lora_t[RP_LIN_COUNT]; /* [n,r] LoRA hidden (x·Aᵀ) */
     /* RWKV-7 */
     void *wh, *wpre;            /* [n,Dw] tanh(xw·w1); [n,C] w0 + wh·w2 (w = softclamp(wpre)) */
@@ -113,9 +115,10 @@ struct rp_workspace {
 #endif
 #define WS_ALIGN 256 /* cuBLAS and the 16-byte vector kernels want aligned operands */
 
+static size_t ws_round(size_t bytes) { return (bytes + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN; }
+
 static int ws_alloc(rwkvpeft_model *m, rp_workspace *ws, void **out, int64_t elems, rp_dtype t) {
-    size_t bytes = (size_t)(elems > 0 ? elems : 1) * rp_dtype_size(t);
-    bytes = (bytes + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN;
+    size_t bytes = ws_round((size_t)(elems > 0 ? elems : 1) * rp_dtype_size(t));
     *out = NULL;
     if (ws->sizing) {
         ws->slab_bytes += (int64_t)bytes;
@@ -191,7 +194,22 @@ static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_acts *a) {
     AL(r, n * A, A_);
     AL(k, n * A, A_);
     AL(v, n * A, A_);
-    if (!v7) AL(gpre, n * A, A_);
+    if (!v7 && !WS_SEPARATE) {
+        /* gpre, y, og and x_mid as one buffer: all four are dead during the WKV backward, which
+         * takes the buffer as its scratch (block56_bwd); sanitizer builds keep four buffers */
+        const size_t as = rp_dtype_size(A_), slot = ws_round((size_t)(n * A) * as);
+        const size_t bytes = 3 * slot + ws_round((size_t)(n * C) * as);
+        AL(gpre, (int64_t)(bytes / as), A_);
+        if (a->gpre) {
+            a->y = (char *)a->gpre + slot;
+            a->og = (char *)a->gpre + 2 * slot;
+            a->x_mid = (char *)a->gpre + 3 * slot;
+            a->wkv_scratch = a->gpre;
+            a->wkv_scratch_bytes = bytes;
+        }
+    } else if (!v7) {
+        AL(gpre, n * A, A_);
+    }
     if (v7) AL(g, n * A, A_); /* RWKV-5/6: SiLU(gpre) is applied inside norm_gate_fwd/bwd */
     AL(w, n * A, A_);
     if (v7) {
@@ -209,12 +227,14 @@ static int alloc_acts(rwkvpeft_model *m, rp_workspace *ws, rp_acts *a) {
         AL(wa, n * C, A_);
         AL(wb, n * C, A_);
     }
-    AL(y, n * A, A_);
+    if (v7 || WS_SEPARATE) AL(y, n * A, A_);
     AL(gn_mean, n * m->H, P_);
     AL(gn_rstd, n * m->H, P_);
     if (v7) AL(o, n * A, A_); /* RWKV-5/6 gate the norm in one pass (norm_gate_fwd) */
-    AL(og, n * A, A_);
-    AL(x_mid, n * C, A_);
+    if (v7 || WS_SEPARATE) {
+        AL(og, n * A, A_);
+        AL(x_mid, n * C, A_);
+    }
     AL(ln2, n * C, A_);
     AL(mean2, n, P_);
     AL(rstd2, n, P_);
@@ -912,7 +932,7 @@ static int block56_bwd(rwkvpeft_model *m, rp_workspace *ws, int l, rp_acts *a, v
                      ly->lnx_w->data, ly->lnx_b->data, a->gpre, 1, a->gn_mean, a->gn_rstd, n, H, N));
     OP(wkv6_bwd(be, dr, dk, dv, dw, rp_param_grad(m, ly->faaaa, gf), wkv_gs0(m, st_in, g_in, ly, gf), dy,
                 g_out ? g_out->wkv : NULL, a->r, a->k, a->v, a->w, ly->faaaa->data, wkv_s0(st_in, ly),
-                wkv_s0_shared(st_in), B, T, H, N));
+                wkv_s0_shared(st_in), B, T, H, N, a->wkv_scratch, a->wkv_scratch_bytes));
     /* decay: v6 w = time_decay + tanh(xw·w1)·w2; v5 w = time_decay (every row) */
     void *gdec = rp_param_grad(m, ly->decay, gf);
     if (gdec) OP(sum_rows(be, gdec, dw, n, A));

@@ -875,9 +875,11 @@ typedef struct wkv_grads {
     double *gr, *gk, *gv, *gw, *gu, *gs0;
 } wkv_grads;
 
+/* with_scratch: the op gets a NaN-poisoned scratch buffer of 2·B·T·H·N floats (the model
+ * passes its dead buffers) instead of using its own */
 static void run_wkv_bwd(bk *b, wkv_grads g, const double *gy, const double *gs_out, const double *r, const double *k,
                         const double *v, const double *w, const double *u, const double *s0, int shared,
-                        wkv_shape s) {
+                        wkv_shape s, int with_scratch) {
     int64_t n = (int64_t)s.B * s.T * s.H * s.N, NN = (int64_t)s.N * s.N;
     tb dr = tb_in(b, b->A, r, n), dk = tb_in(b, b->A, k, n), dv = tb_in(b, b->A, v, n), dw = tb_in(b, b->A, w, n);
     tb du = tb_in(b, b->P, u, (int64_t)s.H * s.N);
@@ -886,8 +888,12 @@ static void run_wkv_bwd(bk *b, wkv_grads g, const double *gy, const double *gs_o
     tb dgr = tb_out(b, b->A, g.gr, n), dgk = tb_out(b, b->A, g.gk, n), dgv = tb_out(b, b->A, g.gv, n);
     tb dgw = tb_out(b, b->A, g.gw, n), dgu = tb_io(b, b->P, g.gu, (int64_t)s.H * s.N);
     tb dgs0 = tb_io(b, b->P, g.gs0, (shared ? 1 : s.B) * s.H * NN);
+    static const double any_host = 0; /* tb_out wants a host pointer; nothing is downloaded */
+    tb dscr = with_scratch ? tb_out(b, RP_F32, &any_host, 2 * n + 64) : (tb){b, NULL, RP_F32, 0, NULL};
     CHECK_RC(b, b->ops->wkv6_bwd(b->be, dgr.d, dgk.d, dgv.d, dgw.d, dgu.d, dgs0.d, dgy.d, dgso.d, dr.d, dk.d, dv.d,
-                                 dw.d, du.d, ds0.d, shared, s.B, s.T, s.H, s.N));
+                                 dw.d, du.d, ds0.d, shared, s.B, s.T, s.H, s.N, dscr.d,
+                                 dscr.d ? sizeof(float) * (size_t)(2 * n + 64) : 0));
+    tb_done(&dscr, NULL);
     tb_done(&dr, NULL);
     tb_done(&dk, NULL);
     tb_done(&dv, NULL);
@@ -1470,8 +1476,9 @@ static void wkv_case(bk *X, bk *R, rng *g, wkv_shape s, int s0_mode, int want_so
                     gs00 ? Hcopy(gs00, n0) : NULL};
     wkv_grads gref = {H(n), H(n), H(n), H(n), wkv_without_gu ? NULL : Hcopy(gu0, (int64_t)s.H * s.N),
                       gs00 ? Hcopy(gs00, n0) : NULL};
-    run_wkv_bwd(X, gx, in.gy, in.gs_out, in.r, in.k, in.v, in.w, in.u, in.s0, shared, s);
-    run_wkv_bwd(R, gref, in.gy, in.gs_out, in.r, in.k, in.v, in.w, in.u, in.s0, shared, s);
+    /* odd T: the op's temporaries in caller-provided scratch (as the model passes them) */
+    run_wkv_bwd(X, gx, in.gy, in.gs_out, in.r, in.k, in.v, in.w, in.u, in.s0, shared, s, s.T % 2);
+    run_wkv_bwd(R, gref, in.gy, in.gs_out, in.r, in.k, in.v, in.w, in.u, in.s0, shared, s, 0);
     expect_close(X, "gr", gx.gr, gref.gr, n, tol_of(X->A));
     expect_close(X, "gk", gx.gk, gref.gk, n, tol_of(X->A));
     expect_close(X, "gv", gx.gv, gref.gv, n, tol_of(X->A));
@@ -2474,7 +2481,7 @@ static void body_fd_wkv6(bk *R, rng *g) {
                 wkv_grads gr = {H(n), H(n), H(n), H(n), H((int64_t)c.s.H * c.s.N), s0_mode ? H(n0) : NULL};
                 set_case("fd wkv6 B%d T%d H%d N%d s0:%s gs_out%d", c.s.B, c.s.T, c.s.H, c.s.N,
                          s0_mode == 0 ? "none" : c.shared ? "shared" : "per-batch", with_gs);
-                run_wkv_bwd(R, gr, c.in.gy, c.in.gs_out, c.in.r, c.in.k, c.in.v, c.in.w, c.in.u, c.in.s0, c.shared, c.s);
+                run_wkv_bwd(R, gr, c.in.gy, c.in.gs_out, c.in.r, c.in.k, c.in.v, c.in.w, c.in.u, c.in.s0, c.shared, c.s, 0);
                 fd_check(R, g, "r", c.in.r, n, gr.gr, wkv_loss, &c);
                 fd_check(R, g, "k", c.in.k, n, gr.gk, wkv_loss, &c);
                 fd_check(R, g, "v", c.in.v, n, gr.gv, wkv_loss, &c);

@@ -703,7 +703,9 @@ static int cpu_wkv6_fwd(rp_backend *be, void *y_, void *sout_, const void *r_, c
 static int cpu_wkv6_bwd(rp_backend *be, void *gr_, void *gk_, void *gv_, void *gw_, void *gu_, void *gs0_,
                         const void *gy_, const void *gsout_, const void *r_, const void *k_, const void *v_,
                         const void *w_, const void *u_, const void *s0_, int s0_shared, int B, int T, int H,
-                        int N) {
+                        int N, void *scratch, size_t scratch_bytes) {
+    (void)scratch; /* the CPU algorithm's temporaries are per thread (cpu_scratch) */
+    (void)scratch_bytes;
     real *gr = (real *)gr_, *gk = (real *)gk_, *gv = (real *)gv_, *gw = (real *)gw_, *gu = (real *)gu_,
          *gs0 = (real *)gs0_;
     const real *gy = (const real *)gy_, *gsout = (const real *)gsout_, *r = (const real *)r_,

@@ -97,6 +97,15 @@ static inline size_t cu_round(size_t bytes) { return (bytes + 255) & ~(size_t)25
 /* Small device table (uploaded from the host per call). */
 int cu_upload_table(rp_backend *be, const void *host, size_t bytes, void **dev);
 
+/* __launch_bounds__ with a minimum of resident blocks per SM on CUDA. The emulator's macro takes
+ * one argument, and HIP reads the second as waves per execution unit (a different budget,
+ * never tuned on AMD hardware), so both get the thread count only. */
+#if defined(RWKVPEFT_CUDA_EMULATION) || defined(RWKVPEFT_USE_HIP)
+#define RP_BOUNDS(nt, minb) __launch_bounds__(nt)
+#else
+#define RP_BOUNDS(nt, minb) __launch_bounds__(nt, minb)
+#endif
+
 /* Grid size for a grid-stride loop over n items. */
 static inline unsigned cu_blocks(int64_t n, int threads) {
     int64_t b = (n + threads - 1) / threads;
@@ -357,7 +366,8 @@ int cu_wkv6_fwd(rp_backend *be, void *y, void *s_out, const void *r, const void 
                 const void *w, const void *u, const void *s0, int s0_shared, int B, int T, int H, int N);
 int cu_wkv6_bwd(rp_backend *be, void *gr, void *gk, void *gv, void *gw, void *gu, void *gs0, const void *gy,
                 const void *gs_out, const void *r, const void *k, const void *v, const void *w,
-                const void *u, const void *s0, int s0_shared, int B, int T, int H, int N);
+                const void *u, const void *s0, int s0_shared, int B, int T, int H, int N, void *scratch,
+                size_t scratch_bytes);
 
 /* ops_wkv7.cu */
 int cu_wkv7_fwd(rp_backend *be, void *y, void *s_out, const void *r, const void *w, const void *k, const void *v,

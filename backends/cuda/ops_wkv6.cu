@@ -28,17 +28,21 @@
  *   gu[i]  += Σ_t r_t[i]·k_t[i]·(gy_t·v_t);   gs0 = dS_0
  *   gw_t[i] = −exp(w_t[i])·G_t[i],  G_t[i] = ∂L/∂log d_t[i] = Σ_j dS_{t+1}[j][i]·d_t[i]·S_t[j][i].
  *   G comes without storing S: E_t = Σ_j dS_t[j][i]·S_t[j][i] obeys E_t = G_t + a_t[i] with
- *   a_t[i] = r_t[i]·Σ_j gy_t[j]·S_t[j][i], and E_{t+1} = G_t + k_t[i]·Σ_j dS_{t+1}[j][i]·v_t[j];
- *   walking back from E_T = Σ_j gs_out[j][i]·S_T[j][i]: G_t = E_{t+1} − k_t[i]·gk'_t[i],
- *   E_t = G_t + a_t[i].
- * One launch, two kinds of block (independent of each other):
- *   column blocks (IB key columns, all N rows; reduce over j): a forward sweep carrying S gives
- *     gr and a_t (a_t to fp32 scratch [B,T,H,N]) and gu; a reverse sweep carrying dS gives gk,
- *     gw (through E) and gs0;
+ *   a_t[i] = r_t[i]·Σ_j gy_t[j]·S_t[j][i], and E_{t+1} = G_t + q_t[i] with
+ *   q_t[i] = k_t[i]·gk'_t[i], gk'_t[i] = Σ_j dS_{t+1}[j][i]·v_t[j]; walking back from
+ *   E_T = Σ_j gs_out[j][i]·S_T[j][i]: G_t = E_{t+1} − q_t[i], E_t = G_t + a_t[i].
+ *   a needs S (forward in time), q needs dS (backward in time), and nothing else couples them.
+ * One launch, three kinds of block, each one sweep over T and independent of the others:
+ *   CF column blocks (IB key columns, all N rows; reduce over j), forward in time carrying S:
+ *     gr, a_t (fp32 scratch [B,T,H,N]), gu's partials, E_T (when gs_out);
+ *   CR column blocks, backward in time carrying dS: gk, q_t (fp32 scratch), gs0;
  *   row blocks (JB value rows; reduce over i): the forward's row sweep run backwards in time
  *     on dS with (r,k,v) → (k,r,gy) gives gv.
- * gu, and gs0 of a shared s0, are summed over B by a second, fixed-order kernel
- * (deterministic).
+ * Then wkv6_gw_kernel walks the E recurrence per (b,h,i) from the scratch and writes gw. (The
+ * first version ran both column sweeps in one block, so its critical path was two sweeps
+ * while the row blocks idled after one: B8 H32 0.90 ms.) The caller may lend the a/q scratch
+ * (its dead buffers). gu, and gs0 of a shared s0, are summed over B by a second, fixed-order
+ * kernel (deterministic).
  *
  * Tiles come in three tiers (wkv_tier below): wide (1–2 blocks per head, 64-element tiles),
  * mid (2–4 blocks, 32) and narrow (4–8 blocks, 16–32); a launch takes the biggest tiles that
@@ -73,7 +77,7 @@ template <int N_, int TJ_, int TI_, int IB_, int L_> struct col_cfg {
     static constexpr int N = N_, TJ = TJ_, TI = TI_, IB = IB_, L = L_;
     static constexpr int G = N / TJ, P = IB / TI, NT = G * P, TPS = NT / L;
     static constexpr int SJ = N / TPS, SI = IB / TPS;
-    static constexpr int SMEM = L * (2 * N + 5 * IB) + L;
+    static constexpr int SMEM = L * (2 * N + 3 * IB) + L;
     static_assert(pow2(TJ) && pow2(TI) && pow2(G) && pow2(TPS) && G <= 8 && TPS <= 8, "col_cfg");
     static_assert(N % IB == 0 && NT % 64 == 0 && NT % L == 0 && N % TPS == 0 && IB % TPS == 0, "col_cfg");
 };
@@ -107,7 +111,7 @@ struct wkv_args {
     int s0_shared;
     act_t *y, *gr, *gk, *gv, *gw;
     par_t *s_out;
-    float *a_scr, *gu_part, *gs0_dst;
+    float *a_scr, *q_scr, *e_scr, *gu_part, *gs0_dst;
     int gs0_acc;
 };
 
@@ -234,11 +238,17 @@ RP_DEV void read_then_advance(float (&M)[TJ][TI], const float (&x)[TJ], const fl
     }
 }
 
-template <class K> RP_DEV void col_role(float *sm, const wkv_args &A, int b, int h, int is) {
+/* The column blocks' two roles (one sweep each, run by different blocks in parallel):
+ *   CF (forward in time, carrying S from s0): gr_t = Σ_j gy·S + u·k·(gy·v), a_t = r·Σ_j gy·S
+ *      (fp32 scratch), gu's partial sum, and E_T = Σ_j gs_out·S_T (fp32 scratch, when gs_out);
+ *   CR (backward in time, carrying dS from gs_out): gk_t = gk'_t + u·r·(gy·v) with
+ *      gk'_t = Σ_j dS_{t+1}·v, q_t = k_t·gk'_t (fp32 scratch), and gs0 = dS_0.
+ * gw needs both (G_t = E_{t+1} − q_t, E_t = G_t + a_t from E_T): wkv6_gw_kernel walks that
+ * recurrence afterwards, so no block runs two sweeps. */
+template <class K, bool CR> RP_DEV void col_role(float *sm, const wkv_args &A, int b, int h, int is) {
     constexpr int N = K::N, TJ = K::TJ, TI = K::TI, IB = K::IB, L = K::L, G = K::G, P = K::P, TPS = K::TPS;
     constexpr int SJ = K::SJ, SI = K::SI, KO = cmax(TI / G, 1);
-    float *sV = sm, *sG = sV + L * N, *sR = sG + L * N, *sK = sR + L * IB, *sD = sK + L * IB, *sE = sD + L * IB,
-          *sA = sE + L * IB, *sS = sA + L * IB;
+    float *sV = sm, *sG = sV + L * N, *sR = sG + L * N, *sK = sR + L * IB, *sD = sK + L * IB, *sS = sD + L * IB;
     const int tid = threadIdx.x, g = tid % G, p = tid / G, st = tid / TPS, sg = tid % TPS;
     const int T = A.T, H = A.H, bh = b * H + h;
     const int64_t C = (int64_t)H * N, NN = (int64_t)N * N;
@@ -246,15 +256,16 @@ template <class K> RP_DEV void col_role(float *sm, const wkv_args &A, int b, int
     const bool own = reduce_owner<TI, G>(g);
     const int obase = reduce_base<TI, G>(g);
 
-    float uO[KO], guO[KO], EO[KO];
+    float uO[KO], guO[KO];
 #pragma unroll
     for (int q = 0; q < KO; q++) {
         uO[q] = A.u[(int64_t)h * N + i0 + own_pos<TI, P>(obase + q, p)];
         guO[q] = 0.0f;
     }
-    float M[TJ][TI]; /* S in the forward sweep, dS in the reverse one */
+    float M[TJ][TI]; /* CF: S from s0; CR: dS from gs_out */
     {
-        const par_t *m0 = A.s0 ? A.s0 + (A.s0_shared ? (int64_t)h : (int64_t)bh) * NN : NULL;
+        const par_t *m0 = CR ? (A.gs_out ? A.gs_out + (int64_t)bh * NN : NULL)
+                             : (A.s0 ? A.s0 + (A.s0_shared ? (int64_t)h : (int64_t)bh) * NN : NULL);
 #pragma unroll
         for (int a = 0; a < TJ; a++)
 #pragma unroll
@@ -264,9 +275,8 @@ template <class K> RP_DEV void col_role(float *sm, const wkv_args &A, int b, int
 
     raw_seg<act_t, SJ> pV, pG;
     raw_seg<act_t, SI> pR, pK, pW;
-    raw_seg<float, SI> pA;
     bool pv = false;
-    auto fetch = [&](int ch, bool with_a) {
+    auto fetch = [&](int ch) {
         const int t = ch * L + st;
         pv = t < T;
         if (pv) {
@@ -276,11 +286,10 @@ template <class K> RP_DEV void col_role(float *sm, const wkv_args &A, int b, int
             seg_load<TPS>(pR, A.r + o + i0, sg, A.vec);
             seg_load<TPS>(pK, A.k + o + i0, sg, A.vec);
             seg_load<TPS>(pW, A.w + o + i0, sg, A.vec);
-            if (with_a) seg_load<TPS>(pA, A.a_scr + o + i0, sg, true);
         }
     };
-    auto stage = [&](bool with_a) { /* steps past T: r = k = v = gy = a = 0, d = 1 */
-        float v[SJ], gy[SJ], r[SI], k[SI], d[SI], ew[SI], part = 0.0f;
+    auto stage = [&]() { /* steps past T: r = k = v = gy = 0, d = 1 */
+        float v[SJ], gy[SJ], r[SI], k[SI], d[SI], part = 0.0f;
 #pragma unroll
         for (int e = 0; e < SJ; e++) {
             v[e] = pv ? tof(pV.e[e]) : 0.0f;
@@ -291,42 +300,35 @@ template <class K> RP_DEV void col_role(float *sm, const wkv_args &A, int b, int
         for (int e = 0; e < SI; e++) {
             r[e] = pv ? tof(pR.e[e]) : 0.0f;
             k[e] = pv ? tof(pK.e[e]) : 0.0f;
-            ew[e] = pv ? expf(tof(pW.e[e])) : 0.0f;
-            d[e] = expf(-ew[e]);
+            d[e] = pv ? decay_of(tof(pW.e[e])) : 1.0f;
         }
         sts_seg<act_t, SJ, TPS>(sV + st * N, v, sg);
         sts_seg<act_t, SJ, TPS>(sG + st * N, gy, sg);
         sts_seg<act_t, SI, TPS>(sR + st * IB, r, sg);
         sts_seg<act_t, SI, TPS>(sK + st * IB, k, sg);
         sts_seg<act_t, SI, TPS>(sD + st * IB, d, sg);
-        sts_seg<act_t, SI, TPS>(sE + st * IB, ew, sg);
-        if (with_a) {
-            float av[SI];
-#pragma unroll
-            for (int e = 0; e < SI; e++) av[e] = pv ? pA.e[e] : 0.0f;
-            sts_seg<float, SI, TPS>(sA + st * IB, av, sg);
-        }
         part = stage_sum<TPS>(part);
         if (sg == 0) sS[st] = part;
     };
     const int nch = (T + L - 1) / L;
 
-    /* forward sweep: gr_t[i] = Σ_j gy[j]·S[j][i] + u·k·(gy·v);  a_t[i] = r·Σ_j gy[j]·S[j][i] */
-    if (nch > 0) fetch(0, false);
-    for (int ch = 0; ch < nch; ch++) {
+    if (nch > 0) fetch(CR ? nch - 1 : 0);
+    for (int n = 0; n < nch; n++) {
+        const int ch = CR ? nch - 1 - n : n;
         __syncthreads();
-        stage(false);
-        if (ch + 1 < nch) fetch(ch + 1, false);
+        stage();
+        if (n + 1 < nch) fetch(CR ? ch - 1 : ch + 1);
         __syncthreads();
 #pragma unroll 2
-        for (int s = 0; s < L; s++) {
-            const int t = ch * L + s;
-            float vj[TJ], gj[TJ], ki[TI], di[TI], acc[TI];
+        for (int ss = 0; ss < L; ss++) {
+            const int s = CR ? L - 1 - ss : ss, t = ch * L + s;
+            float vj[TJ], gj[TJ], xi[TI], di[TI], acc[TI];
             lds_own<TJ, G>(vj, sV + s * N, g);
             lds_own<TJ, G>(gj, sG + s * N, g);
-            lds_own<TI, P>(ki, sK + s * IB, p);
+            lds_own<TI, P>(xi, (CR ? sR : sK) + s * IB, p);
             lds_own<TI, P>(di, sD + s * IB, p);
-            read_then_advance(M, gj, di, ki, vj, acc);
+            if (CR) read_then_advance(M, vj, di, xi, gj, acc); /* acc = gk'; dS_{t+1} → dS_t */
+            else read_then_advance(M, gj, di, xi, vj, acc);    /* acc = Σ_j gy·S_t; S_t → S_{t+1} */
             group_reduce<TI, G>(acc, g);
             const float gyv = sS[s];
             const int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N + i0;
@@ -334,81 +336,108 @@ template <class K> RP_DEV void col_role(float *sm, const wkv_args &A, int b, int
             for (int q = 0; q < KO; q++) {
                 const int i = own_pos<TI, P>(obase + q, p);
                 const float ri = sR[s * IB + i], kv = sK[s * IB + i];
-                guO[q] = fmaf(ri * kv, gyv, guO[q]);
-                if (own && t < T) {
-                    A.gr[o + i] = fromf<act_t>(fmaf(uO[q] * kv, gyv, acc[q]));
-                    A.a_scr[o + i] = ri * acc[q];
+                if (CR) {
+                    if (own && t < T) {
+                        A.gk[o + i] = fromf<act_t>(fmaf(uO[q] * ri, gyv, acc[q]));
+                        A.q_scr[o + i] = kv * acc[q];
+                    }
+                } else {
+                    guO[q] = fmaf(ri * kv, gyv, guO[q]);
+                    if (own && t < T) {
+                        A.gr[o + i] = fromf<act_t>(fmaf(uO[q] * kv, gyv, acc[q]));
+                        A.a_scr[o + i] = ri * acc[q];
+                    }
                 }
             }
         }
     }
-    __syncthreads(); /* a_t written above is read back by other threads below */
 
-    /* E_T = Σ_j gs_out[j][i]·S_T[j][i]; M becomes dS_T */
-    {
-        const par_t *gso = A.gs_out ? A.gs_out + (int64_t)bh * NN : NULL;
+    if (CR) {
+        if (A.gs0_dst) { /* M = dS_0 */
+            float *dst = A.gs0_dst + (int64_t)bh * NN;
+#pragma unroll
+            for (int a = 0; a < TJ; a++)
+#pragma unroll
+                for (int c = 0; c < TI; c++) {
+                    float *q = dst + (int64_t)own_pos<TJ, G>(a, g) * N + i0 + own_pos<TI, P>(c, p);
+                    *q = A.gs0_acc ? *q + M[a][c] : M[a][c];
+                }
+        }
+        return;
+    }
+    if (A.e_scr) { /* E_T = Σ_j gs_out[j][i]·S_T[j][i] (e_scr is set exactly when gs_out is) */
+        const par_t *gso = A.gs_out + (int64_t)bh * NN;
         float e[TI];
 #pragma unroll
         for (int c = 0; c < TI; c++) {
             e[c] = 0.0f;
 #pragma unroll
-            for (int a = 0; a < TJ; a++) {
-                const float ds = gso ? gso[(int64_t)own_pos<TJ, G>(a, g) * N + i0 + own_pos<TI, P>(c, p)] : 0.0f;
-                e[c] = fmaf(ds, M[a][c], e[c]);
-                M[a][c] = ds;
-            }
+            for (int a = 0; a < TJ; a++)
+                e[c] = fmaf(gso[(int64_t)own_pos<TJ, G>(a, g) * N + i0 + own_pos<TI, P>(c, p)], M[a][c], e[c]);
         }
         group_reduce<TI, G>(e, g);
+        if (own) {
 #pragma unroll
-        for (int q = 0; q < KO; q++) EO[q] = e[q];
-    }
-
-    /* reverse sweep: gk_t[i] = Σ_j dS[j][i]·v[j] + u·r·(gy·v); G = E − k·gk'; gw = −exp(w)·G; E = G + a */
-    if (nch > 0) fetch(nch - 1, true);
-    for (int ch = nch - 1; ch >= 0; ch--) {
-        __syncthreads();
-        stage(true);
-        if (ch > 0) fetch(ch - 1, true);
-        __syncthreads();
-#pragma unroll 2
-        for (int ss = 0; ss < L; ss++) {
-            const int s = L - 1 - ss, t = ch * L + s;
-            float vj[TJ], gj[TJ], ri[TI], di[TI], acc[TI];
-            lds_own<TJ, G>(vj, sV + s * N, g);
-            lds_own<TJ, G>(gj, sG + s * N, g);
-            lds_own<TI, P>(ri, sR + s * IB, p);
-            lds_own<TI, P>(di, sD + s * IB, p);
-            read_then_advance(M, vj, di, ri, gj, acc);
-            group_reduce<TI, G>(acc, g);
-            const float gyv = sS[s];
-            const int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N + i0;
-#pragma unroll
-            for (int q = 0; q < KO; q++) {
-                const int i = own_pos<TI, P>(obase + q, p);
-                const float rv = sR[s * IB + i], kv = sK[s * IB + i];
-                const float Gt = fmaf(-kv, acc[q], EO[q]);
-                if (own && t < T) {
-                    A.gk[o + i] = fromf<act_t>(fmaf(uO[q] * rv, gyv, acc[q]));
-                    A.gw[o + i] = fromf<act_t>(-sE[s * IB + i] * Gt);
-                }
-                EO[q] = Gt + sA[s * IB + i];
-            }
+            for (int q = 0; q < KO; q++) A.e_scr[(int64_t)bh * N + i0 + own_pos<TI, P>(obase + q, p)] = e[q];
         }
-    }
-
-    if (A.gs0_dst) { /* M = dS_0 */
-        float *dst = A.gs0_dst + (int64_t)bh * NN;
-#pragma unroll
-        for (int a = 0; a < TJ; a++)
-#pragma unroll
-            for (int c = 0; c < TI; c++) {
-                float *q = dst + (int64_t)own_pos<TJ, G>(a, g) * N + i0 + own_pos<TI, P>(c, p);
-                *q = A.gs0_acc ? *q + M[a][c] : M[a][c];
-            }
     }
     if (A.gu_part && own) {
 #pragma unroll
         for (int q = 0; q < KO; q++) A.gu_part[(int64_t)bh * N + i0 + own_pos<TI, P>(obase + q, p)] = guO[q];
+    }
+}
+
+/* gw from the column roles' scratch. Per (b, h, i), backwards in time:
+ *   G_t = E_{t+1} − q_t;  gw_t = −exp(w_t)·G_t;  E_t = G_t + a_t   (E_T from e_scr, or 0),
+ * i.e. E is a suffix sum of a − q. A block takes GW_COLS columns × GW_SEGS segments of T:
+ * each thread sums its segment's a − q, the block adds up the later segments' sums for each
+ * thread's starting E, and each thread walks its own segment — so B = 1 (2,048 columns at
+ * H32) still has 16 K threads, and the loads of a step never wait on E (they are issued
+ * GW_UNROLL steps ahead). Consecutive threads own consecutive columns: contiguous accesses. */
+#define GW_COLS 32
+#define GW_SEGS 8
+#define GW_UNROLL 8 /* also the literal of the "#pragma unroll 8" below */
+__global__ void __launch_bounds__(GW_COLS *GW_SEGS)
+    wkv6_gw_kernel(act_t *__restrict__ gw, const act_t *__restrict__ w, const float *__restrict__ a,
+                   const float *__restrict__ q, const float *__restrict__ e_scr, int B, int T, int64_t C) {
+    __shared__ float seg_sum[GW_SEGS][GW_COLS];
+    const int cx = (int)threadIdx.x % GW_COLS, sy = (int)threadIdx.x / GW_COLS;
+    const int64_t idx = (int64_t)blockIdx.x * GW_COLS + cx;
+    const bool live = idx < (int64_t)B * C;
+    const int64_t b = live ? idx / C : 0, c = live ? idx % C : 0, base = b * T * C + c;
+    const int seg = (T + GW_SEGS - 1) / GW_SEGS, t0 = sy * seg, t1 = t0 + seg < T ? t0 + seg : T;
+    float sum = 0.0f;
+    if (live) {
+#pragma unroll 8
+        for (int t = t0; t < t1; t++) sum += a[base + (int64_t)t * C] - q[base + (int64_t)t * C];
+    }
+    seg_sum[sy][cx] = sum;
+    __syncthreads();
+    if (!live) return;
+    float E = e_scr ? e_scr[idx] : 0.0f;
+    for (int s2 = GW_SEGS - 1; s2 > sy; s2--) E += seg_sum[s2][cx];
+    int t = t1 - 1;
+    for (; t - (GW_UNROLL - 1) >= t0; t -= GW_UNROLL) {
+        float qv[GW_UNROLL], av[GW_UNROLL], wv[GW_UNROLL];
+#pragma unroll
+        for (int u = 0; u < GW_UNROLL; u++) {
+            const int64_t o = base + (int64_t)(t - u) * C;
+            qv[u] = q[o];
+            av[u] = a[o];
+            wv[u] = tof(w[o]);
+        }
+#pragma unroll
+        for (int u = 0; u < GW_UNROLL; u++) {
+            const float Gt = E - qv[u];
+            gw[base + (int64_t)(t - u) * C] = fromf<act_t>(-expf(wv[u]) * Gt);
+            E = Gt + av[u];
+        }
+    }
+    for (; t >= t0; t--) {
+        const int64_t o = base + (int64_t)t * C;
+        const float Gt = E - q[o];
+        gw[o] = fromf<act_t>(-expf(tof(w[o])) * Gt);
+        E = Gt + a[o];
     }
 }
 
@@ -424,18 +453,23 @@ template <class K> __global__ void __launch_bounds__(K::NT) wkv6_forward_kernel(
                         m0, A.y, A.s_out ? A.s_out + (int64_t)bh * NN : NULL);
 }
 
-/* blocks [0, B·H·N/IB): column blocks; the rest: row blocks */
-template <class KC, class KR> __global__ void __launch_bounds__(KC::NT) wkv6_backward_kernel(wkv_args A) {
+/* blocks [0, B·H·N/IB): CF column blocks; the next B·H·N/IB: CR column blocks; the rest:
+ * row blocks (gv). All three kinds run one sweep and need nothing from each other. */
+/* Six blocks per SM for N ≤ 64 (≤ 170 registers; the wide tiles need 173 unbounded, and spill
+ * nothing at 168): B8 H32's 768 wide blocks then fit in one wave on 132 SMs. */
+template <class KC, class KR> __global__ void RP_BOUNDS(KC::NT, KC::N <= 64 ? 6 : 1) wkv6_backward_kernel(wkv_args A) {
     static_assert(KC::NT == KR::NT && KC::N == KR::N, "one block size per launch");
     __shared__ float4 sm4[(cmax(KC::SMEM, KR::SMEM) + 3) / 4];
     float *sm = reinterpret_cast<float *>(sm4);
     constexpr int CSPLIT = KC::N / KC::IB, RSPLIT = KR::N / KR::JB;
     const unsigned ncol = (unsigned)A.B * (unsigned)A.H * CSPLIT;
-    if (blockIdx.x < ncol) {
-        const int bh = (int)(blockIdx.x / CSPLIT), is = (int)(blockIdx.x % CSPLIT);
-        col_role<KC>(sm, A, bh / A.H, bh % A.H, is);
+    if (blockIdx.x < 2 * ncol) {
+        const unsigned x = blockIdx.x < ncol ? blockIdx.x : blockIdx.x - ncol;
+        const int bh = (int)(x / CSPLIT), is = (int)(x % CSPLIT);
+        if (blockIdx.x < ncol) col_role<KC, false>(sm, A, bh / A.H, bh % A.H, is);
+        else col_role<KC, true>(sm, A, bh / A.H, bh % A.H, is);
     } else {
-        const unsigned x = blockIdx.x - ncol;
+        const unsigned x = blockIdx.x - 2 * ncol;
         const int bh = (int)(x / RSPLIT), js = (int)(x % RSPLIT);
         const int64_t NN = (int64_t)KR::N * KR::N;
         row_sweep<KR, true>(sm, bh / A.H, bh % A.H, js, A.T, A.H, A.vec != 0, A.k, A.r, A.w, A.gy, A.u,
@@ -488,7 +522,7 @@ template <int N> static void launch_fwd(cudaStream_t s, const wkv_args &a) {
 }
 
 template <int N, int TIER> static int64_t bwd_blocks(int64_t BH) {
-    return BH * (N / wkv_tier<N, TIER>::col::IB + N / wkv_tier<N, TIER>::row::JB);
+    return BH * (2 * (N / wkv_tier<N, TIER>::col::IB) + N / wkv_tier<N, TIER>::row::JB);
 }
 template <int N, int TIER> static void launch_bwd_tier(cudaStream_t s, const wkv_args &a) {
     using KC = typename wkv_tier<N, TIER>::col;
@@ -510,8 +544,8 @@ static int wkv_check(rp_backend *be, const char *op, int B, int T, int H, int N)
     if (B < 0 || T < 0 || H < 0) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "%s: negative size", op);
     if (N != 32 && N != 64 && N != 128)
         return CU_FAIL(be, RWKVPEFT_E_UNSUPPORTED, "%s: head size %d is not built (32, 64, 128)", op, N);
-    /* blocks: up to 16 per head (narrow tiles, both kinds of backward block) */
-    if ((int64_t)B * H > 0x7fffffffLL / 16) return CU_FAIL(be, RWKVPEFT_E_UNSUPPORTED, "%s: B·H too large", op);
+    /* blocks: up to 24 per head (narrow tiles, the three kinds of backward block) */
+    if ((int64_t)B * H > 0x7fffffffLL / 24) return CU_FAIL(be, RWKVPEFT_E_UNSUPPORTED, "%s: B·H too large", op);
     return 0;
 }
 
@@ -548,7 +582,7 @@ int cu_wkv6_fwd(rp_backend *be, void *y, void *s_out, const void *r, const void 
 
 int cu_wkv6_bwd(rp_backend *be, void *gr, void *gk, void *gv, void *gw, void *gu, void *gs0, const void *gy,
                 const void *gs_out, const void *r, const void *k, const void *v, const void *w, const void *u,
-                const void *s0, int s0_shared, int B, int T, int H, int N) {
+                const void *s0, int s0_shared, int B, int T, int H, int N, void *scratch, size_t scratch_bytes) {
     RP_TRY(wkv_check(be, "wkv6_bwd", B, T, H, N));
     if (B == 0 || H == 0) return 0;
     CU_ENTER(be);
@@ -556,14 +590,21 @@ int cu_wkv6_bwd(rp_backend *be, void *gr, void *gk, void *gv, void *gw, void *gu
     const int64_t NN = (int64_t)N * N, BH = (int64_t)B * H;
     const size_t a_bytes = cu_round(sizeof(float) * (size_t)((int64_t)B * T * H * N));
     const size_t gu_bytes = gu ? cu_round(sizeof(float) * (size_t)(BH * N)) : 0;
+    const size_t e_bytes = gs_out ? cu_round(sizeof(float) * (size_t)(BH * N)) : 0;
     const int shared_gs0 = gs0 && s0_shared;
     const size_t gs_bytes = shared_gs0 ? cu_round(sizeof(float) * (size_t)(BH * NN)) : 0;
+    /* a and q (2·B·T·H·N floats) in the caller's dead buffers when they fit, else with the
+     * small temporaries in the backend's scratch */
+    const int own_aq = !(scratch && scratch_bytes >= 2 * a_bytes && ((uintptr_t)scratch & 255u) == 0);
     void *scr;
-    RP_TRY(cu_scratch(be, a_bytes + gu_bytes + gs_bytes + 256, &scr));
-    char *cur = (char *)scr;
+    RP_TRY(cu_scratch(be, (own_aq ? 2 * a_bytes : 0) + e_bytes + gu_bytes + gs_bytes + 256, &scr));
+    char *cur = (char *)scr, *aq = own_aq ? cur : (char *)scratch;
     wkv_args a;
     memset(&a, 0, sizeof a);
-    a.a_scr = (float *)cu_carve(&cur, a_bytes);
+    a.a_scr = (float *)cu_carve(&aq, a_bytes);
+    a.q_scr = (float *)cu_carve(&aq, a_bytes);
+    if (own_aq) cur = aq;
+    a.e_scr = gs_out ? (float *)cu_carve(&cur, e_bytes) : NULL;
     a.gu_part = gu ? (float *)cu_carve(&cur, gu_bytes) : NULL; /* gu NULL: u frozen */
     float *gs_part = shared_gs0 ? (float *)cu_carve(&cur, gs_bytes) : NULL;
     /* per-batch gs0: each (b,h) slice belongs to one block: accumulate in place */
@@ -592,6 +633,11 @@ int cu_wkv6_bwd(rp_backend *be, void *gr, void *gk, void *gv, void *gw, void *gu
     default: launch_bwd<128>(s, a); break;
     }
     CU_LAUNCHED(be);
+    {
+        const int64_t cols = (int64_t)B * H * N;
+        wkv6_gw_kernel<<<(unsigned)((cols + GW_COLS - 1) / GW_COLS), GW_COLS * GW_SEGS, 0, s>>>((act_t *)gw, (const act_t *)w, a.a_scr, a.q_scr, a.e_scr, B, T, (int64_t)H * N);
+        CU_LAUNCHED(be);
+    }
     if (gu) {
         const int64_t per_gu = (int64_t)H * N;
         wkv_sum_over_batch_kernel<<<cu_blocks(per_gu, 256), 256, 0, s>>>((par_t *)gu, a.gu_part, B, per_gu);

@@ -391,15 +391,8 @@ RP_DEV void b7_bwd_step(float (&D)[K::TJ][K::TI], const float (&Sp)[K::TJ][K::TI
     }
 }
 
-/* K::MINB blocks per SM: at most 65536 / (NT · MINB) registers per thread (the emulator's
- * macro takes one argument) */
-#if defined(RWKVPEFT_CUDA_EMULATION)
-#define W7_BOUNDS(nt, minb) __launch_bounds__(nt)
-#else
-#define W7_BOUNDS(nt, minb) __launch_bounds__(nt, minb)
-#endif
-
-template <class K> __global__ void W7_BOUNDS(K::NT, K::MINB) wkv7_backward_kernel(w7_args A) {
+/* K::MINB blocks per SM: at most 65536 / (NT · MINB) registers per thread (RP_BOUNDS) */
+template <class K> __global__ void RP_BOUNDS(K::NT, K::MINB) wkv7_backward_kernel(w7_args A) {
     constexpr int N = K::N, TJ = K::TJ, TI = K::TI, L = K::L, KQ = K::KQ, KS = K::KS, G = K::G, P = K::P;
     constexpr int TPS = K::TPS, SV = K::SV, E = K::E, NT = K::NT, NSLOT = K::NSLOT;
 #if defined(RWKVPEFT_CUDA_EMULATION)
