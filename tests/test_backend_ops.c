@@ -23,6 +23,7 @@
  *
  * $RWKVPEFT_OPS_VERBOSE=1 prints every comparison with its error; $RWKVPEFT_OPS_ONLY=wkv6,gemm
  * runs only the named tests (the others pass without doing anything). */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <check.h>
 #include <math.h>
 #include <stdarg.h>
@@ -1468,8 +1469,9 @@ static void wkv_case(bk *X, bk *R, rng *g, wkv_shape s, int s0_mode, int want_so
         expect_close(X, "y", yi, yr, n, tol_of(X->A));
         expect_close(X, "state", st, sr, ns, tol_of(X->P));
     }
-    set_case("wkv6_bwd B%d T%d H%d N%d s0:%s gs_out%d gs0%d", s.B, s.T, s.H, s.N,
-             s0_mode == 0 ? "none" : shared ? "shared" : "per-batch", with_gs, want_gs0);
+    const char *sched = getenv("RWKVPEFT_WKV6_BWD");
+    set_case("wkv6_bwd B%d T%d H%d N%d s0:%s gs_out%d gs0%d schedule:%s", s.B, s.T, s.H, s.N,
+             s0_mode == 0 ? "none" : shared ? "shared" : "per-batch", with_gs, want_gs0, sched ? sched : "auto");
     double *gu0 = gen_normal(g, (int64_t)s.H * s.N, 0, 1, X->P);
     double *gs00 = want_gs0 && s0_mode ? gen_normal(g, n0, 0, 1, X->P) : NULL;
     wkv_grads gx = {H(n), H(n), H(n), H(n), wkv_without_gu ? NULL : Hcopy(gu0, (int64_t)s.H * s.N),
@@ -1487,7 +1489,7 @@ static void wkv_case(bk *X, bk *R, rng *g, wkv_shape s, int s0_mode, int want_so
     if (gs00) expect_close(X, "gs0", gx.gs0, gref.gs0, n0, 10 * tol_of(X->P));
 }
 
-static void body_wkv6(bk *X, bk *R, rng *g) {
+static void wkv6_cases(bk *X, bk *R, rng *g) {
     wkv_shape s = {3, 37, 2, 64};
     wkv_case(X, R, g, s, 0, 0, 0, 0);
     wkv_case(X, R, g, s, 1, 1, 1, 1);
@@ -1508,6 +1510,22 @@ static void body_wkv6(bk *X, bk *R, rng *g) {
         wkv_shape s3 = {2, 21, 3, 32};
         wkv_case(X, R, g, s3, 2, 1, 1, 1);
     }
+}
+
+/* The GPU backward has two schedules (fused column blocks, or split ones plus a gw pass; the
+ * module picks by occupancy, which these small shapes would always answer "split"): every
+ * case runs under each, forced through $RWKVPEFT_WKV6_BWD. */
+static void body_wkv6(bk *X, bk *R, rng *g) {
+    if (!X->gpu) {
+        wkv6_cases(X, R, g);
+        return;
+    }
+    const char *modes[2] = {"split", "fused"};
+    for (int i = 0; i < 2; i++) {
+        setenv("RWKVPEFT_WKV6_BWD", modes[i], 1);
+        wkv6_cases(X, R, g);
+    }
+    unsetenv("RWKVPEFT_WKV6_BWD");
 }
 
 /* ------------------------------------------------------------------------------------ */

@@ -77,7 +77,7 @@ template <int N_, int TJ_, int TI_, int IB_, int L_> struct col_cfg {
     static constexpr int N = N_, TJ = TJ_, TI = TI_, IB = IB_, L = L_;
     static constexpr int G = N / TJ, P = IB / TI, NT = G * P, TPS = NT / L;
     static constexpr int SJ = N / TPS, SI = IB / TPS;
-    static constexpr int SMEM = L * (2 * N + 3 * IB) + L;
+    static constexpr int SMEM_SPLIT = L * (2 * N + 3 * IB) + L, SMEM = SMEM_SPLIT + 2 * L * IB; /* floats */
     static_assert(pow2(TJ) && pow2(TI) && pow2(G) && pow2(TPS) && G <= 8 && TPS <= 8, "col_cfg");
     static_assert(N % IB == 0 && NT % 64 == 0 && NT % L == 0 && N % TPS == 0 && IB % TPS == 0, "col_cfg");
 };
@@ -238,17 +238,27 @@ RP_DEV void read_then_advance(float (&M)[TJ][TI], const float (&x)[TJ], const fl
     }
 }
 
-/* The column blocks' two roles (one sweep each, run by different blocks in parallel):
+/* The column blocks' roles. Two schedules (wkv_bwd_split chooses per launch):
+ *   fused: one block per column slice runs both sweeps — CF's, then CR's with the E walk
+ *     inline (G_t = E_{t+1} − q_t, gw_t = −exp(w_t)·G_t, E_t = G_t + a_t, a_t read back from
+ *     the scratch this block wrote);
+ *   split: CF and CR are different blocks running in parallel, each one sweep, and
+ *     wkv6_gw_kernel walks E afterwards from both scratches. The critical path is one sweep
+ *     instead of two, at the cost of q's scratch and the walk's memory traffic, so it wins
+ *     only when the whole launch is resident at once (B·H small).
  *   CF (forward in time, carrying S from s0): gr_t = Σ_j gy·S + u·k·(gy·v), a_t = r·Σ_j gy·S
- *      (fp32 scratch), gu's partial sum, and E_T = Σ_j gs_out·S_T (fp32 scratch, when gs_out);
+ *      (fp32 scratch), gu's partial sum; E_T = Σ_j gs_out·S_T (split: to fp32 scratch);
  *   CR (backward in time, carrying dS from gs_out): gk_t = gk'_t + u·r·(gy·v) with
- *      gk'_t = Σ_j dS_{t+1}·v, q_t = k_t·gk'_t (fp32 scratch), and gs0 = dS_0.
- * gw needs both (G_t = E_{t+1} − q_t, E_t = G_t + a_t from E_T): wkv6_gw_kernel walks that
- * recurrence afterwards, so no block runs two sweeps. */
-template <class K, bool CR> RP_DEV void col_role(float *sm, const wkv_args &A, int b, int h, int is) {
+ *      gk'_t = Σ_j dS_{t+1}·v, q_t = k_t·gk'_t (split: to fp32 scratch; fused: the E walk),
+ *      and gs0 = dS_0. */
+enum { ROLE_FUSED = 0, ROLE_CF = 1, ROLE_CR = 2 };
+template <class K, int ROLE> RP_DEV void col_role(float *sm, const wkv_args &A, int b, int h, int is) {
     constexpr int N = K::N, TJ = K::TJ, TI = K::TI, IB = K::IB, L = K::L, G = K::G, P = K::P, TPS = K::TPS;
     constexpr int SJ = K::SJ, SI = K::SI, KO = cmax(TI / G, 1);
-    float *sV = sm, *sG = sV + L * N, *sR = sG + L * N, *sK = sR + L * IB, *sD = sK + L * IB, *sS = sD + L * IB;
+    constexpr bool FWD = ROLE != ROLE_CR, REV = ROLE != ROLE_CF, FUSED = ROLE == ROLE_FUSED;
+    /* the fused role's exp(w) and a last: the split roles' shared memory ends before them */
+    float *sV = sm, *sG = sV + L * N, *sR = sG + L * N, *sK = sR + L * IB, *sD = sK + L * IB, *sS = sD + L * IB,
+          *sE = sS + L, *sA = sE + L * IB;
     const int tid = threadIdx.x, g = tid % G, p = tid / G, st = tid / TPS, sg = tid % TPS;
     const int T = A.T, H = A.H, bh = b * H + h;
     const int64_t C = (int64_t)H * N, NN = (int64_t)N * N;
@@ -256,16 +266,17 @@ template <class K, bool CR> RP_DEV void col_role(float *sm, const wkv_args &A, i
     const bool own = reduce_owner<TI, G>(g);
     const int obase = reduce_base<TI, G>(g);
 
-    float uO[KO], guO[KO];
+    float uO[KO], guO[KO], EO[KO];
 #pragma unroll
     for (int q = 0; q < KO; q++) {
         uO[q] = A.u[(int64_t)h * N + i0 + own_pos<TI, P>(obase + q, p)];
         guO[q] = 0.0f;
+        EO[q] = 0.0f;
     }
-    float M[TJ][TI]; /* CF: S from s0; CR: dS from gs_out */
+    float M[TJ][TI]; /* S in the forward sweep, dS in the reverse one */
     {
-        const par_t *m0 = CR ? (A.gs_out ? A.gs_out + (int64_t)bh * NN : NULL)
-                             : (A.s0 ? A.s0 + (A.s0_shared ? (int64_t)h : (int64_t)bh) * NN : NULL);
+        const par_t *m0 = ROLE == ROLE_CR ? (A.gs_out ? A.gs_out + (int64_t)bh * NN : NULL)
+                                          : (A.s0 ? A.s0 + (A.s0_shared ? (int64_t)h : (int64_t)bh) * NN : NULL);
 #pragma unroll
         for (int a = 0; a < TJ; a++)
 #pragma unroll
@@ -275,8 +286,9 @@ template <class K, bool CR> RP_DEV void col_role(float *sm, const wkv_args &A, i
 
     raw_seg<act_t, SJ> pV, pG;
     raw_seg<act_t, SI> pR, pK, pW;
+    raw_seg<float, SI> pA;
     bool pv = false;
-    auto fetch = [&](int ch) {
+    auto fetch = [&](int ch, bool with_a) {
         const int t = ch * L + st;
         pv = t < T;
         if (pv) {
@@ -286,10 +298,11 @@ template <class K, bool CR> RP_DEV void col_role(float *sm, const wkv_args &A, i
             seg_load<TPS>(pR, A.r + o + i0, sg, A.vec);
             seg_load<TPS>(pK, A.k + o + i0, sg, A.vec);
             seg_load<TPS>(pW, A.w + o + i0, sg, A.vec);
+            if (with_a) seg_load<TPS>(pA, A.a_scr + o + i0, sg, true);
         }
     };
-    auto stage = [&]() { /* steps past T: r = k = v = gy = 0, d = 1 */
-        float v[SJ], gy[SJ], r[SI], k[SI], d[SI], part = 0.0f;
+    auto stage = [&](bool with_a) { /* steps past T: r = k = v = gy = a = 0, d = 1 */
+        float v[SJ], gy[SJ], r[SI], k[SI], d[SI], ew[SI], part = 0.0f;
 #pragma unroll
         for (int e = 0; e < SJ; e++) {
             v[e] = pv ? tof(pV.e[e]) : 0.0f;
@@ -300,48 +313,49 @@ template <class K, bool CR> RP_DEV void col_role(float *sm, const wkv_args &A, i
         for (int e = 0; e < SI; e++) {
             r[e] = pv ? tof(pR.e[e]) : 0.0f;
             k[e] = pv ? tof(pK.e[e]) : 0.0f;
-            d[e] = pv ? decay_of(tof(pW.e[e])) : 1.0f;
+            ew[e] = pv ? expf(tof(pW.e[e])) : 0.0f;
+            d[e] = expf(-ew[e]);
         }
         sts_seg<act_t, SJ, TPS>(sV + st * N, v, sg);
         sts_seg<act_t, SJ, TPS>(sG + st * N, gy, sg);
         sts_seg<act_t, SI, TPS>(sR + st * IB, r, sg);
         sts_seg<act_t, SI, TPS>(sK + st * IB, k, sg);
         sts_seg<act_t, SI, TPS>(sD + st * IB, d, sg);
+        if (FUSED) sts_seg<act_t, SI, TPS>(sE + st * IB, ew, sg);
+        if (with_a) {
+            float av[SI];
+#pragma unroll
+            for (int e = 0; e < SI; e++) av[e] = pv ? pA.e[e] : 0.0f;
+            sts_seg<float, SI, TPS>(sA + st * IB, av, sg);
+        }
         part = stage_sum<TPS>(part);
         if (sg == 0) sS[st] = part;
     };
     const int nch = (T + L - 1) / L;
 
-    if (nch > 0) fetch(CR ? nch - 1 : 0);
-    for (int n = 0; n < nch; n++) {
-        const int ch = CR ? nch - 1 - n : n;
-        __syncthreads();
-        stage();
-        if (n + 1 < nch) fetch(CR ? ch - 1 : ch + 1);
-        __syncthreads();
+    if (FWD) { /* gr_t[i] = Σ_j gy[j]·S[j][i] + u·k·(gy·v);  a_t[i] = r·Σ_j gy[j]·S[j][i] */
+        if (nch > 0) fetch(0, false);
+        for (int ch = 0; ch < nch; ch++) {
+            __syncthreads();
+            stage(false);
+            if (ch + 1 < nch) fetch(ch + 1, false);
+            __syncthreads();
 #pragma unroll 2
-        for (int ss = 0; ss < L; ss++) {
-            const int s = CR ? L - 1 - ss : ss, t = ch * L + s;
-            float vj[TJ], gj[TJ], xi[TI], di[TI], acc[TI];
-            lds_own<TJ, G>(vj, sV + s * N, g);
-            lds_own<TJ, G>(gj, sG + s * N, g);
-            lds_own<TI, P>(xi, (CR ? sR : sK) + s * IB, p);
-            lds_own<TI, P>(di, sD + s * IB, p);
-            if (CR) read_then_advance(M, vj, di, xi, gj, acc); /* acc = gk'; dS_{t+1} → dS_t */
-            else read_then_advance(M, gj, di, xi, vj, acc);    /* acc = Σ_j gy·S_t; S_t → S_{t+1} */
-            group_reduce<TI, G>(acc, g);
-            const float gyv = sS[s];
-            const int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N + i0;
+            for (int s = 0; s < L; s++) {
+                const int t = ch * L + s;
+                float vj[TJ], gj[TJ], ki[TI], di[TI], acc[TI];
+                lds_own<TJ, G>(vj, sV + s * N, g);
+                lds_own<TJ, G>(gj, sG + s * N, g);
+                lds_own<TI, P>(ki, sK + s * IB, p);
+                lds_own<TI, P>(di, sD + s * IB, p);
+                read_then_advance(M, gj, di, ki, vj, acc);
+                group_reduce<TI, G>(acc, g);
+                const float gyv = sS[s];
+                const int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N + i0;
 #pragma unroll
-            for (int q = 0; q < KO; q++) {
-                const int i = own_pos<TI, P>(obase + q, p);
-                const float ri = sR[s * IB + i], kv = sK[s * IB + i];
-                if (CR) {
-                    if (own && t < T) {
-                        A.gk[o + i] = fromf<act_t>(fmaf(uO[q] * ri, gyv, acc[q]));
-                        A.q_scr[o + i] = kv * acc[q];
-                    }
-                } else {
+                for (int q = 0; q < KO; q++) {
+                    const int i = own_pos<TI, P>(obase + q, p);
+                    const float ri = sR[s * IB + i], kv = sK[s * IB + i];
                     guO[q] = fmaf(ri * kv, gyv, guO[q]);
                     if (own && t < T) {
                         A.gr[o + i] = fromf<act_t>(fmaf(uO[q] * kv, gyv, acc[q]));
@@ -350,40 +364,84 @@ template <class K, bool CR> RP_DEV void col_role(float *sm, const wkv_args &A, i
                 }
             }
         }
+        /* E_T = Σ_j gs_out[j][i]·S_T[j][i] */
+        const par_t *gso = A.gs_out ? A.gs_out + (int64_t)bh * NN : NULL;
+        if (gso) {
+            float e[TI];
+#pragma unroll
+            for (int c = 0; c < TI; c++) {
+                e[c] = 0.0f;
+#pragma unroll
+                for (int a = 0; a < TJ; a++)
+                    e[c] = fmaf(gso[(int64_t)own_pos<TJ, G>(a, g) * N + i0 + own_pos<TI, P>(c, p)], M[a][c], e[c]);
+            }
+            group_reduce<TI, G>(e, g);
+#pragma unroll
+            for (int q = 0; q < KO; q++) EO[q] = e[q];
+            if (!FUSED && own) {
+#pragma unroll
+                for (int q = 0; q < KO; q++) A.e_scr[(int64_t)bh * N + i0 + own_pos<TI, P>(obase + q, p)] = e[q];
+            }
+        }
+        if (FUSED) { /* M becomes dS_T; a_t written above is read back by other threads below */
+#pragma unroll
+            for (int a = 0; a < TJ; a++)
+#pragma unroll
+                for (int c = 0; c < TI; c++)
+                    M[a][c] = gso ? gso[(int64_t)own_pos<TJ, G>(a, g) * N + i0 + own_pos<TI, P>(c, p)] : 0.0f;
+            __syncthreads();
+        }
+        if (A.gu_part && own) {
+#pragma unroll
+            for (int q = 0; q < KO; q++) A.gu_part[(int64_t)bh * N + i0 + own_pos<TI, P>(obase + q, p)] = guO[q];
+        }
     }
 
-    if (CR) {
-        if (A.gs0_dst) { /* M = dS_0 */
-            float *dst = A.gs0_dst + (int64_t)bh * NN;
+    if (!REV) return;
+    /* gk_t[i] = Σ_j dS[j][i]·v[j] + u·r·(gy·v); fused: G = E − k·gk', gw = −exp(w)·G, E = G + a */
+    if (nch > 0) fetch(nch - 1, FUSED);
+    for (int ch = nch - 1; ch >= 0; ch--) {
+        __syncthreads();
+        stage(FUSED);
+        if (ch > 0) fetch(ch - 1, FUSED);
+        __syncthreads();
+#pragma unroll 2
+        for (int ss = 0; ss < L; ss++) {
+            const int s = L - 1 - ss, t = ch * L + s;
+            float vj[TJ], gj[TJ], ri[TI], di[TI], acc[TI];
+            lds_own<TJ, G>(vj, sV + s * N, g);
+            lds_own<TJ, G>(gj, sG + s * N, g);
+            lds_own<TI, P>(ri, sR + s * IB, p);
+            lds_own<TI, P>(di, sD + s * IB, p);
+            read_then_advance(M, vj, di, ri, gj, acc);
+            group_reduce<TI, G>(acc, g);
+            const float gyv = sS[s];
+            const int64_t o = ((int64_t)b * T + t) * C + (int64_t)h * N + i0;
 #pragma unroll
-            for (int a = 0; a < TJ; a++)
-#pragma unroll
-                for (int c = 0; c < TI; c++) {
-                    float *q = dst + (int64_t)own_pos<TJ, G>(a, g) * N + i0 + own_pos<TI, P>(c, p);
-                    *q = A.gs0_acc ? *q + M[a][c] : M[a][c];
+            for (int q = 0; q < KO; q++) {
+                const int i = own_pos<TI, P>(obase + q, p);
+                const float rv = sR[s * IB + i], kv = sK[s * IB + i];
+                if (own && t < T) {
+                    A.gk[o + i] = fromf<act_t>(fmaf(uO[q] * rv, gyv, acc[q]));
+                    if (!FUSED) A.q_scr[o + i] = kv * acc[q];
                 }
-        }
-        return;
-    }
-    if (A.e_scr) { /* E_T = Σ_j gs_out[j][i]·S_T[j][i] (e_scr is set exactly when gs_out is) */
-        const par_t *gso = A.gs_out + (int64_t)bh * NN;
-        float e[TI];
-#pragma unroll
-        for (int c = 0; c < TI; c++) {
-            e[c] = 0.0f;
-#pragma unroll
-            for (int a = 0; a < TJ; a++)
-                e[c] = fmaf(gso[(int64_t)own_pos<TJ, G>(a, g) * N + i0 + own_pos<TI, P>(c, p)], M[a][c], e[c]);
-        }
-        group_reduce<TI, G>(e, g);
-        if (own) {
-#pragma unroll
-            for (int q = 0; q < KO; q++) A.e_scr[(int64_t)bh * N + i0 + own_pos<TI, P>(obase + q, p)] = e[q];
+                if (FUSED) {
+                    const float Gt = fmaf(-kv, acc[q], EO[q]);
+                    if (own && t < T) A.gw[o + i] = fromf<act_t>(-sE[s * IB + i] * Gt);
+                    EO[q] = Gt + sA[s * IB + i];
+                }
+            }
         }
     }
-    if (A.gu_part && own) {
+    if (A.gs0_dst) { /* M = dS_0 */
+        float *dst = A.gs0_dst + (int64_t)bh * NN;
 #pragma unroll
-        for (int q = 0; q < KO; q++) A.gu_part[(int64_t)bh * N + i0 + own_pos<TI, P>(obase + q, p)] = guO[q];
+        for (int a = 0; a < TJ; a++)
+#pragma unroll
+            for (int c = 0; c < TI; c++) {
+                float *q = dst + (int64_t)own_pos<TJ, G>(a, g) * N + i0 + own_pos<TI, P>(c, p);
+                *q = A.gs0_acc ? *q + M[a][c] : M[a][c];
+            }
     }
 }
 
@@ -455,21 +513,25 @@ template <class K> __global__ void __launch_bounds__(K::NT) wkv6_forward_kernel(
 
 /* blocks [0, B·H·N/IB): CF column blocks; the next B·H·N/IB: CR column blocks; the rest:
  * row blocks (gv). All three kinds run one sweep and need nothing from each other. */
-/* Six blocks per SM for N ≤ 64 (≤ 170 registers; the wide tiles need 173 unbounded, and spill
- * nothing at 168): B8 H32's 768 wide blocks then fit in one wave on 132 SMs. */
-template <class KC, class KR> __global__ void RP_BOUNDS(KC::NT, KC::N <= 64 ? 6 : 1) wkv6_backward_kernel(wkv_args A) {
+/* The split schedule's launch (SPLIT): blocks [0, B·H·N/IB) CF, the next B·H·N/IB CR, the
+ * rest row blocks (gv) — all one sweep, independent; six blocks per SM for N ≤ 64 (≤ 170
+ * registers: the wide tiles spill nothing at 168), so B8 H32's 768 wide blocks are resident at
+ * once on 132 SMs. The fused schedule: [0, B·H·N/IB) fused column blocks, then row blocks. */
+template <class KC, class KR, bool SPLIT>
+__global__ void RP_BOUNDS(KC::NT, SPLIT && KC::N <= 64 ? 6 : 1) wkv6_backward_kernel(wkv_args A) {
     static_assert(KC::NT == KR::NT && KC::N == KR::N, "one block size per launch");
-    __shared__ float4 sm4[(cmax(KC::SMEM, KR::SMEM) + 3) / 4];
+    __shared__ float4 sm4[(cmax(SPLIT ? KC::SMEM_SPLIT : KC::SMEM, KR::SMEM) + 3) / 4];
     float *sm = reinterpret_cast<float *>(sm4);
-    constexpr int CSPLIT = KC::N / KC::IB, RSPLIT = KR::N / KR::JB;
+    constexpr int CSPLIT = KC::N / KC::IB, RSPLIT = KR::N / KR::JB, KINDS = SPLIT ? 2 : 1;
     const unsigned ncol = (unsigned)A.B * (unsigned)A.H * CSPLIT;
-    if (blockIdx.x < 2 * ncol) {
+    if (blockIdx.x < KINDS * ncol) {
         const unsigned x = blockIdx.x < ncol ? blockIdx.x : blockIdx.x - ncol;
         const int bh = (int)(x / CSPLIT), is = (int)(x % CSPLIT);
-        if (blockIdx.x < ncol) col_role<KC, false>(sm, A, bh / A.H, bh % A.H, is);
-        else col_role<KC, true>(sm, A, bh / A.H, bh % A.H, is);
+        if (!SPLIT) col_role<KC, ROLE_FUSED>(sm, A, bh / A.H, bh % A.H, is);
+        else if (blockIdx.x < ncol) col_role<KC, ROLE_CF>(sm, A, bh / A.H, bh % A.H, is);
+        else col_role<KC, ROLE_CR>(sm, A, bh / A.H, bh % A.H, is);
     } else {
-        const unsigned x = blockIdx.x - 2 * ncol;
+        const unsigned x = blockIdx.x - KINDS * ncol;
         const int bh = (int)(x / RSPLIT), js = (int)(x % RSPLIT);
         const int64_t NN = (int64_t)KR::N * KR::N;
         row_sweep<KR, true>(sm, bh / A.H, bh % A.H, js, A.T, A.H, A.vec != 0, A.k, A.r, A.w, A.gy, A.u,
@@ -521,23 +583,54 @@ template <int N> static void launch_fwd(cudaStream_t s, const wkv_args &a) {
     }
 }
 
-template <int N, int TIER> static int64_t bwd_blocks(int64_t BH) {
-    return BH * (2 * (N / wkv_tier<N, TIER>::col::IB) + N / wkv_tier<N, TIER>::row::JB);
+template <int N, int TIER> static int64_t bwd_blocks(int64_t BH, bool split) {
+    return BH * ((split ? 2 : 1) * (N / wkv_tier<N, TIER>::col::IB) + N / wkv_tier<N, TIER>::row::JB);
 }
-template <int N, int TIER> static void launch_bwd_tier(cudaStream_t s, const wkv_args &a) {
+
+/* -1 = by the rule below, else the schedule forced by RWKVPEFT_WKV6_BWD=fused|split (read at
+ * every call, so the op harness can check both schedules in one process) */
+static int wkv_bwd_mode(void) {
+    const char *e = getenv("RWKVPEFT_WKV6_BWD");
+    return e && !strcmp(e, "fused") ? 0 : e && !strcmp(e, "split") ? 1 : -1;
+}
+
+/* The backward's tile tier (by the fused schedule's block count, as measured) and schedule:
+ * split when its whole launch is resident at once — six blocks per SM for N ≤ 64 on CUDA
+ * (RP_BOUNDS), one otherwise — since then its one-sweep critical path is what the time is;
+ * with more blocks than slots the GPU is busy either way and split only adds q's traffic and
+ * the gw walk (H200, docs/backends.md "WKV6 kernels": B8 H32 0.90 → 0.83 ms, B1 H32 0.36 →
+ * 0.35; B8 H64, 1,536 split blocks on 792 slots, 1.34 → 1.49). */
+template <int N> static void bwd_plan(int64_t BH, int *tier, bool *split) {
+    const int64_t blocks[3] = {bwd_blocks<N, 0>(BH, false), bwd_blocks<N, 1>(BH, false), bwd_blocks<N, 2>(BH, false)};
+    *tier = wkv_pick(blocks);
+    const int64_t split_blocks = *tier == 0   ? bwd_blocks<N, 0>(BH, true)
+                                 : *tier == 1 ? bwd_blocks<N, 1>(BH, true)
+                                              : bwd_blocks<N, 2>(BH, true);
+#if defined(RWKVPEFT_USE_HIP)
+    const int64_t per_sm = 1;
+#else
+    const int64_t per_sm = N <= 64 ? 6 : 1;
+#endif
+    const int mode = wkv_bwd_mode();
+    *split = mode >= 0 ? mode == 1 : split_blocks <= per_sm * wkv_sm_count();
+}
+
+template <int N, int TIER, bool SPLIT> static void launch_bwd_tier(cudaStream_t s, const wkv_args &a) {
     using KC = typename wkv_tier<N, TIER>::col;
     using KR = typename wkv_tier<N, TIER>::row;
-    const unsigned grid = (unsigned)bwd_blocks<N, TIER>((int64_t)a.B * a.H);
-    wkv6_backward_kernel<KC, KR><<<grid, KC::NT, 0, s>>>(a);
+    const unsigned grid = (unsigned)bwd_blocks<N, TIER>((int64_t)a.B * a.H, SPLIT);
+    wkv6_backward_kernel<KC, KR, SPLIT><<<grid, KC::NT, 0, s>>>(a);
 }
-template <int N> static void launch_bwd(cudaStream_t s, const wkv_args &a) {
-    const int64_t BH = (int64_t)a.B * a.H;
-    const int64_t blocks[3] = {bwd_blocks<N, 0>(BH), bwd_blocks<N, 1>(BH), bwd_blocks<N, 2>(BH)};
-    switch (wkv_pick(blocks)) {
-    case 0: launch_bwd_tier<N, 0>(s, a); break;
-    case 1: launch_bwd_tier<N, 1>(s, a); break;
-    default: launch_bwd_tier<N, 2>(s, a); break;
+template <int N, bool SPLIT> static void launch_bwd_schedule(cudaStream_t s, const wkv_args &a, int tier) {
+    switch (tier) {
+    case 0: launch_bwd_tier<N, 0, SPLIT>(s, a); break;
+    case 1: launch_bwd_tier<N, 1, SPLIT>(s, a); break;
+    default: launch_bwd_tier<N, 2, SPLIT>(s, a); break;
     }
+}
+template <int N> static void launch_bwd(cudaStream_t s, const wkv_args &a, int tier, bool split) {
+    if (split) launch_bwd_schedule<N, true>(s, a, tier);
+    else launch_bwd_schedule<N, false>(s, a, tier);
 }
 
 static int wkv_check(rp_backend *be, const char *op, int B, int T, int H, int N) {
@@ -593,18 +686,26 @@ int cu_wkv6_bwd(rp_backend *be, void *gr, void *gk, void *gv, void *gw, void *gu
     const size_t e_bytes = gs_out ? cu_round(sizeof(float) * (size_t)(BH * N)) : 0;
     const int shared_gs0 = gs0 && s0_shared;
     const size_t gs_bytes = shared_gs0 ? cu_round(sizeof(float) * (size_t)(BH * NN)) : 0;
-    /* a and q (2·B·T·H·N floats) in the caller's dead buffers when they fit, else with the
-     * small temporaries in the backend's scratch */
-    const int own_aq = !(scratch && scratch_bytes >= 2 * a_bytes && ((uintptr_t)scratch & 255u) == 0);
+    int tier = 0;
+    bool split = false;
+    switch (N) {
+    case 32: bwd_plan<32>(BH, &tier, &split); break;
+    case 64: bwd_plan<64>(BH, &tier, &split); break;
+    default: bwd_plan<128>(BH, &tier, &split); break;
+    }
+    /* a (and q, split) — B·T·H·N floats each — in the caller's dead buffers when they fit,
+     * else with the small temporaries in the backend's scratch */
+    const size_t aq_bytes = (split ? 2 : 1) * a_bytes, eT_bytes = split ? e_bytes : 0;
+    const int own_aq = !(scratch && scratch_bytes >= aq_bytes && ((uintptr_t)scratch & 255u) == 0);
     void *scr;
-    RP_TRY(cu_scratch(be, (own_aq ? 2 * a_bytes : 0) + e_bytes + gu_bytes + gs_bytes + 256, &scr));
+    RP_TRY(cu_scratch(be, (own_aq ? aq_bytes : 0) + eT_bytes + gu_bytes + gs_bytes + 256, &scr));
     char *cur = (char *)scr, *aq = own_aq ? cur : (char *)scratch;
     wkv_args a;
     memset(&a, 0, sizeof a);
     a.a_scr = (float *)cu_carve(&aq, a_bytes);
-    a.q_scr = (float *)cu_carve(&aq, a_bytes);
+    a.q_scr = split ? (float *)cu_carve(&aq, a_bytes) : NULL;
     if (own_aq) cur = aq;
-    a.e_scr = gs_out ? (float *)cu_carve(&cur, e_bytes) : NULL;
+    a.e_scr = split && gs_out ? (float *)cu_carve(&cur, e_bytes) : NULL;
     a.gu_part = gu ? (float *)cu_carve(&cur, gu_bytes) : NULL; /* gu NULL: u frozen */
     float *gs_part = shared_gs0 ? (float *)cu_carve(&cur, gs_bytes) : NULL;
     /* per-batch gs0: each (b,h) slice belongs to one block: accumulate in place */
@@ -628,12 +729,12 @@ int cu_wkv6_bwd(rp_backend *be, void *gr, void *gk, void *gv, void *gw, void *gu
     a.gv = (act_t *)gv;
     a.gw = (act_t *)gw;
     switch (N) {
-    case 32: launch_bwd<32>(s, a); break;
-    case 64: launch_bwd<64>(s, a); break;
-    default: launch_bwd<128>(s, a); break;
+    case 32: launch_bwd<32>(s, a, tier, split); break;
+    case 64: launch_bwd<64>(s, a, tier, split); break;
+    default: launch_bwd<128>(s, a, tier, split); break;
     }
     CU_LAUNCHED(be);
-    {
+    if (split) {
         const int64_t cols = (int64_t)B * H * N;
         wkv6_gw_kernel<<<(unsigned)((cols + GW_COLS - 1) / GW_COLS), GW_COLS * GW_SEGS, 0, s>>>((act_t *)gw, (const act_t *)w, a.a_scr, a.q_scr, a.e_scr, B, T, (int64_t)H * N);
         CU_LAUNCHED(be);
