@@ -222,9 +222,6 @@ static rp_backend *cu_create(int device, int n_threads, rp_err *err) {
     {
         const char *g = getenv("RWKVPEFT_CUDA_GEMM");
         cb->use_tiled = g && strcmp(g, "tiled") == 0;
-#if defined(RP_HAVE_BLASLT)
-        cb->use_lt = !(g && strcmp(g, "blas") == 0);
-#endif
     }
 #if defined(RP_HAVE_BLAS)
     CUBLAS_TRY_INIT(err, cublasCreate(&cb->blas), "cublasCreate");
@@ -237,9 +234,6 @@ static rp_backend *cu_create(int device, int n_threads, rp_err *err) {
     INIT_TRY(cudaMalloc(&cb->blas_ws, CU_BLAS_WORKSPACE));
     cb->blas_ws_size = CU_BLAS_WORKSPACE;
     CUBLAS_TRY_INIT(err, cublasSetWorkspace(cb->blas, cb->blas_ws, cb->blas_ws_size), "cublasSetWorkspace");
-#endif
-#if defined(RP_HAVE_BLASLT)
-    CUBLAS_TRY_INIT(err, cublasLtCreate(&cb->lt), "cublasLtCreate");
 #endif
 #else
     cb->use_tiled = 1;
@@ -256,10 +250,6 @@ static void cu_release(cu_backend *cb) {
 #if defined(RP_HAVE_BLAS)
     if (cb->blas) (void)cublasDestroy(cb->blas);
     if (cb->blas_ws) (void)cudaFree(cb->blas_ws);
-#endif
-#if defined(RP_HAVE_BLASLT)
-    cu_lt_release(cb);
-    if (cb->lt) (void)cublasLtDestroy(cb->lt);
 #endif
     for (int i = 0; i < CU_CACHE_SLOTS; i++)
         if (cb->cache_ptr[i]) (void)cudaFree(cb->cache_ptr[i]);

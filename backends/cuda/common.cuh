@@ -42,12 +42,6 @@ typedef struct cu_backend {
     void *blas_ws; /* cuBLAS workspace, fixed at create so cuBLAS never allocates */
     size_t blas_ws_size;
 #endif
-#if defined(RP_HAVE_BLASLT)
-    cublasLtHandle_t lt;          /* accumulating GEMMs (ops_gemm.cu), sharing blas_ws */
-    struct cu_lt_plan *lt_plans;  /* cached descriptors and algorithm per shape */
-    int lt_n, lt_cap;
-    int use_lt;                   /* 0: RWKVPEFT_CUDA_GEMM=blas (cublasGemmEx for every GEMM) */
-#endif
     int use_tiled; /* gemm through the own tiled kernel (always without a vendor BLAS) */
     void *scratch; /* grow-only arena; one op uses it at a time (stream order) */
     size_t scratch_size;
@@ -314,9 +308,6 @@ int cu_convert_2d(rp_backend *be, void *dst, rp_dtype dt, int64_t ldd, int64_t s
                   rp_dtype st, int64_t lds, int64_t ss, int64_t rows, int64_t cols, int batch);
 
 /* ops_gemm.cu / ops_gemm_tiled.cu */
-#if defined(RP_HAVE_BLASLT)
-void cu_lt_release(cu_backend *cb); /* the cached cuBLASLt plans (ops_gemm.cu) */
-#endif
 int cu_gemm(rp_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha, const void *a,
             rp_dtype ta, int64_t lda, int64_t stride_a, const void *b, rp_dtype tb, int64_t ldb,
             int64_t stride_b, float beta, void *c, rp_dtype tc, int64_t ldc, int64_t stride_c, int batch);

@@ -14,14 +14,7 @@
  * and moves 3x the bytes: it cost ~40% of a 1.6B training step.) f32·f32 → bf16 C goes
  * through an f32 copy of C in scratch (read only when beta ≠ 0) and is narrowed back into
  * C's own layout. Compute is always fp32 (CUBLAS_COMPUTE_32F: no TF32), so an all-f32
- * product is a true float32 GEMM.
- *
- * Accumulating products (beta ≠ 0, one matrix) go through cuBLASLt on CUDA: cublasGemmEx picks
- * its kernel knowing beta, and for the base products that accumulate onto the low-rank term it
- * picked markedly slower ones than for beta = 0 (H200, 8192 rows: k 14336 → 4096 columns 1,189
- * µs at beta 0 against 1,375 µs at beta 1; 4096 → 14336 1,310 against 1,429), while cuBLASLt's
- * heuristic answers for the shape and types alone. Each shape's descriptors and algorithm are
- * looked up once and cached (cu_lt_plan); RWKVPEFT_CUDA_GEMM=blas keeps cublasGemmEx for all. */
+ * product is a true float32 GEMM. */
 #include "common.cuh"
 
 #if defined(RP_HAVE_BLAS)
@@ -43,92 +36,6 @@ static int narrow_operand(rp_backend *be, char **cursor, const void **x, rp_dtyp
     *stride = *stride == 0 ? 0 : rows * cols;
     return 0;
 }
-
-#if defined(RP_HAVE_BLASLT)
-/* One accumulating GEMM shape's cuBLASLt descriptors and algorithm. */
-typedef struct cu_lt_plan {
-    int trans_a, trans_b, m, n, k;
-    int64_t lda, ldb, ldc;
-    rp_dtype ta, tc;
-    int ok; /* 0: no algorithm for this shape (cublasGemmEx serves it) */
-    cublasLtMatmulDesc_t op;
-    cublasLtMatrixLayout_t la, lb, lc;
-    cublasLtMatmulAlgo_t algo;
-} cu_lt_plan;
-
-void cu_lt_release(cu_backend *cb) {
-    for (int i = 0; i < cb->lt_n; i++) {
-        cu_lt_plan *p = &cb->lt_plans[i];
-        if (p->op) (void)cublasLtMatmulDescDestroy(p->op);
-        if (p->la) (void)cublasLtMatrixLayoutDestroy(p->la);
-        if (p->lb) (void)cublasLtMatrixLayoutDestroy(p->lb);
-        if (p->lc) (void)cublasLtMatrixLayoutDestroy(p->lc);
-    }
-    free(cb->lt_plans);
-    cb->lt_plans = NULL;
-    cb->lt_n = cb->lt_cap = 0;
-}
-
-/* Builds the plan of C = α·op(A)·op(B) + β·C (row-major, as gemm_blas: cuBLASLt's A is our b,
- * its B our a, and its m×n column-major result our n-wide rows). */
-static void lt_plan_build(cu_backend *cb, cu_lt_plan *p) {
-    const cudaDataType tin = blas_type(p->ta), tout = blas_type(p->tc);
-    const cublasOperation_t opA = p->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, opB = p->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-    cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t res;
-    int found = 0;
-    size_t ws = cb->blas_ws_size;
-    p->ok = cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
-            cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &opB, sizeof opB) == CUBLAS_STATUS_SUCCESS &&
-            cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opA, sizeof opA) == CUBLAS_STATUS_SUCCESS &&
-            cublasLtMatrixLayoutCreate(&p->la, tin, p->trans_b ? p->k : p->n, p->trans_b ? p->n : p->k, p->ldb) ==
-                CUBLAS_STATUS_SUCCESS &&
-            cublasLtMatrixLayoutCreate(&p->lb, tin, p->trans_a ? p->m : p->k, p->trans_a ? p->k : p->m, p->lda) ==
-                CUBLAS_STATUS_SUCCESS &&
-            cublasLtMatrixLayoutCreate(&p->lc, tout, p->n, p->m, p->ldc) == CUBLAS_STATUS_SUCCESS &&
-            cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
-            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws) ==
-                CUBLAS_STATUS_SUCCESS &&
-            cublasLtMatmulAlgoGetHeuristic(cb->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &found) ==
-                CUBLAS_STATUS_SUCCESS &&
-            found > 0;
-    if (pref) (void)cublasLtMatmulPreferenceDestroy(pref);
-    if (p->ok) p->algo = res.algo;
-}
-
-/* The cached plan for this shape (built on first use), or NULL: no room (cublasGemmEx then). */
-static cu_lt_plan *lt_plan(cu_backend *cb, int trans_a, int trans_b, int m, int n, int k, int64_t lda, int64_t ldb,
-                           int64_t ldc, rp_dtype ta, rp_dtype tc) {
-    for (int i = 0; i < cb->lt_n; i++) {
-        cu_lt_plan *p = &cb->lt_plans[i];
-        if (p->trans_a == trans_a && p->trans_b == trans_b && p->m == m && p->n == n && p->k == k && p->lda == lda &&
-            p->ldb == ldb && p->ldc == ldc && p->ta == ta && p->tc == tc)
-            return p;
-    }
-    if (cb->lt_n >= 512) return NULL; /* a bound for long-lived contexts that see many shapes */
-    if (cb->lt_n == cb->lt_cap) {
-        int nc = cb->lt_cap ? 2 * cb->lt_cap : 64;
-        cu_lt_plan *np = (cu_lt_plan *)realloc(cb->lt_plans, sizeof(cu_lt_plan) * (size_t)nc);
-        if (!np) return NULL;
-        cb->lt_plans = np;
-        cb->lt_cap = nc;
-    }
-    cu_lt_plan *p = &cb->lt_plans[cb->lt_n++];
-    memset(p, 0, sizeof *p);
-    p->trans_a = trans_a;
-    p->trans_b = trans_b;
-    p->m = m;
-    p->n = n;
-    p->k = k;
-    p->lda = lda;
-    p->ldb = ldb;
-    p->ldc = ldc;
-    p->ta = ta;
-    p->tc = tc;
-    lt_plan_build(cb, p);
-    return p;
-}
-#endif
 
 static int gemm_blas(rp_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha, const void *a,
                      rp_dtype ta, int64_t lda, int64_t stride_a, const void *b, rp_dtype tb, int64_t ldb,
@@ -169,19 +76,6 @@ static int gemm_blas(rp_backend *be, int trans_a, int trans_b, int m, int n, int
     const cublasOperation_t opA = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t opB = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasStatus_t st;
-#if defined(RP_HAVE_BLASLT)
-    if (batch == 1 && beta != 0.0f && cb->use_lt) {
-        cu_lt_plan *p = lt_plan(cb, trans_a, trans_b, m, n, k, lda, ldb, ldcw, ta, tcw);
-        if (p && p->ok) {
-            st = cublasLtMatmul(cb->lt, p->op, &alpha, b, p->la, a, p->lb, &beta, cw, p->lc, cw, p->lc, &p->algo,
-                                cb->blas_ws, cb->blas_ws_size, cu_stream(be));
-            if (st != CUBLAS_STATUS_SUCCESS) return blas_fail(be, st, __LINE__);
-            CU_LAUNCHED(be);
-            if (c_via_f32) RP_TRY(cu_convert_2d(be, c, tc, ldc, stride_c, cw, RP_F32, ldcw, scw, m, n, batch));
-            return 0;
-        }
-    }
-#endif
     if (batch == 1)
         st = cublasGemmEx(cb->blas, opB, opA, n, m, k, &alpha, b, blas_type(tb), (int)ldb, a, blas_type(ta), (int)lda,
                           &beta, cw, blas_type(tcw), (int)ldcw, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);

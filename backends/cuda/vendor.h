@@ -95,12 +95,10 @@
 
 #else /* NVIDIA */
 
-#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #define RP_HAVE_BLAS 1
-#define RP_HAVE_BLASLT 1 /* cuBLASLt: the accumulating GEMMs (ops_gemm.cu) */
 #define RP_WARP_SIZE 32
 #define rp_shfl_xor(v, mask) __shfl_xor_sync(0xffffffffu, (v), (mask))
 
