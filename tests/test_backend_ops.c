@@ -1502,8 +1502,6 @@ static void wkv6_cases(bk *X, bk *R, rng *g) {
     wkv_case(X, R, g, s1, 2, 1, 1, 1);
     wkv_shape s2 = {1, 70, 1, 64};
     wkv_case(X, R, g, s2, 1, 1, 0, 1);
-    wkv_shape s5 = {1, 300, 2, 64}; /* 19 chunks: the gw walk's segments span several chunks */
-    wkv_case(X, R, g, s5, 0, 1, 1, 0);
     if (!X->gpu) { /* the CPU backends take any head size */
         wkv_shape s3 = {2, 21, 3, 24}, s4 = {1, 21, 2, 5};
         wkv_case(X, R, g, s3, 1, 1, 1, 1);

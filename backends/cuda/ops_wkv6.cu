@@ -103,10 +103,6 @@ RP_WKV_TIER(128, 1, 2, 16, 32, 16, 2, 32)
 RP_WKV_TIER(128, 2, 2, 16, 16, 16, 2, 16)
 #undef RP_WKV_TIER
 
-/* The split schedule's gw walk (wkv6_gw_kernel) runs each column's T in GW_SEGS segments of
- * whole chunks; the column blocks add up a and q per segment as they go. */
-#define GW_SEGS 8
-
 struct wkv_args {
     int B, T, H;
     int vec; /* r, k, v, w, gy 16-byte aligned: staging loads 16-byte pieces */
@@ -116,8 +112,6 @@ struct wkv_args {
     act_t *y, *gr, *gk, *gv, *gw;
     par_t *s_out;
     float *a_scr, *q_scr, *e_scr, *gu_part, *gs0_dst;
-    float *a_seg, *q_seg; /* split: per (b,h,i) the sums of a and of q over each of GW_SEGS time segments */
-    int seg_chunks;       /* chunks of L steps per segment */
     int gs0_acc;
 };
 
@@ -272,25 +266,13 @@ template <class K, int ROLE> RP_DEV void col_role(float *sm, const wkv_args &A, 
     const bool own = reduce_owner<TI, G>(g);
     const int obase = reduce_base<TI, G>(g);
 
-    float uO[KO], guO[KO], EO[KO], segO[KO]; /* segO: split, this segment's sum of a (CF) or q (CR) */
+    float uO[KO], guO[KO], EO[KO];
 #pragma unroll
     for (int q = 0; q < KO; q++) {
         uO[q] = A.u[(int64_t)h * N + i0 + own_pos<TI, P>(obase + q, p)];
         guO[q] = 0.0f;
         EO[q] = 0.0f;
-        segO[q] = 0.0f;
     }
-    /* split: after chunk ch, store and restart the segment sums when ch ends a segment */
-    auto seg_flush = [&](int ch, bool ends, float *dst) {
-        if (!ends) return;
-        if (own) {
-#pragma unroll
-            for (int q = 0; q < KO; q++)
-                dst[((int64_t)bh * N + i0 + own_pos<TI, P>(obase + q, p)) * GW_SEGS + ch / A.seg_chunks] = segO[q];
-        }
-#pragma unroll
-        for (int q = 0; q < KO; q++) segO[q] = 0.0f;
-    };
     float M[TJ][TI]; /* S in the forward sweep, dS in the reverse one */
     {
         const par_t *m0 = ROLE == ROLE_CR ? (A.gs_out ? A.gs_out + (int64_t)bh * NN : NULL)
@@ -378,11 +360,9 @@ template <class K, int ROLE> RP_DEV void col_role(float *sm, const wkv_args &A, 
                     if (own && t < T) {
                         A.gr[o + i] = fromf<act_t>(fmaf(uO[q] * kv, gyv, acc[q]));
                         A.a_scr[o + i] = ri * acc[q];
-                        if (!FUSED) segO[q] += ri * acc[q];
                     }
                 }
             }
-            if (!FUSED) seg_flush(ch, (ch + 1) % A.seg_chunks == 0 || ch == nch - 1, A.a_seg);
         }
         /* E_T = Σ_j gs_out[j][i]·S_T[j][i] */
         const par_t *gso = A.gs_out ? A.gs_out + (int64_t)bh * NN : NULL;
@@ -443,10 +423,7 @@ template <class K, int ROLE> RP_DEV void col_role(float *sm, const wkv_args &A, 
                 const float rv = sR[s * IB + i], kv = sK[s * IB + i];
                 if (own && t < T) {
                     A.gk[o + i] = fromf<act_t>(fmaf(uO[q] * rv, gyv, acc[q]));
-                    if (!FUSED) {
-                        A.q_scr[o + i] = kv * acc[q];
-                        segO[q] += kv * acc[q];
-                    }
+                    if (!FUSED) A.q_scr[o + i] = kv * acc[q];
                 }
                 if (FUSED) {
                     const float Gt = fmaf(-kv, acc[q], EO[q]);
@@ -455,7 +432,6 @@ template <class K, int ROLE> RP_DEV void col_role(float *sm, const wkv_args &A, 
                 }
             }
         }
-        if (!FUSED) seg_flush(ch, ch % A.seg_chunks == 0, A.q_seg);
     }
     if (A.gs0_dst) { /* M = dS_0 */
         float *dst = A.gs0_dst + (int64_t)bh * NN;
@@ -471,27 +447,33 @@ template <class K, int ROLE> RP_DEV void col_role(float *sm, const wkv_args &A, 
 
 /* gw from the column roles' scratch. Per (b, h, i), backwards in time:
  *   G_t = E_{t+1} − q_t;  gw_t = −exp(w_t)·G_t;  E_t = G_t + a_t   (E_T from e_scr, or 0),
- * i.e. E is a suffix sum of a − q. A block takes GW_COLS columns × GW_SEGS segments of T (of
- * seg_len steps, whole chunks): each thread starts from E_T plus the later segments' sums of
- * a − q (added up by the column blocks as they wrote a and q) and walks its own segment — so
- * B = 1 (2,048 columns at H32) still has 16 K threads, and a step's loads never wait on E
- * (they are issued GW_UNROLL steps ahead). Consecutive threads own consecutive columns:
- * contiguous accesses. */
+ * i.e. E is a suffix sum of a − q. A block takes GW_COLS columns × GW_SEGS segments of T:
+ * each thread sums its segment's a − q, the block adds up the later segments' sums for each
+ * thread's starting E, and each thread walks its own segment — so B = 1 (2,048 columns at
+ * H32) still has 16 K threads, and the loads of a step never wait on E (they are issued
+ * GW_UNROLL steps ahead). Consecutive threads own consecutive columns: contiguous accesses. */
 #define GW_COLS 32
-#define GW_UNROLL 8
+#define GW_SEGS 8
+#define GW_UNROLL 8 /* also the literal of the "#pragma unroll 8" below */
 __global__ void __launch_bounds__(GW_COLS *GW_SEGS)
     wkv6_gw_kernel(act_t *__restrict__ gw, const act_t *__restrict__ w, const float *__restrict__ a,
-                   const float *__restrict__ q, const float *__restrict__ a_seg, const float *__restrict__ q_seg,
-                   const float *__restrict__ e_scr, int B, int T, int64_t C, int seg_len) {
+                   const float *__restrict__ q, const float *__restrict__ e_scr, int B, int T, int64_t C) {
+    __shared__ float seg_sum[GW_SEGS][GW_COLS];
     const int cx = (int)threadIdx.x % GW_COLS, sy = (int)threadIdx.x / GW_COLS;
     const int64_t idx = (int64_t)blockIdx.x * GW_COLS + cx;
-    if (idx >= (int64_t)B * C) return;
-    const int64_t b = idx / C, c = idx % C, base = b * T * C + c;
-    const int t0 = sy * seg_len, t1 = t0 + seg_len < T ? t0 + seg_len : T;
-    if (t0 >= t1) return;
+    const bool live = idx < (int64_t)B * C;
+    const int64_t b = live ? idx / C : 0, c = live ? idx % C : 0, base = b * T * C + c;
+    const int seg = (T + GW_SEGS - 1) / GW_SEGS, t0 = sy * seg, t1 = t0 + seg < T ? t0 + seg : T;
+    float sum = 0.0f;
+    if (live) {
+#pragma unroll 8
+        for (int t = t0; t < t1; t++) sum += a[base + (int64_t)t * C] - q[base + (int64_t)t * C];
+    }
+    seg_sum[sy][cx] = sum;
+    __syncthreads();
+    if (!live) return;
     float E = e_scr ? e_scr[idx] : 0.0f;
-    for (int s2 = sy + 1; s2 < GW_SEGS && s2 * seg_len < T; s2++) /* the later non-empty segments */
-        E += a_seg[idx * GW_SEGS + s2] - q_seg[idx * GW_SEGS + s2];
+    for (int s2 = GW_SEGS - 1; s2 > sy; s2--) E += seg_sum[s2][cx];
     int t = t1 - 1;
     for (; t - (GW_UNROLL - 1) >= t0; t -= GW_UNROLL) {
         float qv[GW_UNROLL], av[GW_UNROLL], wv[GW_UNROLL];
@@ -714,10 +696,9 @@ int cu_wkv6_bwd(rp_backend *be, void *gr, void *gk, void *gv, void *gw, void *gu
     /* a (and q, split) — B·T·H·N floats each — in the caller's dead buffers when they fit,
      * else with the small temporaries in the backend's scratch */
     const size_t aq_bytes = (split ? 2 : 1) * a_bytes, eT_bytes = split ? e_bytes : 0;
-    const size_t seg_bytes = split ? cu_round(sizeof(float) * (size_t)(BH * N * GW_SEGS)) : 0;
     const int own_aq = !(scratch && scratch_bytes >= aq_bytes && ((uintptr_t)scratch & 255u) == 0);
     void *scr;
-    RP_TRY(cu_scratch(be, (own_aq ? aq_bytes : 0) + eT_bytes + 2 * seg_bytes + gu_bytes + gs_bytes + 256, &scr));
+    RP_TRY(cu_scratch(be, (own_aq ? aq_bytes : 0) + eT_bytes + gu_bytes + gs_bytes + 256, &scr));
     char *cur = (char *)scr, *aq = own_aq ? cur : (char *)scratch;
     wkv_args a;
     memset(&a, 0, sizeof a);
@@ -725,11 +706,6 @@ int cu_wkv6_bwd(rp_backend *be, void *gr, void *gk, void *gv, void *gw, void *gu
     a.q_scr = split ? (float *)cu_carve(&aq, a_bytes) : NULL;
     if (own_aq) cur = aq;
     a.e_scr = split && gs_out ? (float *)cu_carve(&cur, e_bytes) : NULL;
-    /* the segment sums (slots of segments past T are never written, nor read) */
-    a.a_seg = split ? (float *)cu_carve(&cur, seg_bytes) : NULL;
-    a.q_seg = split ? (float *)cu_carve(&cur, seg_bytes) : NULL;
-    const int nch = (T + 15) / 16; /* chunks of L = 16 steps (every tier) */
-    a.seg_chunks = nch > 0 ? (nch + GW_SEGS - 1) / GW_SEGS : 1;
     a.gu_part = gu ? (float *)cu_carve(&cur, gu_bytes) : NULL; /* gu NULL: u frozen */
     float *gs_part = shared_gs0 ? (float *)cu_carve(&cur, gs_bytes) : NULL;
     /* per-batch gs0: each (b,h) slice belongs to one block: accumulate in place */
@@ -760,7 +736,7 @@ int cu_wkv6_bwd(rp_backend *be, void *gr, void *gk, void *gv, void *gw, void *gu
     CU_LAUNCHED(be);
     if (split) {
         const int64_t cols = (int64_t)B * H * N;
-        wkv6_gw_kernel<<<(unsigned)((cols + GW_COLS - 1) / GW_COLS), GW_COLS * GW_SEGS, 0, s>>>((act_t *)gw, (const act_t *)w, a.a_scr, a.q_scr, a.a_seg, a.q_seg, a.e_scr, B, T, (int64_t)H * N, a.seg_chunks * 16);
+        wkv6_gw_kernel<<<(unsigned)((cols + GW_COLS - 1) / GW_COLS), GW_COLS * GW_SEGS, 0, s>>>((act_t *)gw, (const act_t *)w, a.a_scr, a.q_scr, a.e_scr, B, T, (int64_t)H * N);
         CU_LAUNCHED(be);
     }
     if (gu) {
