@@ -49,6 +49,14 @@ template <int U> RP_DEV void ew_store(act_t *p, const float (&v)[U]);
 template <> RP_DEV void ew_store<1>(act_t *p, const float (&v)[1]) { *p = fromf<act_t>(v[0]); }
 template <> RP_DEV void ew_store<ACT_VEC_LITERAL>(act_t *p, const float (&v)[ACT_VEC_LITERAL]) { act_store_vec(p, v); }
 #define EW_UNROLL _Pragma("unroll") for (int j = 0; j < U; j++)
+/* an optional operand: its U elements, or zeros when the pointer is NULL */
+template <int U> RP_DEV void ew_load_or_zero(float (&d)[U], const act_t *p) {
+    if (p) {
+        ew_load<U>(d, p);
+    } else {
+        EW_UNROLL d[j] = 0.0f;
+    }
+}
 
 template <int KIND, int U> __global__ void act_forward_kernel(act_t *y, const act_t *x, int64_t n) {
     GRID_STRIDE(q, n / U) {
@@ -64,16 +72,8 @@ __global__ void act_backward_kernel(act_t *dx, const act_t *dy, const act_t *x, 
     GRID_STRIDE(q, n / U) {
         float g[U], xv[U], yv[U];
         ew_load<U>(g, dy + q * U);
-        if (x) {
-            ew_load<U>(xv, x + q * U);
-        } else {
-            EW_UNROLL xv[j] = 0.0f;
-        }
-        if (y) {
-            ew_load<U>(yv, y + q * U);
-        } else {
-            EW_UNROLL yv[j] = 0.0f;
-        }
+        ew_load_or_zero<U>(xv, x ? x + q * U : NULL);
+        ew_load_or_zero<U>(yv, y ? y + q * U : NULL);
         EW_UNROLL g[j] = act_df<KIND>(g[j], xv[j], yv[j]);
         ew_store<U>(dx + q * U, g);
     }
@@ -121,11 +121,7 @@ __global__ void act_mul_forward_kernel(act_t *y, const act_t *a, const act_t *b,
         float av[U], bv[U], rv[U];
         ew_load<U>(av, a + q * U);
         ew_load<U>(bv, b + q * U);
-        if (r) {
-            ew_load<U>(rv, r + q * U);
-        } else {
-            EW_UNROLL rv[j] = 0.0f;
-        }
+        ew_load_or_zero<U>(rv, r ? r + q * U : NULL);
         EW_UNROLL av[j] = fmaf(act_f<KIND>(av[j]), bv[j], rv[j]);
         ew_store<U>(y + q * U, av);
     }
@@ -140,11 +136,7 @@ __global__ void act_mul_backward_kernel(act_t *da, act_t *db, const act_t *dy, c
         float g[U], av[U], bv[U], fa[U];
         ew_load<U>(g, dy + q * U);
         ew_load<U>(av, a + q * U);
-        if (da) {
-            ew_load<U>(bv, b + q * U);
-        } else {
-            EW_UNROLL bv[j] = 0.0f;
-        }
+        ew_load_or_zero<U>(bv, da ? b + q * U : NULL);
         EW_UNROLL fa[j] = act_f<KIND>(av[j]);
         if (da) {
             float o[U];
