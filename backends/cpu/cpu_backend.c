@@ -451,7 +451,7 @@ static int cpu_shift_mix_bwd(rp_backend *be, void *dx_, void *dxprev_, void *dco
 #define EXPR(x) expf(x)
 #endif
 
-static inline real sigm(real x) { return (real)(1.0 / (1.0 + exp(-(double)x))); }
+static inline real sigm(real x) { return (real)sigm_d(x); }
 /* log(1 + e^x) without overflow */
 static inline double softplus(double x) { return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
 

@@ -276,6 +276,16 @@ int cu_colsum_finish(rp_backend *be, float *dst, const float *part, int n_chunks
     return 0;
 }
 
+/* Instantiates CALL(K) for the activation kind `kind` (validated by the caller). */
+#define ACT_KIND_SWITCH(kind, CALL)                             \
+    switch (kind) {                                             \
+    case RP_ACT_TANH: CALL(RP_ACT_TANH); break;                 \
+    case RP_ACT_SIGMOID: CALL(RP_ACT_SIGMOID); break;           \
+    case RP_ACT_SILU: CALL(RP_ACT_SILU); break;                 \
+    case RP_ACT_SOFTCLAMP: CALL(RP_ACT_SOFTCLAMP); break;       \
+    default: CALL(RP_ACT_RELU_SQ); break;                       \
+    }
+
 int cu_act_fwd(rp_backend *be, int kind, void *y, const void *x, int64_t n) {
     if (kind < RP_ACT_TANH || kind > RP_ACT_SOFTCLAMP) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_fwd: kind %d", kind);
     if (n <= 0) return 0;
@@ -288,13 +298,7 @@ int cu_act_fwd(rp_backend *be, int kind, void *y, const void *x, int64_t n) {
 #define ACT_FWD(K) \
     (vec ? act_forward_kernel<K, ACT_VEC_LITERAL><<<g, EW_THREADS, 0, s>>>(Y, X, n) \
          : act_forward_kernel<K, 1><<<g, EW_THREADS, 0, s>>>(Y, X, n))
-    switch (kind) {
-    case RP_ACT_TANH: ACT_FWD(RP_ACT_TANH); break;
-    case RP_ACT_SIGMOID: ACT_FWD(RP_ACT_SIGMOID); break;
-    case RP_ACT_SILU: ACT_FWD(RP_ACT_SILU); break;
-    case RP_ACT_SOFTCLAMP: ACT_FWD(RP_ACT_SOFTCLAMP); break;
-    default: ACT_FWD(RP_ACT_RELU_SQ); break;
-    }
+    ACT_KIND_SWITCH(kind, ACT_FWD)
 #undef ACT_FWD
     CU_LAUNCHED(be);
     return 0;
@@ -329,16 +333,6 @@ int cu_act_bwd(rp_backend *be, int kind, void *dx, const void *dy, const void *x
     CU_LAUNCHED(be);
     return 0;
 }
-
-/* Instantiates CALL(K) for the activation kind `kind` (validated by the caller). */
-#define ACT_KIND_SWITCH(kind, CALL)                             \
-    switch (kind) {                                             \
-    case RP_ACT_TANH: CALL(RP_ACT_TANH); break;                 \
-    case RP_ACT_SIGMOID: CALL(RP_ACT_SIGMOID); break;           \
-    case RP_ACT_SILU: CALL(RP_ACT_SILU); break;                 \
-    case RP_ACT_SOFTCLAMP: CALL(RP_ACT_SOFTCLAMP); break;       \
-    default: CALL(RP_ACT_RELU_SQ); break;                       \
-    }
 
 int cu_act_mul_fwd(rp_backend *be, int kind, void *y, const void *a, const void *b, const void *r, int64_t n) {
     if (kind < RP_ACT_TANH || kind > RP_ACT_SOFTCLAMP) return CU_FAIL(be, RWKVPEFT_E_INVALID_ARGUMENT, "act_mul_fwd: kind %d", kind);

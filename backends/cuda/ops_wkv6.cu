@@ -32,17 +32,17 @@
  *   q_t[i] = k_t[i]·gk'_t[i], gk'_t[i] = Σ_j dS_{t+1}[j][i]·v_t[j]; walking back from
  *   E_T = Σ_j gs_out[j][i]·S_T[j][i]: G_t = E_{t+1} − q_t[i], E_t = G_t + a_t[i].
  *   a needs S (forward in time), q needs dS (backward in time), and nothing else couples them.
- * One launch, three kinds of block, each one sweep over T and independent of the others:
- *   CF column blocks (IB key columns, all N rows; reduce over j), forward in time carrying S:
- *     gr, a_t (fp32 scratch [B,T,H,N]), gu's partials, E_T (when gs_out);
- *   CR column blocks, backward in time carrying dS: gk, q_t (fp32 scratch), gs0;
- *   row blocks (JB value rows; reduce over i): the forward's row sweep run backwards in time
- *     on dS with (r,k,v) → (k,r,gy) gives gv.
- * Then wkv6_gw_kernel walks the E recurrence per (b,h,i) from the scratch and writes gw. (The
- * first version ran both column sweeps in one block, so its critical path was two sweeps
- * while the row blocks idled after one: B8 H32 0.90 ms.) The caller may lend the a/q scratch
- * (its dead buffers). gu, and gs0 of a shared s0, are summed over B by a second, fixed-order
- * kernel (deterministic).
+ * One launch of column blocks (IB key columns, all N rows; reduce over j) and row blocks (JB
+ * value rows; reduce over i: the forward's row sweep run backwards in time on dS with
+ * (r,k,v) → (k,r,gy) gives gv), in one of two schedules (bwd_plan):
+ *   fused: each column block runs a forward sweep carrying S (gr, a_t to fp32 scratch
+ *     [B,T,H,N], gu's partials, E_T) and then a reverse sweep carrying dS (gk, gs0, and gw
+ *     through the E walk inline) — a critical path of two sweeps;
+ *   split: those two sweeps are different blocks (CF, CR) running in parallel, CR writing q_t
+ *     to a second fp32 scratch, and wkv6_gw_kernel walks E per (b,h,i) afterwards — one sweep
+ *     plus the walk, taken when the whole launch is resident at once.
+ * The caller may lend the a/q scratch (its dead buffers). gu, and gs0 of a shared s0, are
+ * summed over B by a second, fixed-order kernel (deterministic).
  *
  * Tiles come in three tiers (wkv_tier below): wide (1–2 blocks per head, 64-element tiles),
  * mid (2–4 blocks, 32) and narrow (4–8 blocks, 16–32); a launch takes the biggest tiles that
@@ -238,7 +238,7 @@ RP_DEV void read_then_advance(float (&M)[TJ][TI], const float (&x)[TJ], const fl
     }
 }
 
-/* The column blocks' roles. Two schedules (wkv_bwd_split chooses per launch):
+/* The column blocks' roles. Two schedules (bwd_plan chooses per launch):
  *   fused: one block per column slice runs both sweeps — CF's, then CR's with the E walk
  *     inline (G_t = E_{t+1} − q_t, gw_t = −exp(w_t)·G_t, E_t = G_t + a_t, a_t read back from
  *     the scratch this block wrote);
@@ -511,14 +511,23 @@ template <class K> __global__ void __launch_bounds__(K::NT) wkv6_forward_kernel(
                         m0, A.y, A.s_out ? A.s_out + (int64_t)bh * NN : NULL);
 }
 
-/* blocks [0, B·H·N/IB): CF column blocks; the next B·H·N/IB: CR column blocks; the rest:
- * row blocks (gv). All three kinds run one sweep and need nothing from each other. */
+/* Blocks per SM the split schedule's kernel is built for (its __launch_bounds__ minimum) and
+ * bwd_plan counts on: on CUDA six for N ≤ 64 (≤ 170 registers: the wide tiles spill nothing at
+ * 168), so B8 H32's 768 wide blocks are resident at once on 132 SMs; one on HIP, where
+ * RP_BOUNDS sets no minimum. */
+constexpr int split_blocks_per_sm(int N) {
+#if defined(RWKVPEFT_USE_HIP)
+    return (void)N, 1;
+#else
+    return N <= 64 ? 6 : 1;
+#endif
+}
+
 /* The split schedule's launch (SPLIT): blocks [0, B·H·N/IB) CF, the next B·H·N/IB CR, the
- * rest row blocks (gv) — all one sweep, independent; six blocks per SM for N ≤ 64 (≤ 170
- * registers: the wide tiles spill nothing at 168), so B8 H32's 768 wide blocks are resident at
- * once on 132 SMs. The fused schedule: [0, B·H·N/IB) fused column blocks, then row blocks. */
+ * rest row blocks (gv) — all one sweep, independent. The fused schedule: [0, B·H·N/IB) fused
+ * column blocks, then row blocks. */
 template <class KC, class KR, bool SPLIT>
-__global__ void RP_BOUNDS(KC::NT, SPLIT && KC::N <= 64 ? 6 : 1) wkv6_backward_kernel(wkv_args A) {
+__global__ void RP_BOUNDS(KC::NT, SPLIT ? split_blocks_per_sm(KC::N) : 1) wkv6_backward_kernel(wkv_args A) {
     static_assert(KC::NT == KR::NT && KC::N == KR::N, "one block size per launch");
     __shared__ float4 sm4[(cmax(SPLIT ? KC::SMEM_SPLIT : KC::SMEM, KR::SMEM) + 3) / 4];
     float *sm = reinterpret_cast<float *>(sm4);
@@ -595,8 +604,8 @@ static int wkv_bwd_mode(void) {
 }
 
 /* The backward's tile tier (by the fused schedule's block count, as measured) and schedule:
- * split when its whole launch is resident at once — six blocks per SM for N ≤ 64 on CUDA
- * (RP_BOUNDS), one otherwise — since then its one-sweep critical path is what the time is;
+ * split when its whole launch is resident at once (split_blocks_per_sm per SM) — since then
+ * its one-sweep critical path is what the time is;
  * with more blocks than slots the GPU is busy either way and split only adds q's traffic and
  * the gw walk (H200, docs/backends.md "WKV6 kernels": B8 H32 0.90 → 0.83 ms, B1 H32 0.36 →
  * 0.35; B8 H64, 1,536 split blocks on 792 slots, 1.34 → 1.49). */
@@ -606,11 +615,7 @@ template <int N> static void bwd_plan(int64_t BH, int *tier, bool *split) {
     const int64_t split_blocks = *tier == 0   ? bwd_blocks<N, 0>(BH, true)
                                  : *tier == 1 ? bwd_blocks<N, 1>(BH, true)
                                               : bwd_blocks<N, 2>(BH, true);
-#if defined(RWKVPEFT_USE_HIP)
-    const int64_t per_sm = 1;
-#else
-    const int64_t per_sm = N <= 64 ? 6 : 1;
-#endif
+    const int64_t per_sm = split_blocks_per_sm(N);
     const int mode = wkv_bwd_mode();
     *split = mode >= 0 ? mode == 1 : split_blocks <= per_sm * wkv_sm_count();
 }
